@@ -1,0 +1,136 @@
+"""The Python API behind every command: plan, run, verify.
+
+Each function takes a loaded :class:`~datamove.manifest.Manifest` and returns a
+:class:`~datamove.report.Report`; the CLI only parses arguments and renders.
+Flow of a run: preflight every location (fail before anything moves) → stream
+each dataset's plan → group copies into batches → run them on the engine with a
+bounded window → fold results into the report as they arrive.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+from .engine import Engine
+from .errors import LocationUnreachable
+from .manifest import Manifest, load_manifest
+from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
+from .progress import Progress
+from .report import Report
+from .stores import check_readable, describe, list_entries
+from .transfer import Batch, ObjectResult, TransferSettings, run_batch
+
+__all__ = ["load_manifest", "plan", "run", "verify"]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def jobs_of(manifest: Manifest, only: list[str] | None = None) -> list[DatasetJob]:
+    """The manifest's datasets as worker jobs, optionally just the named ones."""
+    specs = [manifest.dataset(name) for name in only] if only else manifest.datasets
+    return [DatasetJob.from_spec(spec) for spec in specs]
+
+
+def preflight(jobs: list[DatasetJob]) -> None:
+    """Every source readable and every destination listable, before anything moves."""
+    for job in jobs:
+        check_readable(job.source)
+        try:
+            next(iter(list_entries(job.destination)), None)
+        except LocationUnreachable:
+            raise
+        except Exception as exc:
+            raise LocationUnreachable(
+                f"dataset {job.name}: destination {job.destination.url} cannot be reached: "
+                f"{describe(exc)}") from exc
+
+
+def plan(manifest: Manifest, *, reverify: bool = False,
+         datasets: list[str] | None = None) -> Report:
+    """Count what a run would copy and skip, per dataset, without copying."""
+    jobs = jobs_of(manifest, datasets)
+    preflight(jobs)
+    report = Report("plan", manifest.name, new_run_id(), engine="none")
+    for job in jobs:
+        ds = report.dataset(job.name, job.source.url, job.destination.url)
+        for item in plan_dataset(job, reverify=reverify):
+            ds.add(item.action.value, item.size)
+    return report.finish()
+
+
+def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,
+        datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
+    """Copy every dataset; verify each object per its mode; never raise for one object."""
+    return _execute("run", manifest, scheduler=scheduler, reverify=reverify,
+                    datasets=datasets, progress=progress)
+
+
+def verify(manifest: Manifest, *, scheduler: str | None = None,
+           datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
+    """Compare sources with destinations without copying: missing, extra, differing."""
+    return _execute("verify", manifest, scheduler=scheduler, reverify=False,
+                    datasets=datasets, progress=progress)
+
+
+def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify: bool,
+             datasets: list[str] | None, progress: Progress | None) -> Report:
+    jobs = jobs_of(manifest, datasets)
+    preflight(jobs)
+    progress = progress or Progress()
+    spec = manifest.engine
+    settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
+                                fsync=spec.fsync)
+    engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
+                    window=spec.effective_window)
+    report = Report(command, manifest.name, new_run_id(), engine=engine.description)
+    for job in jobs:
+        report.dataset(job.name, job.source.url, job.destination.url)
+    check_only = command == "verify"
+
+    def work() -> Iterator[Batch]:
+        for job in jobs:
+            items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only),
+                                  job, report, progress)
+            for group in batches(items, max_objects=spec.batch_objects,
+                                 max_bytes=spec.batch_bytes, large=spec.part_size):
+                yield Batch(job, tuple(group), settings)
+        progress.listing_done()
+
+    with engine, progress:
+        for batch, outcome in engine.map_unordered(run_batch, work()):
+            results = outcome if isinstance(outcome, list) else _task_failed(batch, outcome)
+            for result in results:
+                report.record(result)
+                progress.done(result)
+    return report.finish()
+
+
+def _worker_items(items: Iterator[PlanItem], job: DatasetJob, report: Report,
+                  progress: Progress) -> Iterator[PlanItem]:
+    """Pass on what needs a worker; account for what the driver settles itself."""
+    ds = report.dataset(job.name)
+    for item in items:
+        if item.action == Action.skip:
+            ds.add("skipped", item.size)
+        elif item.action == Action.extra and report.command == "verify":
+            report.record(ObjectResult(dataset=job.name, key=item.key, action="extra",
+                                       status="extra", size=item.size,
+                                       error="only at the destination"))
+        elif item.action == Action.extra:
+            ds.add("extra", item.size)  # reported, never deleted
+        else:
+            progress.planned(item)
+            yield item
+
+
+def _task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
+    """A whole task was lost (e.g. its workers kept dying): fail its objects, go on."""
+    return [ObjectResult(dataset=batch.job.name, key=item.key, action=item.action.value,
+                         status="failed", size=item.size,
+                         destination_url=batch.job.destination.url_of(item.key),
+                         error=f"task failed: {describe(exc)}") for item in batch.items]
+

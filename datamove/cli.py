@@ -1,0 +1,115 @@
+"""The ``datamove`` command: parse arguments, call one API function, render.
+
+Exit codes (docs/CLI.md): 0 ok, 1 objects failed or differ, 2 bad input,
+3 refused by policy. With ``--json`` the last line of stdout is one JSON object
+that always carries ``exit_code``, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__, api
+from .errors import EXIT_BAD_INPUT, DatamoveError
+from .progress import progress_for
+from .report import Report
+
+MANIFEST = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
+JSON = click.option("--json", "as_json", is_flag=True,
+                    help="Print one JSON summary object as the last line of stdout.")
+SCHEDULER = click.option("--scheduler", metavar="tcp://HOST:PORT",
+                         help="Run on an existing Dask scheduler instead of the embedded one.")
+DATASET = click.option("--dataset", "datasets", multiple=True, metavar="NAME",
+                       help="Only this dataset (repeatable).")
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
+                        help="Live progress on stderr when it is a terminal.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="datamove")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def main(verbose: int) -> None:
+    """Move datasets between stores, verified end to end."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@MANIFEST
+@JSON
+@DATASET
+@click.option("--reverify", is_flag=True, help="Count up-to-date objects as to re-verify.")
+def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool) -> None:
+    """Show what a run would copy and skip, per dataset, without copying."""
+    _finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
+                             datasets=list(datasets) or None), as_json)
+
+
+@main.command()
+@MANIFEST
+@JSON
+@SCHEDULER
+@DATASET
+@PROGRESS
+@click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
+@click.option("--reverify", is_flag=True,
+              help="Re-check up-to-date objects against their source and repair any that differ.")
+def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
+        progress: bool, dry_run: bool, reverify: bool) -> None:
+    """Copy every dataset in MANIFEST; verify each object; never copy twice."""
+    def go() -> Report:
+        loaded = api.load_manifest(manifest)
+        if dry_run:
+            return api.plan(loaded, reverify=reverify, datasets=list(datasets) or None)
+        return api.run(loaded, scheduler=scheduler, reverify=reverify,
+                       datasets=list(datasets) or None,
+                       progress=progress_for(progress and not as_json))
+
+    _finish(go, as_json)
+
+
+@main.command()
+@MANIFEST
+@JSON
+@SCHEDULER
+@DATASET
+@PROGRESS
+def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
+           progress: bool) -> None:
+    """Compare sources and destinations without copying (missing, extra, differing)."""
+    _finish(lambda: api.verify(api.load_manifest(manifest), scheduler=scheduler,
+                               datasets=list(datasets) or None,
+                               progress=progress_for(progress and not as_json)), as_json)
+
+
+def _finish(action: Callable[[], Report], as_json: bool) -> None:
+    """Run an API call; print its report; exit with its code. Errors become messages."""
+    try:
+        report = action()
+    except DatamoveError as exc:
+        _fail(str(exc), exc.exit_code, as_json)
+    except KeyError as exc:  # an unknown --dataset name
+        _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT, as_json)
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        report.render(sys.stdout)
+    sys.exit(report.exit_code)
+
+
+def _fail(message: str, code: int, as_json: bool) -> Any:
+    click.echo(f"datamove: error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

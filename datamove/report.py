@@ -1,0 +1,169 @@
+"""Run reports: counts per dataset, failures, exit code; as JSON or a human table.
+
+One report shape serves ``run``, ``plan`` and ``verify``: per dataset, a count and
+a byte total per outcome (``copied``, ``skipped``, ``failed``, … for runs; ``copy``,
+``skip``, … for plans; ``matched``, ``missing``, ``differs``, ``extra`` for
+verification). The JSON form is what ``--json`` prints as its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from .errors import EXIT_OBJECTS_FAILED, EXIT_OK
+from .transfer import ObjectResult
+
+MAX_LISTED_PROBLEMS = 10_000
+"""Problems kept for the final listing; beyond this only the count grows."""
+
+RUN_KEYS = ("copied", "skipped", "verified", "repaired", "failed")
+PLAN_KEYS = ("copy", "skip", "verify", "extra")
+VERIFY_KEYS = ("matched", "missing", "differs", "extra", "failed")
+_KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS}
+_PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
+
+
+@dataclass
+class DatasetReport:
+    name: str
+    source: str
+    destination: str
+    counts: Counter[str] = field(default_factory=Counter)
+    bytes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: str, size: int) -> None:
+        self.counts[outcome] += 1
+        self.bytes[outcome] += size
+
+    def to_dict(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "destination": self.destination}
+        for key in (*keys, *sorted(set(self.counts) - set(keys))):
+            out[key] = self.counts[key]
+        for key in (*keys, *sorted(set(self.bytes) - set(keys))):
+            out[f"bytes_{key}"] = self.bytes[key]
+        return out
+
+
+@dataclass
+class Problem:
+    dataset: str
+    key: str
+    status: str
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "key": self.key, "status": self.status,
+                "error": self.error}
+
+
+@dataclass
+class Report:
+    command: str  # run | plan | verify
+    manifest: str
+    run_id: str
+    engine: str = ""
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    datasets: dict[str, DatasetReport] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+
+    def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
+        if name not in self.datasets:
+            self.datasets[name] = DatasetReport(name, source, destination)
+        return self.datasets[name]
+
+    def record(self, result: ObjectResult) -> None:
+        ds = self.dataset(result.dataset)
+        ds.add(result.status, result.size)
+        if result.status in _PROBLEM_STATUSES:
+            self.problem_count += 1
+            if len(self.problems) < MAX_LISTED_PROBLEMS:
+                self.problems.append(Problem(result.dataset, result.key, result.status,
+                                             result.error or result.status))
+
+    @property
+    def exit_code(self) -> int:
+        bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
+        if self.command == "plan":
+            bad = ()
+        failed = any(ds.counts[k] for ds in self.datasets.values() for k in bad)
+        return EXIT_OBJECTS_FAILED if failed else EXIT_OK
+
+    def finish(self) -> Report:
+        self.ended = time.time()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = _KEYS[self.command]
+        return {
+            "command": self.command,
+            "manifest": self.manifest,
+            "run_id": self.run_id,
+            "engine": self.engine,
+            "started": _iso(self.started),
+            "ended": _iso(self.ended) if self.ended else None,
+            "seconds": round((self.ended or time.time()) - self.started, 3),
+            "datasets": {name: ds.to_dict(keys) for name, ds in self.datasets.items()},
+            "problems": [p.to_dict() for p in self.problems],
+            "problem_count": self.problem_count,
+            "exit_code": self.exit_code,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False, ensure_ascii=False)
+
+    def render(self, out: TextIO) -> None:
+        """A human summary: one table row per dataset, then every problem."""
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=out, highlight=False, soft_wrap=True)
+        keys = _KEYS[self.command]
+        table = Table(title=f"datamove {self.command}: {self.manifest}", title_justify="left")
+        table.add_column("dataset")
+        for key in keys:
+            table.add_column(key, justify="right")
+        table.add_column("bytes", justify="right")
+        moved = {"run": "copied", "plan": "copy", "verify": "matched"}[self.command]
+        for name, ds in self.datasets.items():
+            table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
+                          human_bytes(ds.bytes[moved]))
+        console.print(table)
+        for problem in self.problems:
+            console.print(f"[bold]{problem.status}[/bold] {problem.dataset}/{problem.key}: "
+                          f"{problem.error}", markup=True, highlight=False)
+        if self.problem_count > len(self.problems):
+            console.print(f"… and {self.problem_count - len(self.problems):,} more")
+        seconds = (self.ended or time.time()) - self.started
+        console.print(self._verdict() + f" in {seconds:.1f}s (exit {self.exit_code})")
+
+    def _verdict(self) -> str:
+        total = Counter[str]()
+        for ds in self.datasets.values():
+            total.update(ds.counts)
+        if self.command == "plan":
+            return f"plan: {total['copy']:,} to copy, {total['skip']:,} up to date"
+        if self.command == "verify":
+            return (f"verify: {total['matched']:,} matched, {total['missing']:,} missing, "
+                    f"{total['differs']:,} differ, {total['extra']:,} extra")
+        if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:
+            return f"nothing to copy: {total['skipped'] + total['verified']:,} objects up to date"
+        return (f"copied {total['copied']:,}, skipped {total['skipped']:,}, "
+                f"repaired {total['repaired']:,}, failed {total['failed']:,}")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,361 @@
+"""Store access: locations, sorted streaming listings, object info.
+
+A :class:`Location` is what travels to workers: a URL and non-secret options.
+The filesystem is built where it is used (``Location.fs``), so credentials come
+from that process's environment and provider chain and are never pickled.
+
+Listings are generators that yield entries in the byte order of the key's UTF-8
+encoding — the order S3 lists in — so that the planner can merge a source and a
+destination listing in one pass with constant memory (see plan.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat as stat_mod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, BinaryIO
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from .errors import LocationUnreachable
+
+PARTIAL_MARKER = ".datamove-partial-"
+"""Infix of temporary names; objects carrying it are never listed as data."""
+
+META_SHA256 = "datamove-sha256"
+META_PART_SIZE = "datamove-part-size"
+LOCAL_XATTR_SHA256 = "user.datamove.sha256"
+
+_S3_PROTOCOLS = ("s3", "s3a")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object in a listing. ``key`` is relative to the location, '/'-separated."""
+
+    key: str
+    size: int
+    mtime: float | None = None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store says about one object (``stat``)."""
+
+    size: int
+    mtime: float | None = None
+    etag: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    checksum_sha256: str | None = None  # S3 ChecksumSHA256 (base64, maybe "-N" composite)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A root under which a dataset's objects live. Picklable; holds no secrets."""
+
+    url: str
+    options: tuple[tuple[str, Any], ...] = ()
+    region: str | None = None
+
+    @classmethod
+    def of(cls, url: str, options: dict[str, Any] | None = None,
+           region: str | None = None) -> Location:
+        return cls(url=url, options=tuple(sorted((options or {}).items())), region=region)
+
+    @cached_property
+    def protocol(self) -> str:
+        if "://" not in self.url:
+            return "file"
+        scheme = self.url.split("://", 1)[0].lower()
+        return "file" if scheme == "local" else scheme
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol == "file"
+
+    @property
+    def is_s3(self) -> bool:
+        return self.protocol in _S3_PROTOCOLS
+
+    @cached_property
+    def root(self) -> str:
+        """The location's path in its filesystem's terms, without a trailing slash."""
+        if self.is_local:
+            path = self.url.removeprefix("file://").removeprefix("local://")
+            return os.path.abspath(os.path.expanduser(path))
+        rest = self.url.split("://", 1)[1].rstrip("/")
+        return rest if self.protocol != "memory" else "/" + rest.lstrip("/")
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """This process's filesystem for the location (fsspec caches instances)."""
+        return fsspec.filesystem(self.protocol, **dict(self.options))
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def url_of(self, key: str) -> str:
+        base = self.url if "://" in self.url else self.root
+        return f"{base.rstrip('/')}/{key}"
+
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        """For object stores: the bucket and the key prefix ('' or ending in '/')."""
+        bucket, _, prefix = self.root.partition("/")
+        return bucket, (prefix.strip("/") + "/") if prefix.strip("/") else ""
+
+    def __str__(self) -> str:
+        return self.url
+
+
+# --- filters -------------------------------------------------------------------------
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob: ``*`` and ``?`` stay within a path segment, ``**`` spans
+    segments, ``[...]`` is a class. A pattern without '/' matches the base name at
+    any depth (like .gitignore); one with '/' is anchored at the dataset root."""
+    anchored = "/" in pattern.strip("/")
+    body = pattern.strip("/")
+    out, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if body.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif body.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = body.find("]", i + 2 if body[i + 1:i + 2] in ("!", "]") else i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                inner = body[i + 1:end]
+                out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]")
+                i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{''.join(out)}$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class KeyFilter:
+    """include/exclude globs from the manifest. No include means everything."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @cached_property
+    def _compiled(self) -> tuple[list[re.Pattern[str]], list[re.Pattern[str]]]:
+        return [glob_to_regex(p) for p in self.include], [glob_to_regex(p) for p in self.exclude]
+
+    def __call__(self, key: str) -> bool:
+        includes, excludes = self._compiled
+        if includes and not any(p.match(key) for p in includes):
+            return False
+        return not any(p.match(key) for p in excludes)
+
+
+# --- listing -------------------------------------------------------------------------
+
+def _sort_key(name: str, is_dir: bool) -> bytes:
+    # A directory sorts as "name/" so that a depth-first walk yields full keys in
+    # the same byte order as a flat object-store listing ("a-c" < "a/b").
+    return (name + "/" if is_dir else name).encode("utf-8", "surrogateescape")
+
+
+def list_entries(location: Location, key_filter: KeyFilter | None = None) -> Iterator[Entry]:
+    """Yield every object under ``location`` in UTF-8 byte order of its key.
+
+    Memory stays bounded: object stores are read page by page; directory trees
+    one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped.
+    Raises LocationUnreachable if the root cannot be listed at all.
+    """
+    if location.is_local:
+        entries = _walk_local(location.root)
+    elif location.is_s3:
+        entries = _list_s3(location)
+    else:
+        entries = _walk_fs(location)
+    for entry in entries:
+        if PARTIAL_MARKER in entry.key:
+            continue
+        if key_filter is None or key_filter(entry.key):
+            yield entry
+
+
+def _walk_local(root: str) -> Iterator[Entry]:
+    if not os.path.exists(root):
+        return  # an absent destination is empty; sources are checked by check_readable
+    if not os.path.isdir(root):
+        raise LocationUnreachable(f"{root}: is not a directory")
+
+    def walk(directory: str, prefix: str) -> Iterator[Entry]:
+        try:
+            with os.scandir(directory) as it:
+                children = [(e.name, e.is_dir(follow_symlinks=False), e) for e in it]
+        except PermissionError as exc:
+            raise LocationUnreachable(f"{directory}: permission denied ({exc.strerror})") from exc
+        children.sort(key=lambda c: _sort_key(c[0], c[1]))
+        for name, is_dir, entry in children:
+            key = prefix + name
+            if is_dir:
+                yield from walk(entry.path, key + "/")
+                continue
+            try:
+                st = entry.stat()  # follows a symlink to a file
+            except FileNotFoundError:
+                continue  # vanished (or a dangling link) between listing and stat
+            if stat_mod.S_ISREG(st.st_mode):
+                yield Entry(key=key, size=st.st_size, mtime=st.st_mtime)
+
+    yield from walk(root, "")
+
+
+def _list_s3(location: Location) -> Iterator[Entry]:
+    fs = location.fs
+    bucket, prefix = location.bucket_and_prefix()
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        try:
+            page = fs.call_s3("list_objects_v2", **kwargs)
+        except FileNotFoundError as exc:
+            raise LocationUnreachable(
+                f"{location.url}: bucket {bucket!r} does not exist or is not visible with "
+                "these credentials"
+            ) from exc
+        except PermissionError as exc:
+            raise LocationUnreachable(f"{location.url}: access denied listing the bucket") from exc
+        for obj in page.get("Contents", ()):
+            key = obj["Key"][len(prefix):]
+            if not key or key.endswith("/"):
+                continue  # the prefix itself or a "directory marker"
+            yield Entry(key=key, size=int(obj["Size"]), mtime=obj["LastModified"].timestamp(),
+                        etag=obj.get("ETag", "").strip('"') or None)
+        if not page.get("IsTruncated"):
+            return
+        token = page["NextContinuationToken"]
+
+
+def _walk_fs(location: Location) -> Iterator[Entry]:
+    """Any other fsspec filesystem: depth-first, one directory listed at a time."""
+    fs = location.fs
+    root = location.root
+    if not fs.exists(root):
+        return
+
+    def walk(directory: str, prefix: str) -> Iterator[Entry]:
+        children = []
+        for info in fs.ls(directory, detail=True):
+            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            children.append((name, info["type"] == "directory", info))
+        children.sort(key=lambda c: _sort_key(c[0], c[1]))
+        for name, is_dir, info in children:
+            if is_dir:
+                yield from walk(info["name"], prefix + name + "/")
+            else:
+                yield Entry(key=prefix + name, size=int(info.get("size") or 0),
+                            mtime=_info_mtime(info))
+
+    yield from walk(root, "")
+
+
+def _info_mtime(info: dict[str, Any]) -> float | None:
+    for field_name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(field_name)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+    return None
+
+
+# --- single objects ------------------------------------------------------------------
+
+def stat(location: Location, key: str) -> ObjectInfo | None:
+    """What the store knows about one object, or None if it does not exist."""
+    path = location.path(key)
+    if location.is_local:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        metadata = {}
+        with contextlib.suppress(OSError):
+            metadata[META_SHA256] = os.getxattr(path, LOCAL_XATTR_SHA256).decode()
+        return ObjectInfo(size=st.st_size, mtime=st.st_mtime, metadata=metadata)
+    if location.is_s3:
+        bucket, prefix = location.bucket_and_prefix()
+        try:
+            head = location.fs.call_s3("head_object", Bucket=bucket, Key=prefix + key,
+                                       ChecksumMode="ENABLED")
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(size=int(head["ContentLength"]),
+                          mtime=head["LastModified"].timestamp(),
+                          etag=head.get("ETag", "").strip('"') or None,
+                          metadata=dict(head.get("Metadata") or {}),
+                          checksum_sha256=head.get("ChecksumSHA256"))
+    fs = location.fs
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info.get("type") == "directory":
+        return None
+    return ObjectInfo(size=int(info.get("size") or 0), mtime=_info_mtime(info))
+
+
+def open_read(location: Location, key: str) -> BinaryIO:
+    """A binary stream over one object; local files bypass fsspec for speed."""
+    path = location.path(key)
+    if location.is_local:
+        return open(path, "rb", buffering=0)
+    return location.fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
+
+
+def check_readable(location: Location) -> None:
+    """Fail fast, with a clear message, if a source location cannot be read at all."""
+    try:
+        if location.is_local:
+            if not os.path.isdir(location.root):
+                raise LocationUnreachable(
+                    f"{location.url}: source directory does not exist; check the path")
+            return
+        if location.is_s3:
+            next(iter(_list_s3(location)), None)
+            return
+        if not location.fs.exists(location.root):
+            raise LocationUnreachable(f"{location.url}: source does not exist; check the URL")
+    except LocationUnreachable:
+        raise
+    except Exception as exc:
+        raise LocationUnreachable(f"{location.url}: cannot reach the store: {describe(exc)}") \
+            from exc
+
+
+def describe(exc: BaseException) -> str:
+    """One line about an exception, free of request signatures and credentials."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = re.sub(r"(Signature|Credential|X-Amz-[A-Za-z-]+|token)=[^&\s'\"]+", r"\1=…", text)
+    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -1,0 +1,209 @@
+"""Atomic object writers: nothing is visible under the final name until it is complete.
+
+Each writer takes bytes with ``write``, then either ``commit`` (publish under the
+final name) or ``abort`` (leave nothing behind). Use :func:`atomic_writer`; it
+picks the writer for the store:
+
+* local: ``<name>.datamove-partial-<id>`` in the same directory, then
+  ``os.replace`` (atomic on POSIX).
+* S3: one PUT when the object fits in a part; otherwise a multipart upload that is
+  completed only after every part succeeded and aborted on any failure. A plain
+  ``with s3fs.open(p, "wb")`` would publish a truncated object if an exception
+  hits it, which is why this module talks to the S3 API directly.
+* any other fsspec store: a hidden temporary name, then ``fs.mv``.
+
+Writers record the plaintext sha256 as object metadata where the store has it, so
+that later checks can be cheap (see transfer.verify_destination).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .checksum import b64, b64_sha256, composite_sha256
+from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MARKER, Location
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What the store reported when the object was published."""
+
+    size: int
+    native_sha256: str | None = None  # S3 ChecksumSHA256 (base64; composite ends "-N")
+    expected_native: str | None = None  # what that checksum must be, computed client-side
+    etag: str | None = None
+
+
+class AtomicWriter(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+    def commit(self, sha256: str, mtime: float | None) -> Committed: ...
+    def abort(self) -> None: ...
+
+
+def partial_name(final_path: str) -> str:
+    return f"{final_path}{PARTIAL_MARKER}{uuid.uuid4().hex[:12]}"
+
+
+class LocalWriter:
+    """Temporary file beside the final one, then rename."""
+
+    def __init__(self, final_path: str, fsync: bool = False):
+        self.final_path = final_path
+        self.fsync = fsync
+        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+        self.temp_path = partial_name(final_path)
+        self._file = open(self.temp_path, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self, sha256: str, mtime: float | None) -> Committed:
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        with contextlib.suppress(OSError):  # xattrs are an optimisation, not a requirement
+            os.setxattr(self.temp_path, LOCAL_XATTR_SHA256, sha256.encode())
+        if mtime is not None:
+            # Preserve the source's mtime: the planner compares it on the next run.
+            os.utime(self.temp_path, (mtime, mtime))
+        os.replace(self.temp_path, self.final_path)
+        if self.fsync:
+            dir_fd = os.open(os.path.dirname(self.final_path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return Committed(size=self.size)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_path)
+
+
+class S3Writer:
+    """Single PUT for small objects, multipart upload for large ones.
+
+    Memory: one part buffer (``part_size``). Each part carries its sha256 so S3
+    checks it on arrival; the composite checksum of the parts is computed here
+    from the bytes read at the source, so the destination's native checksum can
+    be compared with it later without a download.
+    """
+
+    def __init__(self, location: Location, key: str, part_size: int):
+        self.fs = location.fs
+        self.bucket, prefix = location.bucket_and_prefix()
+        self.key = prefix + key
+        self.part_size = part_size
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._digests: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer += data
+        self.size += len(data)
+        while len(self._buffer) >= self.part_size:
+            part = bytes(self._buffer[: self.part_size])
+            del self._buffer[: self.part_size]
+            self._upload_part(part)
+
+    def _upload_part(self, part: bytes) -> None:
+        if self._upload_id is None:
+            created = self.fs.call_s3(
+                "create_multipart_upload", Bucket=self.bucket, Key=self.key,
+                ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)})
+            self._upload_id = created["UploadId"]
+        digest = hashlib.sha256(part).digest()
+        number = len(self._parts) + 1
+        response = self.fs.call_s3(
+            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+            PartNumber=number, Body=part, ChecksumSHA256=b64(digest))
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"],
+                            "ChecksumSHA256": b64(digest)})
+        self._digests.append(digest)
+
+    def commit(self, sha256: str, mtime: float | None) -> Committed:
+        if self._upload_id is None:
+            body = bytes(self._buffer)
+            self._buffer = bytearray()
+            response = self.fs.call_s3(
+                "put_object", Bucket=self.bucket, Key=self.key, Body=body,
+                ChecksumSHA256=b64_sha256(sha256), Metadata={META_SHA256: sha256})
+            return Committed(size=self.size, native_sha256=response.get("ChecksumSHA256"),
+                             expected_native=b64_sha256(sha256), etag=response.get("ETag"))
+        if self._buffer:
+            self._upload_part(bytes(self._buffer))
+            self._buffer = bytearray()
+        response = self.fs.call_s3(
+            "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
+            UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+        self._upload_id = None
+        return Committed(size=self.size, native_sha256=response.get("ChecksumSHA256"),
+                         expected_native=composite_sha256(self._digests),
+                         etag=response.get("ETag"))
+
+    def abort(self) -> None:
+        self._buffer = bytearray()
+        if self._upload_id is not None:
+            with contextlib.suppress(Exception):
+                self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key,
+                                UploadId=self._upload_id)
+            self._upload_id = None
+
+
+class FsspecWriter:
+    """Any fsspec store: write a hidden temporary object, then move it into place."""
+
+    def __init__(self, location: Location, key: str):
+        self.fs = location.fs
+        self.final_path = location.path(key)
+        self.temp_path = partial_name(self.final_path)
+        parent = self.final_path.rsplit("/", 1)[0]
+        with contextlib.suppress(Exception):
+            self.fs.makedirs(parent, exist_ok=True)
+        self._file = self.fs.open(self.temp_path, "wb")
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self, sha256: str, mtime: float | None) -> Committed:
+        self._file.close()
+        self.fs.mv(self.temp_path, self.final_path)
+        return Committed(size=self.size)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(Exception):
+            self.fs.rm(self.temp_path)
+
+
+@contextlib.contextmanager
+def atomic_writer(location: Location, key: str, *, part_size: int,
+                  fsync: bool = False) -> Iterator[AtomicWriter]:
+    """Yield a writer; abort it if the block raises. The block must call ``commit``."""
+    writer: AtomicWriter
+    if location.is_local:
+        writer = LocalWriter(location.path(key), fsync=fsync)
+    elif location.is_s3:
+        writer = S3Writer(location, key, part_size)
+    else:
+        writer = FsspecWriter(location, key)
+    try:
+        yield writer
+    except BaseException:
+        writer.abort()
+        raise
