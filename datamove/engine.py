@@ -45,8 +45,11 @@ class Engine:
         logging.getLogger("distributed").setLevel(logging.ERROR)
 
         if self.scheduler is None:
+            # The scheduler always serves HTTP (health checks); ":0" keeps it off
+            # the well-known port 8787 so parallel runs never collide.
             self._cluster = LocalCluster(n_workers=1, threads_per_worker=self.threads,
-                                         processes=False, dashboard_address=None)
+                                         processes=False,
+                                         dashboard_address="127.0.0.1:0")
             self._client = Client(self._cluster, set_as_default=False)
         else:
             try:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import fsspec
 import yaml
@@ -50,15 +50,20 @@ class LocationSpec(_Strict):
 
 
 class EngineSpec(_Strict):
-    """Where and how wide the work runs."""
+    """Where and how wide the work runs.
+
+    Integers are strict: YAML has native integers, so ``threads: true`` or
+    ``threads: "8"`` is a mistake worth reporting rather than coercing.
+    """
 
     scheduler: str | None = None
-    threads: Annotated[int, Field(ge=1, le=256)] = 8
-    window: Annotated[int | None, Field(ge=1, le=100_000)] = None
-    batch_objects: Annotated[int, Field(ge=1, le=100_000)] = 256
-    batch_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
-    retries: Annotated[int, Field(ge=0, le=20)] = 4
-    part_size: Annotated[int, Field(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 16 * 1024 * 1024
+    threads: Annotated[int, Field(strict=True, ge=1, le=256)] = 8
+    window: Annotated[int | None, Field(strict=True, ge=1, le=100_000)] = None
+    batch_objects: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 256
+    batch_bytes: Annotated[int, Field(strict=True, ge=1)] = 64 * 1024 * 1024
+    retries: Annotated[int, Field(strict=True, ge=0, le=20)] = 4
+    part_size: Annotated[int, Field(strict=True, ge=5 * 1024 * 1024,
+                                    le=5 * 1024**3)] = 16 * 1024 * 1024
     fsync: bool = False
 
     @field_validator("scheduler")
@@ -99,6 +104,14 @@ class Manifest(_Strict):
     path: str | None = Field(default=None, exclude=True)
     sha256: str | None = Field(default=None, exclude=True)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        # Literal[1] alone accepts True and 1.0 (they compare equal to 1).
+        if type(value) is not int:
+            raise ValueError("unsupported manifest version")  # _explain adds the value
+        return value
+
     def dataset(self, name: str) -> DatasetSpec:
         for dataset in self.datasets:
             if dataset.name == name:
@@ -107,34 +120,59 @@ class Manifest(_Strict):
         raise KeyError(f"no dataset named {name!r} in manifest {self.name!r} (known: {known})")
 
 
+
 # --- loading -------------------------------------------------------------------------
 
 Path_ = tuple[str | int, ...]
 
 # Option keys that carry credentials in fsspec backends (s3fs: key/secret/token,
-# adlfs: account_key/sas_token/connection_string, gcsfs: token, ...). They belong in
-# the environment or the provider chain, never in a manifest that gets committed.
+# adlfs: account_key/sas_token/connection_string/client_secret, gcsfs: token, s3fs
+# s3_additional_kwargs: SSECustomerKey, ...). They belong in the environment or the
+# provider chain, never in a manifest that gets committed. Names are compared after
+# camelCase and '-' are folded to snake_case ("SSECustomerKey" -> "sse_customer_key").
 _SECRET_KEY_RE = re.compile(
     r"(^|_)(key|secret|token|password|passwd|passphrase|credential|credentials|"
-    r"sas|signature|connection_string|private)(_|$)|^(key|secret|token)$",
-    re.IGNORECASE,
+    r"sas|signature|connection_string|private)(_|$)"
 )
+# Names the rule above would catch that hold no secret.
+_NOT_SECRET_KEYS = {"region_name", "key_prefix", "signature_version", "kms_key_id",
+                    "ssekms_key_id", "sse_kms_key_id"}
+# gcsfs `token` also selects an authentication mode by name; those words are not secrets.
+_TOKEN_MODES = {"anon", "google_default", "cloud", "cache", "browser"}
 _SECRET_VALUE_RES = [
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "an AWS access key id"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
     (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+"), "an age secret key"),
     (re.compile(r"AccountKey=|SharedAccessSignature=", re.IGNORECASE), "an Azure credential"),
 ]
-_SECRET_QUERY_PARAMS = {"sig", "signature", "x-amz-signature", "x-amz-credential", "token",
-                        "access_token", "x-goog-signature", "sv"}
-_NOT_SECRET_KEYS = {"region_name", "key_prefix"}
+_SECRET_QUERY_PARAMS = {"sig", "signature", "x-amz-signature", "x-amz-credential",
+                        "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+                        "token", "access_token", "sv", "password", "api_key", "apikey"}
+# scheme://user:password@host — judged on the raw text, so odd schemes cannot hide it.
+_URL_PASSWORD_RE = re.compile(r"^[^:/?#]+://[^/?#@\s]*:[^/?#@\s]*@")
+# Last line of defence: whatever a message echoes, these never reach the user.
+_SCRUB_RES = [
+    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "<redacted>"),
+    (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+", re.IGNORECASE), "<redacted>"),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*", re.DOTALL), "<redacted>"),
+    (re.compile(r"((?:AccountKey|SharedAccessSignature)=)[^;\s'\"]+", re.IGNORECASE),
+     r"\1<redacted>"),
+    (re.compile(r"(://[^/?#@\s:]*:)[^/?#@\s]*@"), r"\1<redacted>@"),
+    (re.compile(r"([?&](?:" + "|".join(re.escape(k) for k in sorted(_SECRET_QUERY_PARAMS))
+                + r")=)[^&\s'\"]+", re.IGNORECASE), r"\1<redacted>"),
+]
+_MAX_NODES = 100_000  # values after YAML aliases are expanded
+_MAX_DEPTH = 64
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Load and validate a manifest; raise ManifestError listing every problem.
 
-    Relative local URLs are resolved against the manifest's own directory, so a
-    manifest means the same thing whatever directory it is run from.
+    Relative local URLs (and a relative ledger) are resolved against the manifest's
+    own directory, so a manifest means the same thing whatever directory it is run
+    from.
     """
     file = Path(path)
     shown = str(path)
@@ -151,63 +189,152 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
     """Parse manifest text; ``shown`` names it in errors, ``base_dir`` anchors relative paths."""
     import hashlib
 
-    text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ManifestError(shown, [
+                f"{shown}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the "
+                "manifest as UTF-8"]) from None
+        digest = hashlib.sha256(raw).hexdigest()
+    else:
+        text = raw
+        digest = hashlib.sha256(text.encode()).hexdigest()
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError(shown, [f"{where}: YAML syntax error: {problem}"]) from None
+        raise ManifestError(shown, [_yaml_error(exc, shown)]) from None
     if root is None:
-        raise ManifestError(shown, [f"{shown}:1: the manifest is empty; see docs/MANIFEST.md"])
+        raise ManifestError(shown, [
+            f"{shown}:1: (top level): the manifest is empty; see docs/MANIFEST.md"])
+    if not isinstance(root, yaml.MappingNode):
+        got = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+        raise ManifestError(shown, [
+            f"{shown}:{root.start_mark.line + 1}: (top level): the manifest must be a mapping "
+            f"of keys (version, name, datasets, ...), not {got}"])
 
-    lines: dict[Path_, int] = {}
-    problems: list[str] = []
-    _index_lines(root, (), lines, problems, shown)
-    data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ManifestError(shown, [f"{shown}:1: the manifest must be a mapping of keys"])
+    lines, problems = _index_lines(root, shown)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:  # e.g. a list used as a key, already reported above
+        problems.append((0, _yaml_error(exc, shown)))
+        raise ManifestError(shown, _finish(problems)) from None
 
-    def at(loc: Path_) -> str:
-        return f"{shown}:{_line_for(loc, lines)}: {_dotted(loc)}"
+    def at(loc: Path_) -> tuple[int, str]:
+        line = _line_for(loc, lines)
+        return line, f"{shown}:{line}: {_dotted(loc)}"
 
-    problems.extend(f"{at(loc)}: {msg}" for loc, msg in _find_secrets(data))
+    secrets = list(_find_secrets(data))
+    for loc, msg in secrets:
+        line, where = at(loc)
+        problems.append((line, f"{where}: {msg}"))
+    secret_locs = [loc for loc, _ in secrets]
     manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
-            problems.append(f"{at(tuple(err['loc']))}: {_explain(err)}")
+            loc = tuple(err["loc"])
+            if err["type"] == "invalid_key" or "[key]" in loc:
+                continue  # a key that is not text: reported by _index_lines
+            hide = any(loc[:len(s)] == s or s[:len(loc)] == loc for s in secret_locs)
+            line, where = at(loc)
+            problems.append((line, f"{where}: {_explain(err, hide)}"))
     if manifest is not None:
-        problems.extend(f"{at(loc)}: {msg}" for loc, msg in _semantic_problems(manifest))
+        # Judge locations as they will be used: relative paths already resolved.
+        manifest = _resolve_relative_urls(manifest, base_dir) if base_dir else manifest
+        for loc, msg in _semantic_problems(manifest):
+            line, where = at(loc)
+            problems.append((line, f"{where}: {msg}"))
     if problems:
-        raise ManifestError(shown, problems)
+        raise ManifestError(shown, _finish(problems))
     assert manifest is not None
-    resolved = _resolve_relative_urls(manifest, base_dir) if base_dir else manifest
-    return resolved.model_copy(
-        update={"path": shown, "sha256": hashlib.sha256(text.encode()).hexdigest()}
-    )
+    return manifest.model_copy(update={"path": shown, "sha256": digest})
 
 
-def _index_lines(node: yaml.Node, path: Path_, lines: dict[Path_, int],
-                 problems: list[str], shown: str) -> None:
-    """Record the 1-based line of every key and item; flag duplicate keys."""
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                problems.append(f"{shown}:{key_node.start_mark.line + 1}: "
-                                f"{_dotted((*path, key))}: duplicate key; keep only one")
-            seen.add(key)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _index_lines(value_node, (*path, key), lines, problems, shown)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index_lines(item, (*path, i), lines, problems, shown)
+def _finish(problems: list[tuple[int, str]]) -> list[str]:
+    """Problems in file order (stable within a line), with anything secret scrubbed."""
+    return [_scrub(text) for _, text in sorted(problems, key=lambda p: p[0])]
+
+
+def _scrub(text: str) -> str:
+    for pattern, replacement in _SCRUB_RES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _yaml_error(exc: yaml.YAMLError, shown: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark else shown
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark and (
+            mark is None or (context_mark.line, context_mark.column) != (mark.line, mark.column)):
+        # "expected ']' but got end of file" is only useful with where the list began.
+        problem += (f" ({context} that started at line {context_mark.line + 1}, "
+                    f"column {context_mark.column + 1})")
+    return f"{where}: YAML syntax error: {problem}"
+
+
+def _index_lines(root: yaml.Node, shown: str) -> tuple[dict[Path_, int], list[tuple[int, str]]]:
+    """Record the 1-based line of every key and item; flag duplicate and non-text keys.
+
+    Refuses (at once) recursive aliases, absurd nesting and alias bombs, which would
+    otherwise exhaust the stack or memory further on.
+    """
+    lines: dict[Path_, int] = {}
+    problems: list[tuple[int, str]] = []
+    visited = 0
+    open_nodes: set[int] = set()
+
+    def fatal(node: yaml.Node, path: Path_, what: str) -> ManifestError:
+        return ManifestError(shown, [_scrub(
+            f"{shown}:{node.start_mark.line + 1}: {_dotted(path)}: {what}")])
+
+    def visit(node: yaml.Node, path: Path_) -> None:
+        nonlocal visited
+        visited += 1
+        if visited > _MAX_NODES:
+            raise fatal(node, path, f"more than {_MAX_NODES} values once YAML aliases are "
+                                    "expanded; a manifest should be small")
+        if len(path) > _MAX_DEPTH:
+            raise fatal(node, path, f"nested more than {_MAX_DEPTH} levels deep")
+        if id(node) in open_nodes:
+            raise fatal(node, path, "a YAML alias refers to a value that contains it; "
+                                    "remove the recursive alias")
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            open_nodes.add(id(node))
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    problems.append((line, f"{shown}:{line}: {_dotted((*path, '?'))}: keys "
+                                           "must be text, not a list or mapping"))
+                    continue
+                key = key_node.value
+                if key_node.tag not in (_STR_TAG, _MERGE_TAG):
+                    kind = key_node.tag.rsplit(":", 1)[-1]
+                    problems.append((line, f"{shown}:{line}: {_dotted((*path, key))}: keys "
+                                           f"must be text, but YAML reads this one as {kind}; "
+                                           "put it in quotes"))
+                if key in seen:
+                    problems.append((line, f"{shown}:{line}: {_dotted((*path, key))}: "
+                                           "duplicate key; keep only one"))
+                seen.add(key)
+                visit(value_node, (*path, key))
+                lines[(*path, key)] = line
+            open_nodes.discard(id(node))
+        elif isinstance(node, yaml.SequenceNode):
+            open_nodes.add(id(node))
+            for i, item in enumerate(node.value):
+                visit(item, (*path, i))
+            open_nodes.discard(id(node))
+
+    visit(root, ())
+    return lines, problems
 
 
 def _line_for(loc: Path_, lines: dict[Path_, int]) -> int:
@@ -224,25 +351,56 @@ def _dotted(loc: Path_) -> str:
     return out or "(top level)"
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _shown(value: Any) -> str:
+    """A user's value, short, in YAML's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain(err: dict[str, Any], hide_input: bool = False) -> str:
     kind = err["type"]
+    ctx = err.get("ctx") or {}
+    got = "a value that is not shown" if hide_input else _shown(err.get("input"))
     if kind == "extra_forbidden":
         return "unknown key; check the spelling against docs/MANIFEST.md"
     if kind == "missing":
         return "required key is missing"
-    if kind == "literal_error" and err["loc"] == ("version",):
-        return f"unsupported manifest version {err.get('input')!r}; this datamove reads version 1"
+    if err["loc"] == ("version",) and kind in ("literal_error", "value_error"):
+        return f"unsupported manifest version {got}; this datamove reads version 1"
     if kind == "string_pattern_mismatch":
         return ("must start with a letter or digit and use only letters, digits, '.', '_' "
-                "and '-' (at most 128 characters)")
+                f"and '-' (at most 128 characters); got {got}")
     if kind == "enum":
-        return f"{err.get('input')!r} is not one of: {err['ctx']['expected']}"
+        return f"must be one of {ctx['expected']} (got {got})"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']} (got {got})"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']} (got {got})"
+    if kind == "too_short" and ctx.get("field_type") == "List":
+        return f"must list at least {ctx['min_length']} item{'s' * (ctx['min_length'] != 1)}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping of keys (got {got})"
+    if kind in ("list_type", "tuple_type"):
+        return f"must be a list (got {got})"
+    if kind == "string_type":
+        return f"must be text (got {got}); put it in quotes if YAML read it as another type"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number (got {got})"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    got = err.get("input")
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        return f"{message.lower()} (got {type(got).__name__} {got!r})"
+        return f"{message[:1].lower()}{message[1:]} (got {got})"
     return message
 
 
@@ -256,43 +414,62 @@ def _walk(value: Any, path: Path_) -> Iterator[tuple[Path_, Any]]:
             yield from _walk(v, (*path, i))
 
 
+def _secret_key_name(name: str, value: Any) -> bool:
+    """Is ``name`` (an option key) one that carries a credential?"""
+    if value is None or isinstance(value, bool):
+        return False  # `token: null`, `anon: true`: nothing secret in it
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    snake = snake.replace("-", "_").lower()
+    if snake in _NOT_SECRET_KEYS:
+        return False
+    if snake == "token" and isinstance(value, str) and value in _TOKEN_MODES:
+        return False
+    return bool(_SECRET_KEY_RE.search(snake))
+
+
+def _secret_value_kind(text: str) -> str | None:
+    for pattern, what in _SECRET_VALUE_RES:
+        if pattern.search(text):
+            return what
+    return None
+
+
 def _find_secrets(data: dict[str, Any]) -> Iterator[tuple[Path_, str]]:
     """Inline credentials are refused wherever they appear; the value is never echoed."""
     advice = ("inline secrets are refused; supply credentials through the environment or "
               "the store's standard provider chain (docs/MANIFEST.md, \"Credentials\")")
     for path, value in _walk(data, ()):
+        if isinstance(value, dict):
+            for key in value:
+                what = _secret_value_kind(key) if isinstance(key, str) else None
+                if what:
+                    yield (*path, key), f"the key contains {what}; {advice}"
         if not path:
             continue
         name = path[-1]
         in_options = "options" in path
-        if in_options and isinstance(name, str) and name.lower() not in _NOT_SECRET_KEYS \
-                and _SECRET_KEY_RE.search(name):
+        if in_options and isinstance(name, str) and _secret_key_name(name, value):
             yield path, f"looks like a credential ({name!r}); {advice}"
             continue
         if isinstance(value, str):
-            for pattern, what in _SECRET_VALUE_RES:
-                if pattern.search(value):
-                    yield path, f"contains {what}; {advice}"
-                    break
-            else:
-                if name == "url":
-                    yield from ((path, f"{m}; {advice}") for m in _url_secret_problems(value))
+            what = _secret_value_kind(value)
+            if what:
+                yield path, f"contains {what}; {advice}"
+            elif "://" in value:  # url, ledger, scheduler, endpoint_url, ...
+                yield from ((path, f"{m}; {advice}") for m in _url_secret_problems(value))
 
 
 def _url_secret_problems(url: str) -> Iterator[str]:
-    if "://" not in url:
-        return
-    parts = urlsplit(url)
-    if parts.password or (parts.username and parts.scheme not in ("file", "local")
-                          and "@" in parts.netloc and ":" in parts.netloc.split("@")[0]):
+    if _URL_PASSWORD_RE.search(url):
         yield "the URL embeds a password"
-    for key, _ in parse_qsl(parts.query):
+    query = url.split("?", 1)[1].split("#", 1)[0] if "?" in url else ""
+    for key, _ in parse_qsl(query, keep_blank_values=True):
         if key.lower() in _SECRET_QUERY_PARAMS:
             yield f"the URL carries a signed or secret query parameter ({key!r})"
 
 
 def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
-    known = set(fsspec.available_protocols())
+    known = set(fsspec.available_protocols()) | set(fsspec.registry)  # + runtime plugins
     seen: dict[str, int] = {}
     for i, dataset in enumerate(manifest.datasets):
         if dataset.name in seen:
@@ -308,13 +485,16 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         src, dst = _comparable(dataset.source.url), _comparable(dataset.destination.url)
         if src == dst:
             yield ("datasets", i, "destination", "url"), "is the same location as the source"
-        elif dst.startswith(src.rstrip("/") + "/"):
+        elif dst.startswith(src):
             yield ("datasets", i, "destination", "url"), (
                 "lies inside the source; a copy would include its own output. Choose a "
                 "destination outside the source"
             )
-        if set(dataset.include) & set(dataset.exclude):
-            yield ("datasets", i, "exclude"), "a pattern is both included and excluded"
+        both = [p for p in dataset.exclude if p in set(dataset.include)]
+        if both:
+            yield ("datasets", i, "exclude"), (
+                f"{', '.join(repr(p) for p in both)} is both included and excluded; exclude "
+                "wins, so remove it from one of the lists")
 
 
 def _url_problem(url: str, known: set[str]) -> str | None:
@@ -324,7 +504,8 @@ def _url_problem(url: str, known: set[str]) -> str | None:
         return None  # a local path
     scheme = url.split("://", 1)[0].lower()
     if not re.match(r"^[a-z][a-z0-9+.-]*$", scheme):
-        return f"{url!r} is not a valid URL"
+        return ("is not a valid URL: the part before '://' must be a scheme such as s3, gs "
+                "or file")
     if scheme not in known:
         return (f"unknown storage scheme {scheme!r}; use a local path or an fsspec URL such as "
                 "s3://bucket/prefix/, gs://, az://, memory://")
@@ -334,26 +515,40 @@ def _url_problem(url: str, known: set[str]) -> str | None:
     return None
 
 
+def _local_path(url: str) -> str | None:
+    """The filesystem path of a local location (plain path, file://, local://), else None."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return rest if scheme.lower() in ("file", "local") else None
+
+
 def _comparable(url: str) -> str:
-    if "://" in url and not url.startswith("file://"):
+    local = _local_path(url)
+    if local is None:
         return url.rstrip("/") + "/"
-    return os.path.abspath(url.removeprefix("file://")).rstrip("/") + "/"
+    return os.path.abspath(os.path.expanduser(local)).rstrip("/") + "/"
 
 
 def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
+    def resolve(url: str) -> str:
+        local = _local_path(url)
+        if local is None:
+            return url
+        path = Path(os.path.expanduser(local))
+        if path.is_absolute() and local == str(path):
+            return url
+        if not path.is_absolute():
+            path = Path(os.path.normpath(base_dir / path))
+        prefix = url[:len(url) - len(local)]  # "", "file://" or "local://"
+        trailing = "/" if url.endswith("/") and str(path) != "/" else ""
+        return prefix + str(path) + trailing
+
     def fix(loc: LocationSpec) -> LocationSpec:
-        url = loc.url
-        if "://" in url:
-            return loc
-        path = Path(os.path.expanduser(url))
-        resolved = path if path.is_absolute() else base_dir / path
-        return loc.model_copy(update={"url": str(resolved) + ("/" if url.endswith("/") else "")})
+        return loc.model_copy(update={"url": resolve(loc.url)})
 
     datasets = [
         d.model_copy(update={"source": fix(d.source), "destination": fix(d.destination)})
         for d in manifest.datasets
     ]
-    ledger = manifest.ledger
-    if "://" not in ledger and not Path(os.path.expanduser(ledger)).is_absolute():
-        ledger = str(base_dir / ledger)
-    return manifest.model_copy(update={"datasets": datasets, "ledger": ledger})
+    return manifest.model_copy(update={"datasets": datasets, "ledger": resolve(manifest.ledger)})

@@ -32,12 +32,17 @@ from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MAR
 
 @dataclass(frozen=True)
 class Committed:
-    """What the store reported when the object was published."""
+    """What the store reported when the object was published.
+
+    ``native`` is a checksum the store computed over the bytes it received (an
+    S3 ETag that is an MD5, or a ChecksumSHA256, whole or composite); ``expected``
+    is what it must equal, computed here from the bytes read at the source.
+    """
 
     size: int
-    native_sha256: str | None = None  # S3 ChecksumSHA256 (base64; composite ends "-N")
-    expected_native: str | None = None  # what that checksum must be, computed client-side
-    etag: str | None = None
+    native: str | None = None
+    expected: str | None = None
+    multipart: bool = False
 
 
 class AtomicWriter(Protocol):
@@ -137,11 +142,17 @@ class S3Writer:
         if self._upload_id is None:
             body = bytes(self._buffer)
             self._buffer = bytearray()
+            md5 = hashlib.md5(body, usedforsecurity=False).digest()
+            # Content-MD5 makes S3 reject bytes damaged on the way; the ETag S3
+            # returns is the MD5 it computed itself, unless SSE-KMS/SSE-C is used.
             response = self.fs.call_s3(
                 "put_object", Bucket=self.bucket, Key=self.key, Body=body,
-                ChecksumSHA256=b64_sha256(sha256), Metadata={META_SHA256: sha256})
-            return Committed(size=self.size, native_sha256=response.get("ChecksumSHA256"),
-                             expected_native=b64_sha256(sha256), etag=response.get("ETag"))
+                ContentMD5=b64(md5), ChecksumSHA256=b64_sha256(sha256),
+                Metadata={META_SHA256: sha256})
+            etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
+                and not response.get("SSECustomerAlgorithm")
+            return Committed(size=self.size, native=response.get("ETag", "").strip('"') or None,
+                             expected=md5.hex() if etag_is_md5 else None)
         if self._buffer:
             self._upload_part(bytes(self._buffer))
             self._buffer = bytearray()
@@ -149,9 +160,8 @@ class S3Writer:
             "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
             UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
         self._upload_id = None
-        return Committed(size=self.size, native_sha256=response.get("ChecksumSHA256"),
-                         expected_native=composite_sha256(self._digests),
-                         etag=response.get("ETag"))
+        return Committed(size=self.size, native=response.get("ChecksumSHA256"),
+                         expected=composite_sha256(self._digests), multipart=True)
 
     def abort(self) -> None:
         self._buffer = bytearray()

@@ -1,0 +1,158 @@
+"""The engine under faults: transient errors retried, permanent ones contained,
+an existing multi-process Dask cluster, nothing secret shipped to workers."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections import Counter
+from typing import ClassVar
+
+import fsspec
+import pytest
+import yaml
+from fsspec.implementations.memory import MemoryFileSystem
+
+from datamove import api
+from datamove.engine import Engine
+from datamove.manifest import parse_manifest
+from datamove.plan import DatasetJob, plan_dataset
+from datamove.transfer import Batch, TransferSettings
+
+
+class FlakyFileSystem(MemoryFileSystem):
+    """An in-memory store whose reads fail for real, by key:
+
+    ``transient*`` keys raise ConnectionResetError on their first two opens;
+    ``denied*`` keys always raise PermissionError. Opens are counted per key.
+    """
+
+    protocol = "flaky"
+    store: dict = {}  # noqa: RUF012 - fsspec's MemoryFileSystem shares class-level state
+    pseudo_dirs = [""]  # noqa: RUF012
+    opens: ClassVar[Counter[str]] = Counter()
+    lock = threading.Lock()
+
+    def _open(self, path, mode="rb", **kwargs):
+        if "r" in mode:
+            name = path.rsplit("/", 1)[-1]
+            with self.lock:
+                self.opens[name] += 1
+                count = self.opens[name]
+            if name.startswith("transient") and count <= 2:
+                raise ConnectionResetError(f"injected reset #{count} for {name}")
+            if name.startswith("denied"):
+                raise PermissionError(f"injected permanent denial for {name}")
+        return super()._open(path, mode=mode, **kwargs)
+
+
+fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
+
+
+def flaky_manifest(tmp_path, **engine):
+    doc = {"version": 1, "name": "flaky",
+           "engine": {"threads": 4, "retries": 3, **engine},
+           "datasets": [{"name": "d", "source": {"url": "flaky://src/"},
+                         "destination": {"url": str(tmp_path / "dst") + "/"}}]}
+    return parse_manifest(yaml.safe_dump(doc), "flaky.yaml")
+
+
+@pytest.fixture
+def flaky_source():
+    fs = fsspec.filesystem("flaky")
+    FlakyFileSystem.store.clear()
+    FlakyFileSystem.opens.clear()
+    for i in range(20):
+        fs.pipe(f"/src/ok-{i:02d}", f"ok {i}".encode())
+    fs.pipe("/src/transient-a", b"comes through on the third try")
+    fs.pipe("/src/denied-b", b"never readable")
+    return fs
+
+
+def test_transient_errors_are_retried_and_permanent_ones_contained(tmp_path, flaky_source):
+    report = api.run(flaky_manifest(tmp_path))
+    counts = report.datasets["d"].counts
+    assert counts["copied"] == 21
+    assert counts["failed"] == 1
+    assert report.exit_code == 1
+    assert (tmp_path / "dst/transient-a").read_bytes() == b"comes through on the third try"
+    assert FlakyFileSystem.opens["transient-a"] == 3
+    assert FlakyFileSystem.opens["denied-b"] == 1  # permanent: not retried
+    assert not (tmp_path / "dst/denied-b").exists()
+    [problem] = report.problems
+    assert problem.key == "denied-b" and "PermissionError" in problem.error
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == sorted(
+        [f"ok-{i:02d}" for i in range(20)] + ["transient-a"])
+
+
+def test_retries_exhausted_is_a_failure_with_attempts(tmp_path, flaky_source):
+    report = api.run(flaky_manifest(tmp_path, retries=1))
+    failed = {p.key: p.error for p in report.problems}
+    assert set(failed) == {"transient-a", "denied-b"}
+    assert "ConnectionResetError" in failed["transient-a"]
+    assert FlakyFileSystem.opens["transient-a"] == 2
+
+
+def test_batches_pickle_without_secrets(tmp_path, monkeypatch):
+    secret = "s3cr3t-VALUE-that-must-not-travel"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/f").write_bytes(b"x")
+    doc = {"version": 1, "name": "p", "datasets": [{
+        "name": "d", "source": {"url": str(tmp_path / "src")},
+        "destination": {"url": "s3://bucket/x/", "options": {"endpoint_url": "http://127.0.0.1:1"}}}]}
+    job = DatasetJob.from_spec(parse_manifest(yaml.safe_dump(doc), "p.yaml").datasets[0])
+    _ = job.destination.fs  # a filesystem exists in this process…
+    items = tuple(plan_dataset(DatasetJob(job.name, job.source, job.source, job.key_filter,
+                                          job.verify), check_only=True))
+    blob = pickle.dumps(Batch(job, items, TransferSettings()))
+    assert secret.encode() not in blob  # …but never travels with the task
+    assert b"S3FileSystem" not in blob
+
+
+def test_runs_on_an_existing_multiprocess_cluster(tmp_path):
+    from distributed import LocalCluster
+
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"d{i % 4}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 4}/f{i}").write_bytes(bytes([i]) * (i * 1000))
+    doc = {"version": 1, "name": "remote", "engine": {"batch_objects": 5},
+           "datasets": [{"name": "d", "source": {"url": str(src)},
+                         "destination": {"url": str(tmp_path / "dst")}}]}
+    manifest = parse_manifest(yaml.safe_dump(doc), "remote.yaml")
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                      dashboard_address="127.0.0.1:0") as cluster:
+        report = api.run(manifest, scheduler=cluster.scheduler_address)
+        assert report.engine == f"dask {cluster.scheduler_address}"
+        assert report.exit_code == 0
+        assert report.datasets["d"].counts["copied"] == 40
+        check = api.verify(manifest, scheduler=cluster.scheduler_address)
+        assert check.datasets["d"].counts["matched"] == 40
+    for i in range(40):
+        assert (tmp_path / f"dst/d{i % 4}/f{i}").read_bytes() == bytes([i]) * (i * 1000)
+
+
+_IN_FLIGHT = {"now": 0, "peak": 0}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def _tracked_task(x: int) -> int:
+    """Module-level so Dask can pickle it; records how many run at once."""
+    import time
+
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT["now"] += 1
+        _IN_FLIGHT["peak"] = max(_IN_FLIGHT["peak"], _IN_FLIGHT["now"])
+    time.sleep(0.01)
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT["now"] -= 1
+    return x * 2
+
+
+def test_window_bounds_in_flight_tasks():
+    _IN_FLIGHT.update(now=0, peak=0)
+    with Engine(threads=8, window=3) as engine:
+        results = dict(engine.map_unordered(_tracked_task, range(50)))
+    assert results == {i: i * 2 for i in range(50)}
+    assert 1 <= _IN_FLIGHT["peak"] <= 3
