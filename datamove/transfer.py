@@ -117,7 +117,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     size = 0
     with contextlib.closing(open_read(job.source, key)) as reader, \
             atomic_writer(job.destination, key, part_size=settings.part_size,
-                          fsync=settings.fsync) as writer:
+                          fsync=settings.fsync, readback=job.verify != VerifyMode.size) as writer:
         while chunk := reader.read(READ_SIZE):
             sha.update(chunk)
             writer.write(chunk)
@@ -189,9 +189,10 @@ def verify_destination(location: Location, key: str, sha256: str, size: int,
     compare with, otherwise a re-read. ``full``: always a re-read. Returns the
     native checksum that was compared, if any.
     """
-    if mode == VerifyMode.checksum and info is None and committed and committed.native \
-            and committed.expected:
-        # The store's own checksum of what it received at commit: no extra request.
+    if info is None and committed and committed.native and committed.expected and (
+            mode == VerifyMode.checksum or (mode == VerifyMode.full and committed.reread)):
+        # Checked at commit: the store's own checksum of what it received, or
+        # every byte read back before the object became visible.
         if not _same_checksum(committed.native, committed.expected) or committed.size != size:
             raise VerifyMismatch(f"{location.url_of(key)}: store checksum differs")
         return committed.native

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .checksum import b64, b64_sha256, composite_sha256
+from .checksum import READ_SIZE, b64, b64_sha256, composite_sha256
+from .errors import VerifyMismatch
 from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MARKER, Location
 
 
@@ -43,6 +44,17 @@ class Committed:
     native: str | None = None
     expected: str | None = None
     multipart: bool = False
+    reread: bool = False  # ``native`` came from reading every stored byte back
+
+
+def _hash_fd(fd: int) -> str:
+    """sha256 of a whole file through an open descriptor, in bounded chunks."""
+    sha = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, READ_SIZE, offset):
+        sha.update(chunk)
+        offset += len(chunk)
+    return sha.hexdigest()
 
 
 class AtomicWriter(Protocol):
@@ -56,14 +68,23 @@ def partial_name(final_path: str) -> str:
 
 
 class LocalWriter:
-    """Temporary file beside the final one, then rename."""
+    """Temporary file beside the final one, then rename.
 
-    def __init__(self, final_path: str, fsync: bool = False):
+    With ``readback`` the bytes are read back through the open descriptor and
+    hashed *before* the rename, so a copy that does not verify is never visible
+    under its final name (and verification costs no extra open or lookup).
+    """
+
+    def __init__(self, final_path: str, fsync: bool = False, readback: bool = False):
         self.final_path = final_path
         self.fsync = fsync
-        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+        self.readback = readback
         self.temp_path = partial_name(final_path)
-        self._file = open(self.temp_path, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        try:
+            self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        except FileNotFoundError:  # first object in this directory
+            os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+            self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -71,14 +92,19 @@ class LocalWriter:
         self.size += len(data)
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
+        fd = self._file.fileno()
         if self.fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
+            os.fsync(fd)
         with contextlib.suppress(OSError):  # xattrs are an optimisation, not a requirement
-            os.setxattr(self.temp_path, LOCAL_XATTR_SHA256, sha256.encode())
+            os.setxattr(fd, LOCAL_XATTR_SHA256, sha256.encode())
         if mtime is not None:
             # Preserve the source's mtime: the planner compares it on the next run.
-            os.utime(self.temp_path, (mtime, mtime))
+            os.utime(fd, (mtime, mtime))
+        stored = _hash_fd(fd) if self.readback else None
+        self._file.close()
+        if stored is not None and stored != sha256:
+            raise VerifyMismatch(f"{self.final_path}: bytes read back differ from the source "
+                                 f"({stored[:16]}… ≠ {sha256[:16]}…)")
         os.replace(self.temp_path, self.final_path)
         if self.fsync:
             dir_fd = os.open(os.path.dirname(self.final_path) or ".", os.O_RDONLY)
@@ -86,7 +112,8 @@ class LocalWriter:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        return Committed(size=self.size)
+        return Committed(size=self.size, native=stored, expected=sha256 if stored else None,
+                         reread=stored is not None)
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -119,7 +146,7 @@ class S3Writer:
         self._buffer += data
         self.size += len(data)
         while len(self._buffer) >= self.part_size:
-            part = bytes(self._buffer[: self.part_size])
+            part = bytes(memoryview(self._buffer)[: self.part_size])  # one copy, not two
             del self._buffer[: self.part_size]
             self._upload_part(part)
 
@@ -202,12 +229,12 @@ class FsspecWriter:
 
 
 @contextlib.contextmanager
-def atomic_writer(location: Location, key: str, *, part_size: int,
-                  fsync: bool = False) -> Iterator[AtomicWriter]:
+def atomic_writer(location: Location, key: str, *, part_size: int, fsync: bool = False,
+                  readback: bool = False) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises. The block must call ``commit``."""
     writer: AtomicWriter
     if location.is_local:
-        writer = LocalWriter(location.path(key), fsync=fsync)
+        writer = LocalWriter(location.path(key), fsync=fsync, readback=readback)
     elif location.is_s3:
         writer = S3Writer(location, key, part_size)
     else:
