@@ -13,7 +13,7 @@ from typing import Any
 
 from .plan import PlanItem
 from .report import human_bytes
-from .transfer import ObjectResult
+from .transfer import LIVE_BYTES, ObjectResult
 
 
 class Progress:
@@ -39,13 +39,19 @@ class Progress:
         self.listing = False
 
     @property
+    def bytes_so_far(self) -> int:
+        """Finished objects plus what in-flight objects have copied in this process."""
+        return self.done_bytes + max(0, LIVE_BYTES.value)
+
+    @property
     def rate(self) -> float:
-        return self.done_bytes / max(1e-9, time.monotonic() - self.started)
+        return self.bytes_so_far / max(1e-9, time.monotonic() - self.started)
 
     @property
     def eta_seconds(self) -> float | None:
-        remaining = self.planned_bytes - self.done_bytes
-        return remaining / self.rate if self.rate > 0 and not self.listing else None
+        if self.listing or self.rate <= 0 or time.monotonic() - self.started < 2:
+            return None
+        return max(0.0, self.planned_bytes - self.bytes_so_far) / self.rate
 
     def __enter__(self) -> Progress:
         return self
@@ -70,7 +76,7 @@ class TerminalProgress(Progress):
         eta_text = "listing…" if self.listing else (f"ETA {eta:,.0f}s" if eta is not None else "")
         failed = f", {self.failed:,} failed" if self.failed else ""
         return (f"{self.done_objects:,}/{self.planned_objects:,} objects{failed}  "
-                f"{human_bytes(self.done_bytes)}/{human_bytes(self.planned_bytes)}  "
+                f"{human_bytes(self.bytes_so_far)}/{human_bytes(self.planned_bytes)}  "
                 f"{human_bytes(self.rate)}/s  {eta_text}")
 
     def __enter__(self) -> TerminalProgress:

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import hashlib
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -33,6 +34,26 @@ from .stores import (
     stat,
 )
 from .writers import Committed, atomic_writer
+
+
+class LiveBytes:
+    """Bytes copied so far by objects still in flight in *this* process.
+
+    Lets the progress display move during a large object when workers are
+    threads of the driver (the embedded cluster). On a remote cluster it stays
+    at zero and progress advances per finished object.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+LIVE_BYTES = LiveBytes()
 
 
 @dataclass(frozen=True)
@@ -118,10 +139,14 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     with contextlib.closing(open_read(job.source, key)) as reader, \
             atomic_writer(job.destination, key, part_size=settings.part_size,
                           fsync=settings.fsync, readback=job.verify != VerifyMode.size) as writer:
-        while chunk := reader.read(READ_SIZE):
-            sha.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
+        try:
+            while chunk := reader.read(READ_SIZE):
+                sha.update(chunk)
+                writer.write(chunk)
+                size += len(chunk)
+                LIVE_BYTES.add(len(chunk))
+        finally:
+            LIVE_BYTES.add(-size)
         if size != source.size:
             raise SourceChanged(
                 f"source changed while copying: listed {source.size} bytes, read {size}")
