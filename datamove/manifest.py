@@ -120,6 +120,10 @@ class Manifest(_Strict):
         raise KeyError(f"no dataset named {name!r} in manifest {self.name!r} (known: {known})")
 
 
+# Fields load_manifest sets; a manifest that writes them is as wrong as any unknown key.
+_NOT_FROM_FILE = ("path", "sha256")
+_UNKNOWN_KEY = "unknown key; check the spelling against docs/MANIFEST.md"
+
 
 # --- loading -------------------------------------------------------------------------
 
@@ -230,6 +234,11 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
         line, where = at(loc)
         problems.append((line, f"{where}: {msg}"))
     secret_locs = [loc for loc, _ in secrets]
+    for key in _NOT_FROM_FILE:
+        if key in data:
+            line, where = at((key,))
+            problems.append((line, f"{where}: {_UNKNOWN_KEY}"))
+    data = {k: v for k, v in data.items() if k not in _NOT_FROM_FILE}
     manifest: Manifest | None = None
     try:
         manifest = Manifest.model_validate(data)
@@ -370,7 +379,7 @@ def _explain(err: dict[str, Any], hide_input: bool = False) -> str:
     ctx = err.get("ctx") or {}
     got = "a value that is not shown" if hide_input else _shown(err.get("input"))
     if kind == "extra_forbidden":
-        return "unknown key; check the spelling against docs/MANIFEST.md"
+        return _UNKNOWN_KEY
     if kind == "missing":
         return "required key is missing"
     if err["loc"] == ("version",) and kind in ("literal_error", "value_error"):
@@ -396,6 +405,8 @@ def _explain(err: dict[str, Any], hide_input: bool = False) -> str:
         return f"must be text (got {got}); put it in quotes if YAML read it as another type"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be a whole number (got {got})"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false (got {got})"
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]

@@ -1,0 +1,593 @@
+"""Manifest v1 loading: defaults, path resolution, and errors that name file, line and field.
+
+Every bad manifest must raise ManifestError (exit code 2) whose message says
+``FILE:LINE: field.path: explanation``, and a secret found in a manifest must
+never be echoed back in that message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from datamove.errors import EXIT_BAD_INPUT, ManifestError
+from datamove.manifest import (
+    DEFAULT_LEDGER,
+    EngineSpec,
+    Manifest,
+    VerifyMode,
+    load_manifest,
+    parse_manifest,
+)
+
+
+def write(directory: Path, text: str, name: str = "m.yaml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def load_error(path: Path) -> ManifestError:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    error = caught.value
+    assert error.exit_code == EXIT_BAD_INPUT == 2
+    assert error.path == str(path)
+    return error
+
+
+# --- a valid manifest ----------------------------------------------------------------
+
+VALID = """
+    version: 1
+    name: demo-migration
+    datasets:
+      - name: photos
+        source: {url: ./src/}
+        destination: {url: ../out/photos/}
+        include: ["**/*.jpg"]
+        exclude: ["tmp/**"]
+      - name: remote.models_v2
+        source:
+          url: s3://legacy-raw/models/
+          region: us-east-1
+          options: {endpoint_url: "http://127.0.0.1:9000", anon: false}
+        destination: {url: "file://mirror/models"}
+        verify: full
+        classification: internal
+        tags: {owner: vision-team, cost_center: cc-4411}
+"""
+
+
+def test_valid_manifest_loads_with_defaults(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    path = write(project, VALID)
+
+    manifest = load_manifest(path)
+
+    assert isinstance(manifest, Manifest)
+    assert manifest.version == 1
+    assert manifest.name == "demo-migration"
+    assert manifest.path == str(path)
+    assert manifest.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    # The default ledger lives beside the manifest, not in the current directory.
+    assert DEFAULT_LEDGER == "./.datamove/ledger"
+    assert manifest.ledger == str(project / ".datamove" / "ledger")
+
+    engine = manifest.engine
+    assert engine == EngineSpec()
+    assert engine.scheduler is None
+    assert engine.threads == 8
+    assert engine.window is None
+    assert engine.effective_window == 16  # max(4, 2 * threads)
+    assert engine.batch_objects == 256
+    assert engine.batch_bytes == 64 * 1024 * 1024
+    assert engine.retries == 4
+    assert engine.part_size == 16 * 1024 * 1024
+    assert engine.fsync is False
+
+    photos, remote = manifest.datasets
+    assert manifest.dataset("photos") is photos
+    assert photos.verify == VerifyMode.checksum
+    assert photos.source.url == f"{project}/src/"
+    assert photos.destination.url == f"{tmp_path}/out/photos/"  # '..' normalised away
+    assert photos.include == ["**/*.jpg"]
+    assert photos.exclude == ["tmp/**"]
+    assert photos.source.options == {}
+    assert photos.source.region is None
+    assert photos.classification is None
+    assert photos.tags == {}
+
+    assert remote.verify == VerifyMode.full
+    assert remote.source.url == "s3://legacy-raw/models/"  # remote URLs are left alone
+    assert remote.source.region == "us-east-1"
+    assert remote.source.options == {"endpoint_url": "http://127.0.0.1:9000", "anon": False}
+    assert remote.destination.url == f"file://{project}/mirror/models"
+    assert remote.classification == "internal"
+    assert remote.tags == {"owner": "vision-team", "cost_center": "cc-4411"}
+
+    with pytest.raises(KeyError, match=r"no dataset named 'nope'.*photos, remote\.models_v2"):
+        manifest.dataset("nope")
+
+
+def test_relative_paths_do_not_depend_on_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "project", VALID)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    manifest = load_manifest(Path("..") / "project" / "m.yaml")
+
+    assert manifest.datasets[0].source.url == f"{path.parent}/src/"
+    assert manifest.ledger == str(path.parent / ".datamove" / "ledger")
+
+
+@pytest.mark.parametrize(("ledger", "expected"), [
+    ("state/ledger", "{dir}/state/ledger"),
+    ("/var/lib/datamove/ledger", "/var/lib/datamove/ledger"),
+    ("~/ledger", "{home}/ledger"),
+    ("s3://ml-ledger/datamove", "s3://ml-ledger/datamove"),
+])
+def test_ledger_is_resolved_like_a_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            ledger: str, expected: str) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    path = write(tmp_path / "project", VALID + f"    ledger: {ledger}\n")
+
+    manifest = load_manifest(path)
+
+    assert manifest.ledger == expected.format(dir=path.parent, home=home)
+
+
+def test_parse_without_base_dir_keeps_relative_urls() -> None:
+    manifest = parse_manifest(textwrap.dedent(VALID), "inline.yaml")
+    assert manifest.path == "inline.yaml"
+    assert manifest.datasets[0].source.url == "./src/"
+    assert manifest.ledger == DEFAULT_LEDGER
+
+
+def test_engine_settings_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + textwrap.indent(textwrap.dedent("""
+        engine:
+          scheduler: tcp://scheduler.internal:8786
+          threads: 32
+          window: 100
+          batch_objects: 1000
+          batch_bytes: 1048576
+          retries: 0
+          part_size: 5242880
+          fsync: true
+    """), "    "))
+
+    engine = load_manifest(path).engine
+
+    assert engine.scheduler == "tcp://scheduler.internal:8786"
+    assert (engine.threads, engine.window, engine.effective_window) == (32, 100, 100)
+    assert (engine.batch_objects, engine.batch_bytes) == (1000, 1048576)
+    assert (engine.retries, engine.part_size, engine.fsync) == (0, 5 * 1024 * 1024, True)
+
+
+def test_options_that_only_look_secret_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        version: 1
+        name: not-secrets
+        datasets:
+          - name: one
+            source:
+              url: gs://public-bucket/data/
+              options: {token: anon}
+            destination:
+              url: s3://bucket/out/
+              options:
+                anon: false
+                key_prefix: x
+                token: null
+                config_kwargs: {signature_version: s3v4}
+                client_kwargs: {region_name: eu-central-1}
+                s3_additional_kwargs: {ServerSideEncryption: "aws:kms", SSEKMSKeyId: alias/k}
+    """)
+
+    dataset = load_manifest(path).datasets[0]
+
+    assert dataset.source.options == {"token": "anon"}
+    assert dataset.destination.options["s3_additional_kwargs"]["SSEKMSKeyId"] == "alias/k"
+    assert dataset.destination.options["config_kwargs"] == {"signature_version": "s3v4"}
+
+
+def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        version: 1
+        name: anchors
+        datasets:
+          - name: one
+            source: &src {url: "s3://bucket/a/", options: {endpoint_url: "http://h:9000"}}
+            destination: {url: ./out/a/}
+          - name: two
+            source: {<<: *src, url: "s3://bucket/b/"}
+            destination: {url: ./out/b/}
+    """)
+
+    two = load_manifest(path).datasets[1]
+
+    assert two.source.url == "s3://bucket/b/"
+    assert two.source.options == {"endpoint_url": "http://h:9000"}
+
+
+# --- bad manifests -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bad:
+    text: str
+    line: int
+    field: str | None  # None: the problem is in the YAML itself, reported as LINE:COLUMN
+    phrase: str
+    secret: str | None = None  # must never appear in the message
+
+    def __str__(self) -> str:
+        return self.phrase
+
+
+HEAD = """\
+version: 1
+name: demo
+datasets:
+  - name: one
+"""  # lines 1-4; a case's own lines start at 5
+
+
+def ds(body: str) -> str:
+    """A manifest whose first dataset continues with ``body`` (its first line is line 5)."""
+    return HEAD + textwrap.indent(textwrap.dedent(body).lstrip("\n"), "    ")
+
+
+SRC_DST = """
+source: {url: ./src/}
+destination: {url: ./dst/}
+"""  # lines 5-6
+
+BAD = {
+    # YAML itself
+    "yaml-syntax-mapping-value": Bad(
+        "version: 1\nname: demo: two\n", 2, None,
+        "2:11: YAML syntax error: mapping values are not allowed here"),
+    "yaml-syntax-unclosed-list": Bad(
+        "version: 1\nname: demo\ndatasets: [\n  {name: one}\n", 5, None,
+        "5:1: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a "
+        "flow sequence that started at line 3, column 11)"),
+    "yaml-tab-indent": Bad(
+        "version: 1\n\tname: demo\n", 2, None,
+        "2:1: YAML syntax error: found character '\\t' that cannot start any token"),
+    "empty-file": Bad("", 1, "(top level)", "the manifest is empty"),
+    "only-comments": Bad("# nothing yet\n\n", 1, "(top level)", "the manifest is empty"),
+    "top-level-list": Bad(
+        "# a list, not a mapping\n- version: 1\n- name: demo\n", 2, "(top level)",
+        "must be a mapping of keys (version, name, datasets, ...), not a list"),
+    "top-level-scalar": Bad("just some text\n", 1, "(top level)", "not a single value"),
+    # required keys
+    "missing-name": Bad(
+        "version: 1\ndatasets:\n  - name: one\n    source: {url: a}\n"
+        "    destination: {url: b}\n", 1, "name", "required key is missing"),
+    "missing-version": Bad(ds(SRC_DST).replace("version: 1\n", ""), 1, "version",
+                           "required key is missing"),
+    "missing-datasets": Bad("version: 1\nname: demo\n", 1, "datasets",
+                            "required key is missing"),
+    "empty-datasets": Bad("version: 1\nname: demo\ndatasets: []\n", 3, "datasets",
+                          "must list at least 1 item"),
+    "missing-source-url": Bad(ds("""
+        source:
+          region: us-east-1
+        destination: {url: ./dst/}
+    """), 5, "datasets[0].source.url", "required key is missing"),
+    "null-dataset": Bad("version: 1\nname: demo\ndatasets:\n  -\n  - name: two\n", 4,
+                        "datasets[0]", "must be a mapping of keys (got null)"),
+    # unknown keys
+    "unknown-top-level-key": Bad(ds(SRC_DST) + "datasetz: []\n", 7, "datasetz",
+                                 "unknown key; check the spelling"),
+    "unknown-engine-key": Bad(ds(SRC_DST) + "engine:\n  threads: 4\n  bogus: 1\n", 9,
+                              "engine.bogus", "unknown key"),
+    "unknown-location-key": Bad(ds("""
+        source:
+          url: ./src/
+          urll: ./other/
+        destination: {url: ./dst/}
+    """), 7, "datasets[0].source.urll", "unknown key"),
+    "provenance-field-in-file": Bad(ds(SRC_DST) + "sha256: abc\n", 7, "sha256",
+                                    "unknown key"),
+    "fsync-not-bool": Bad(ds(SRC_DST) + "engine: {fsync: sometimes}\n", 7, "engine.fsync",
+                          "must be true or false (got 'sometimes')"),
+    "unknown-dataset-key": Bad(ds(SRC_DST + "encrypt: true\n"), 7, "datasets[0].encrypt",
+                               "unknown key"),
+    # types and ranges
+    "threads-not-a-number": Bad(ds(SRC_DST) + 'engine:\n  threads: "many"\n', 8,
+                                "engine.threads", "must be a whole number (got 'many')"),
+    "threads-bool": Bad(ds(SRC_DST) + "engine: {threads: true}\n", 7, "engine.threads",
+                        "must be a whole number (got true)"),
+    "threads-zero": Bad(ds(SRC_DST) + "engine:\n  threads: 0\n", 8, "engine.threads",
+                        "must be at least 1 (got 0)"),
+    "threads-too-many": Bad(ds(SRC_DST) + "engine:\n  threads: 1000\n", 8, "engine.threads",
+                            "must be at most 256 (got 1000)"),
+    "window-zero": Bad(ds(SRC_DST) + "engine: {window: 0}\n", 7, "engine.window",
+                       "must be at least 1"),
+    "part-size-too-small": Bad(ds(SRC_DST) + "engine: {part_size: 1024}\n", 7,
+                               "engine.part_size", "must be at least 5242880 (got 1024)"),
+    "engine-null": Bad(ds(SRC_DST) + "engine:\n", 7, "engine",
+                       "must be a mapping of keys (got null)"),
+    "tag-not-text": Bad(ds(SRC_DST + "tags: {cost_center: 4411}\n"), 7,
+                        "datasets[0].tags.cost_center", "must be text (got 4411)"),
+    "key-not-text": Bad(ds(SRC_DST + "tags:\n  2024: q1\n"), 8, "datasets[0].tags.2024",
+                        "keys must be text, but YAML reads this one as int"),
+    "version-2": Bad(ds(SRC_DST).replace("version: 1", "version: 2"), 1, "version",
+                     "unsupported manifest version 2; this datamove reads version 1"),
+    "version-true": Bad(ds(SRC_DST).replace("version: 1", "version: true"), 1, "version",
+                        "unsupported manifest version true"),
+    "bad-verify-mode": Bad(ds(SRC_DST + "verify: sha1\n"), 7, "datasets[0].verify",
+                           "must be one of 'size', 'checksum' or 'full' (got 'sha1')"),
+    "bad-dataset-name": Bad(ds(SRC_DST).replace("name: one", "name: -my data"), 4,
+                            "datasets[0].name",
+                            "must start with a letter or digit and use only letters"),
+    "bad-manifest-name": Bad(ds(SRC_DST).replace("name: demo", "name: demo/x"), 2, "name",
+                             "got 'demo/x'"),
+    "bad-scheduler-address": Bad(ds(SRC_DST) + "engine:\n  scheduler: localhost:8786\n", 8,
+                                 "engine.scheduler",
+                                 "must be a Dask scheduler address such as tcp://HOST:8786"),
+    # duplicates
+    "duplicate-dataset-names": Bad(
+        ds(SRC_DST) + "  - name: one\n    source: {url: ./a/}\n    destination: {url: ./b/}\n",
+        7, "datasets[1].name", "dataset name 'one' is already used by datasets[0]"),
+    "duplicate-yaml-key": Bad(ds(SRC_DST + "verify: size\nverify: full\n"), 8,
+                              "datasets[0].verify", "duplicate key; keep only one"),
+    # locations
+    "unknown-url-scheme": Bad(ds("source: {url: 'foo://x'}\ndestination: {url: ./dst/}\n"), 5,
+                              "datasets[0].source.url", "unknown storage scheme 'foo'"),
+    "s3-without-bucket": Bad(ds("source: {url: ./src/}\ndestination: {url: 's3://'}\n"), 6,
+                             "datasets[0].destination.url",
+                             "s3:// URL needs a bucket or container name"),
+    "gs-without-bucket": Bad(ds("source: {url: 'gs:///'}\ndestination: {url: ./dst/}\n"), 5,
+                             "datasets[0].source.url", "gs:// URL needs a bucket"),
+    "destination-inside-source": Bad(
+        ds("source: {url: ./data}\ndestination: {url: ./data/copy/}\n"), 6,
+        "datasets[0].destination.url", "lies inside the source"),
+    "destination-inside-s3-source": Bad(
+        ds("source: {url: 's3://b/data/'}\ndestination: {url: 's3://b/data/copy'}\n"), 6,
+        "datasets[0].destination.url", "lies inside the source"),
+    "same-source-and-destination": Bad(
+        ds("source: {url: ./data}\ndestination: {url: ./data/}\n"), 6,
+        "datasets[0].destination.url", "is the same location as the source"),
+    "same-location-file-url": Bad(
+        ds("source: {url: ./data/}\ndestination: {url: 'file://data'}\n"), 6,
+        "datasets[0].destination.url", "is the same location as the source"),
+    "include-and-exclude-same": Bad(
+        ds(SRC_DST + "include: ['*.jpg', '*.tmp']\nexclude: ['*.tmp']\n"), 8,
+        "datasets[0].exclude", "'*.tmp' is both included and excluded"),
+    # inline secrets: the value must never be echoed
+    "option-secret": Bad(
+        ds("source:\n  url: s3://b/x/\n  options: {secret: hunter2-very-secret}\n"
+           "destination: {url: ./dst/}\n"), 7, "datasets[0].source.options.secret",
+        "looks like a credential ('secret'); inline secrets are refused",
+        secret="hunter2-very-secret"),
+    "option-key": Bad(
+        ds("source:\n  url: s3://b/x/\n  options:\n    key: MYKEYID12345\n"
+           "destination: {url: ./dst/}\n"), 8, "datasets[0].source.options.key",
+        "looks like a credential ('key')", secret="MYKEYID12345"),
+    "option-nested-camel-case": Bad(
+        ds(SRC_DST.replace("{url: ./dst/}", "{url: 's3://b/y/', options: "
+                           "{s3_additional_kwargs: {SSECustomerKey: c3NlLWMta2V5}}}")), 6,
+        "datasets[0].destination.options.s3_additional_kwargs.SSECustomerKey",
+        "looks like a credential", secret="c3NlLWMta2V5"),
+    "option-azure-connection-string": Bad(
+        ds("source: {url: 'az://c/x/', options: {connection_string: 'DefaultEndpointsProtocol"
+           "=https;AccountName=a;AccountKey=QUJDRA=='}}\ndestination: {url: ./dst/}\n"), 5,
+        "datasets[0].source.options.connection_string", "looks like a credential",
+        secret="QUJDRA=="),
+    "aws-access-key-id-value": Bad(ds(SRC_DST + "tags: {note: AKIAIOSFODNN7EXAMPLE}\n"), 7,
+                                   "datasets[0].tags.note", "contains an AWS access key id",
+                                   secret="AKIAIOSFODNN7EXAMPLE"),
+    "aws-access-key-id-in-option": Bad(
+        ds("source:\n  url: s3://b/x/\n  options: {profile: AKIAIOSFODNN7EXAMPLE}\n"
+           "destination: {url: ./dst/}\n"), 7, "datasets[0].source.options.profile",
+        "contains an AWS access key id", secret="AKIAIOSFODNN7EXAMPLE"),
+    "age-secret-key-value": Bad(
+        ds(SRC_DST + "classification: AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGP\n"), 7,
+        "datasets[0].classification", "contains an age secret key",
+        secret="AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGP"),
+    "pem-private-key-value": Bad(
+        ds(SRC_DST + "tags:\n  cert: |\n    -----BEGIN RSA PRIVATE KEY-----\n"
+           "    MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+           "    -----END RSA PRIVATE KEY-----\n"), 8, "datasets[0].tags.cert",
+        "contains a PEM private key", secret="MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9C"),
+    "url-with-password": Bad(
+        ds("source: {url: ./src/}\ndestination: {url: 'sftp://deploy:s3cr3t-pw@host/x/'}\n"),
+        6, "datasets[0].destination.url", "the URL embeds a password", secret="s3cr3t-pw"),
+    "url-with-sig-param": Bad(
+        ds("source: {url: 'https://acct.blob.example.net/c/x?sv=2024&sig=c2lnbmF0dXJl'}\n"
+           "destination: {url: ./dst/}\n"), 5, "datasets[0].source.url",
+        "signed or secret query parameter ('sig')", secret="c2lnbmF0dXJl"),
+    "url-with-amz-signature": Bad(
+        ds("source: {url: './src/'}\ndestination:\n  url: 'https://b.s3.amazonaws.com/k"
+           "?X-Amz-Expires=60&X-Amz-Signature=deadbeefcafe'\n"), 7,
+        "datasets[0].destination.url", "signed or secret query parameter ('X-Amz-Signature')",
+        secret="deadbeefcafe"),
+    "ledger-url-with-password": Bad(ds(SRC_DST) + "ledger: 's3://me:ledger-pw@bkt/l'\n", 7,
+                                    "ledger", "the URL embeds a password",
+                                    secret="ledger-pw"),
+    "endpoint-with-password": Bad(
+        ds("source:\n  url: s3://b/x/\n  options: {endpoint_url: 'http://u:endpoint-pw@h:9000'}\n"
+           "destination: {url: ./dst/}\n"), 7, "datasets[0].source.options.endpoint_url",
+        "the URL embeds a password", secret="endpoint-pw"),
+    "invalid-url-with-password": Bad(
+        ds("source: {url: ./src/}\ndestination: {url: 's 3://me:odd-pw@bkt/x'}\n"), 6,
+        "datasets[0].destination.url", "the URL embeds a password", secret="odd-pw"),
+    "secret-in-a-typed-field": Bad(ds(SRC_DST) + "engine: {threads: AKIAIOSFODNN7EXAMPLE}\n",
+                                   7, "engine.threads", "contains an AWS access key id",
+                                   secret="AKIAIOSFODNN7EXAMPLE"),
+    "secret-as-a-key": Bad(ds(SRC_DST) + "AKIAIOSFODNN7EXAMPLE: 1\n", 7, "<redacted>",
+                           "the key contains an AWS access key id",
+                           secret="AKIAIOSFODNN7EXAMPLE"),
+    # abuse
+    "recursive-alias": Bad(ds(SRC_DST) + "tags: &t\n  - *t\n", 7, "tags[0]",
+                           "a YAML alias refers to a value that contains it"),
+}
+
+
+@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
+def test_bad_manifest_names_file_line_and_field(tmp_path: Path, case: Bad) -> None:
+    path = tmp_path / "bad-manifest.yaml"
+    path.write_text(case.text, encoding="utf-8")
+
+    error = load_error(path)
+    message = str(error)
+
+    assert message.startswith(f"{path}: invalid manifest (")
+    assert "bad-manifest.yaml" in message
+    if case.field is None:
+        assert f"{path}:{case.phrase}" in message
+    else:
+        # Exactly FILE:LINE: field: explanation, on one line of the message.
+        prefix = f"{path}:{case.line}: {case.field}: "
+        assert f"\n  {prefix}" in message, message
+        assert any(p.startswith(prefix) and case.phrase in p for p in error.problems), message
+    assert case.phrase in message
+    if case.secret is not None:
+        assert case.secret not in message
+        assert all(case.secret not in problem for problem in error.problems)
+
+
+def test_parse_manifest_reports_the_name_it_is_given() -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest(ds(SRC_DST) + "engine: {threads: 0}\n", "configs/prod.yaml")
+    assert caught.value.exit_code == 2
+    assert caught.value.problems == [
+        "configs/prod.yaml:7: engine.threads: must be at least 1 (got 0)"]
+
+
+def test_destination_inside_source_when_only_one_is_relative(tmp_path: Path) -> None:
+    """Relative paths are anchored at the manifest before locations are compared."""
+    project = tmp_path / "project"
+    path = write(project, ds(f"source: {{url: '{project}/data'}}\n"
+                             "destination: {url: ./data/copy/}\n"))
+
+    error = load_error(path)
+
+    assert error.problems == [f"{path}:6: datasets[0].destination.url: lies inside the source; "
+                              "a copy would include its own output. Choose a destination "
+                              "outside the source"]
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "nope.yaml"
+
+    error = load_error(path)
+
+    assert error.problems == [f"{path}: file not found; check the path"]
+    assert str(error) == f"{path}: invalid manifest (1 problem)\n  {path}: file not found; " \
+                         "check the path"
+
+
+def test_a_directory_is_not_a_manifest(tmp_path: Path) -> None:
+    error = load_error(tmp_path)
+    assert error.problems[0].startswith(f"{tmp_path}: cannot read: ")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"version: 1\nname: d\xe9mo\n")
+
+    error = load_error(path)
+
+    assert error.problems == [f"{path}:2: not UTF-8 text (byte 0xe9); save the manifest as UTF-8"]
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["version: 1", "name: demo", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+
+    error = load_error(path)
+
+    assert len(error.problems) == 1
+    assert "more than 100000 values once YAML aliases are expanded" in error.problems[0]
+
+
+def test_absurd_nesting_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nname: demo\ntags: " + "[" * 100 + "]" * 100 + "\n")
+
+    error = load_error(path)
+
+    assert error.problems[0].startswith(f"{path}:3: tags")
+    assert "nested more than 64 levels deep" in error.problems[0]
+
+
+def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        version: 3
+        name: demo
+        engine:
+          threads: 0
+          bogus: true
+        datasets:
+          - name: one
+            source: {url: "foo://x", options: {secret: do-not-print-me}}
+            destination: {url: ./dst/}
+            verify: sha1
+          - name: one
+            source: {url: ./a/}
+            destination: {url: ./b/}
+    """)
+
+    error = load_error(path)
+
+    assert error.problems == [
+        f"{path}:1: version: unsupported manifest version 3; this datamove reads version 1",
+        f"{path}:4: engine.threads: must be at least 1 (got 0)",
+        f"{path}:5: engine.bogus: unknown key; check the spelling against docs/MANIFEST.md",
+        f"{path}:8: datasets[0].source.options.secret: looks like a credential ('secret'); "
+        "inline secrets are refused; supply credentials through the environment or the "
+        "store's standard provider chain (docs/MANIFEST.md, \"Credentials\")",
+        f"{path}:10: datasets[0].verify: must be one of 'size', 'checksum' or 'full' "
+        "(got 'sha1')",
+    ]
+    assert str(error).startswith(f"{path}: invalid manifest (5 problems)\n")
+    assert "do-not-print-me" not in str(error)
+
+
+def test_semantic_problems_are_reported_together(tmp_path: Path) -> None:
+    """Checks that need a valid model (names, URLs) are all reported in one pass too."""
+    path = write(tmp_path, """
+        version: 1
+        name: demo
+        datasets:
+          - name: one
+            source: {url: "foo://x"}
+            destination: {url: "s3://"}
+          - name: one
+            source: {url: ./a/}
+            destination: {url: ./a/b/}
+    """)
+
+    error = load_error(path)
+
+    assert [p.split(": ", 2)[:2] for p in error.problems] == [
+        [f"{path}:5", "datasets[0].source.url"],
+        [f"{path}:6", "datasets[0].destination.url"],
+        [f"{path}:7", "datasets[1].name"],
+        [f"{path}:9", "datasets[1].destination.url"],
+    ]
+
+
+def test_complete_examples_in_the_docs_load(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parent.parent / "docs" / "MANIFEST.md"
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", docs.read_text(), re.DOTALL)
+              if b.startswith(("version:", "#"))]
+    assert len(blocks) >= 2  # the smallest manifest and the complete example
+
+    for i, block in enumerate(blocks):
+        manifest = load_manifest(write(tmp_path / str(i), block))
+        assert manifest.version == 1
+        assert manifest.datasets
