@@ -136,9 +136,11 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     source, key = item.source, item.key
     sha = hashlib.sha256()
     size = 0
+    readback = job.verify != VerifyMode.size
     with contextlib.closing(open_read(job.source, key)) as reader, \
             atomic_writer(job.destination, key, part_size=settings.part_size,
-                          fsync=settings.fsync, readback=job.verify != VerifyMode.size) as writer:
+                          size_hint=source.size, fsync=settings.fsync,
+                          readback=readback) as writer:
         try:
             while chunk := reader.read(READ_SIZE):
                 sha.update(chunk)

@@ -58,6 +58,8 @@ def _hash_fd(fd: int) -> str:
 
 
 class AtomicWriter(Protocol):
+    committed: bool
+
     def write(self, data: bytes | memoryview) -> None: ...
     def commit(self, sha256: str, mtime: float | None) -> Committed: ...
     def abort(self) -> None: ...
@@ -86,6 +88,7 @@ class LocalWriter:
             os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
             self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115
         self.size = 0
+        self.committed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -112,6 +115,7 @@ class LocalWriter:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        self.committed = True
         return Committed(size=self.size, native=stored, expected=sha256 if stored else None,
                          reread=stored is not None)
 
@@ -131,16 +135,21 @@ class S3Writer:
     be compared with it later without a download.
     """
 
-    def __init__(self, location: Location, key: str, part_size: int):
+    MAX_PARTS = 10_000  # S3's limit per multipart upload
+
+    def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0):
         self.fs = location.fs
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
-        self.part_size = part_size
+        # Grow the part for objects that would otherwise need more than 10,000 parts.
+        mib = 1024 * 1024
+        self.part_size = max(part_size, -(-size_hint // self.MAX_PARTS // mib) * mib)
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._digests: list[bytes] = []
         self.size = 0
+        self.committed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._buffer += data
@@ -176,6 +185,7 @@ class S3Writer:
                 "put_object", Bucket=self.bucket, Key=self.key, Body=body,
                 ContentMD5=b64(md5), ChecksumSHA256=b64_sha256(sha256),
                 Metadata={META_SHA256: sha256})
+            self.committed = True
             etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
                 and not response.get("SSECustomerAlgorithm")
             return Committed(size=self.size, native=response.get("ETag", "").strip('"') or None,
@@ -187,6 +197,7 @@ class S3Writer:
             "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
             UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
         self._upload_id = None
+        self.committed = True
         return Committed(size=self.size, native=response.get("ChecksumSHA256"),
                          expected=composite_sha256(self._digests), multipart=True)
 
@@ -211,6 +222,7 @@ class FsspecWriter:
             self.fs.makedirs(parent, exist_ok=True)
         self._file = self.fs.open(self.temp_path, "wb")
         self.size = 0
+        self.committed = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -219,6 +231,7 @@ class FsspecWriter:
     def commit(self, sha256: str, mtime: float | None) -> Committed:
         self._file.close()
         self.fs.mv(self.temp_path, self.final_path)
+        self.committed = True
         return Committed(size=self.size)
 
     def abort(self) -> None:
@@ -229,14 +242,14 @@ class FsspecWriter:
 
 
 @contextlib.contextmanager
-def atomic_writer(location: Location, key: str, *, part_size: int, fsync: bool = False,
-                  readback: bool = False) -> Iterator[AtomicWriter]:
-    """Yield a writer; abort it if the block raises. The block must call ``commit``."""
+def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
+                  fsync: bool = False, readback: bool = False) -> Iterator[AtomicWriter]:
+    """Yield a writer; abort it if the block raises or ends without ``commit``."""
     writer: AtomicWriter
     if location.is_local:
         writer = LocalWriter(location.path(key), fsync=fsync, readback=readback)
     elif location.is_s3:
-        writer = S3Writer(location, key, part_size)
+        writer = S3Writer(location, key, part_size, size_hint)
     else:
         writer = FsspecWriter(location, key)
     try:
@@ -244,3 +257,6 @@ def atomic_writer(location: Location, key: str, *, part_size: int, fsync: bool =
     except BaseException:
         writer.abort()
         raise
+    if not writer.committed:
+        writer.abort()
+        raise RuntimeError(f"{location.url_of(key)}: writer closed without commit; discarded")
