@@ -18,7 +18,7 @@ from .errors import LocationUnreachable
 from .manifest import Manifest, load_manifest
 from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
 from .progress import Progress
-from .report import Report
+from .report import DatasetReport, Report
 from .stores import check_readable, describe, list_entries
 from .transfer import Batch, ObjectResult, TransferSettings, run_batch
 
@@ -113,6 +113,16 @@ def _worker_items(items: Iterator[PlanItem], job: DatasetJob, report: Report,
                   progress: Progress) -> Iterator[PlanItem]:
     """Pass on what needs a worker; account for what the driver settles itself."""
     ds = report.dataset(job.name)
+    try:
+        yield from _settle_driver_side(items, job, ds, report, progress)
+    except Exception as exc:  # a listing that broke half-way fails its dataset only
+        report.record(ObjectResult(
+            dataset=job.name, key="", action="list", status="failed", size=0,
+            error=f"listing stopped; the rest of this dataset was not planned: {describe(exc)}"))
+
+
+def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetReport,
+                        report: Report, progress: Progress) -> Iterator[PlanItem]:
     for item in items:
         if item.action == Action.skip:
             ds.add("skipped", item.size)

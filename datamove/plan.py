@@ -77,27 +77,30 @@ class PlanTotals:
 
 def march(source: Iterable[Entry], destination: Iterable[Entry]
           ) -> Iterator[tuple[Entry | None, Entry | None]]:
-    """Pair entries of two key-sorted streams; a missing side is None."""
+    """Pair entries of two key-sorted streams; a missing side is None.
+
+    A pair is yielded before either stream is advanced past it, so a listing
+    that fails mid-way has already delivered everything it listed.
+    """
     src_iter, dst_iter = iter(source), iter(destination)
     src, dst = next(src_iter, None), next(dst_iter, None)
     previous: bytes | None = None
     while src is not None or dst is not None:
         src_key = src.key.encode("utf-8", "surrogateescape") if src else None
         dst_key = dst.key.encode("utf-8", "surrogateescape") if dst else None
-        if dst_key is None or (src_key is not None and src_key < dst_key):
-            current, pair = src_key, (src, None)
-            src = next(src_iter, None)
-        elif src_key is None or dst_key < src_key:
-            current, pair = dst_key, (None, dst)
-            dst = next(dst_iter, None)
-        else:
-            current, pair = src_key, (src, dst)
-            src, dst = next(src_iter, None), next(dst_iter, None)
+        take_src = dst_key is None or (src_key is not None and src_key <= dst_key)
+        take_dst = src_key is None or (dst_key is not None and dst_key <= src_key)
+        current = src_key if take_src else dst_key
         if previous is not None and current is not None and current < previous:
             # A listing out of order would silently turn into copies and extras.
-            raise RuntimeError(f"listing is not in key order near {pair!r}; refusing to plan")
+            raise RuntimeError(f"listing is not in key order near {(src, dst)!r}; "
+                               "refusing to plan")
         previous = current
-        yield pair
+        yield (src if take_src else None), (dst if take_dst else None)
+        if take_src:
+            src = next(src_iter, None)
+        if take_dst:
+            dst = next(dst_iter, None)
 
 
 def decide(source: Entry | None, destination: Entry | None, *, destination_is_local: bool,

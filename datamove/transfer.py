@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-from .checksum import READ_SIZE, b64_sha256, composite_of_stream, hash_stream
+from .checksum import b64_sha256, composite_of_stream, hash_stream, read_chunks
 from .errors import SourceChanged, TransferError, VerifyMismatch
 from .manifest import VerifyMode
 from .plan import Action, DatasetJob, PlanItem
@@ -142,7 +142,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           size_hint=source.size, fsync=settings.fsync,
                           readback=readback) as writer:
         try:
-            while chunk := reader.read(READ_SIZE):
+            for chunk in read_chunks(reader):
                 sha.update(chunk)
                 writer.write(chunk)
                 size += len(chunk)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .checksum import READ_SIZE, b64, b64_sha256, composite_sha256
+from .checksum import b64, b64_sha256, chunk_buffer, composite_sha256
 from .errors import VerifyMismatch
 from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MARKER, Location
 
@@ -50,10 +50,11 @@ class Committed:
 def _hash_fd(fd: int) -> str:
     """sha256 of a whole file through an open descriptor, in bounded chunks."""
     sha = hashlib.sha256()
+    buffer = chunk_buffer()
     offset = 0
-    while chunk := os.pread(fd, READ_SIZE, offset):
-        sha.update(chunk)
-        offset += len(chunk)
+    while n := os.preadv(fd, [buffer], offset):
+        sha.update(buffer[:n])
+        offset += n
     return sha.hexdigest()
 
 

@@ -45,6 +45,11 @@ class FlakyFileSystem(MemoryFileSystem):
                 raise PermissionError(f"injected permanent denial for {name}")
         return super()._open(path, mode=mode, **kwargs)
 
+    def ls(self, path, detail=True, **kwargs):
+        if path.rstrip("/").endswith("unlistable"):
+            raise ConnectionResetError(f"injected listing failure in {path}")
+        return super().ls(path, detail=detail, **kwargs)
+
 
 fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
 
@@ -83,6 +88,19 @@ def test_transient_errors_are_retried_and_permanent_ones_contained(tmp_path, fla
     assert problem.key == "denied-b" and "PermissionError" in problem.error
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == sorted(
         [f"ok-{i:02d}" for i in range(20)] + ["transient-a"])
+
+
+def test_listing_that_breaks_half_way_fails_only_its_dataset(tmp_path, flaky_source):
+    flaky_source.pipe("/src/zz-unlistable/x", b"behind a broken listing")
+    report = api.run(flaky_manifest(tmp_path))
+    counts = report.datasets["d"].counts
+    assert counts["copied"] == 21  # every key listed before the broken directory
+    assert (tmp_path / "dst/transient-a").exists()
+    assert not (tmp_path / "dst/zz-unlistable").exists()
+    listing = [p for p in report.problems if p.key == ""]
+    assert len(listing) == 1 and "injected listing failure" in listing[0].error
+    assert counts["failed"] == 2  # denied-b and the listing
+    assert report.exit_code == 1
 
 
 def test_retries_exhausted_is_a_failure_with_attempts(tmp_path, flaky_source):
