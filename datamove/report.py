@@ -125,7 +125,7 @@ class Report:
         console = Console(file=out, highlight=False, soft_wrap=True)
         keys = _KEYS[self.command]
         table = Table(title=f"datamove {self.command}: {self.manifest}", title_justify="left")
-        table.add_column("dataset", overflow="fold")
+        table.add_column("dataset", no_wrap=True)
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("bytes", justify="right")
