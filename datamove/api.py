@@ -2,19 +2,23 @@
 
 Each function takes a loaded :class:`~datamove.manifest.Manifest` and returns a
 :class:`~datamove.report.Report`; the CLI only parses arguments and renders.
-Flow of a run: preflight every location (fail before anything moves) → stream
-each dataset's plan → group copies into batches → run them on the engine with a
-bounded window → fold results into the report as they arrive.
+Flow of a run: preflight every location (fail before anything moves) → record
+the run's start in the ledger → stream each dataset's plan (source × destination
+× ledger) → group copies into batches → run them on the engine with a bounded
+window → fold results into the report and the ledger as they arrive → record
+the run's end.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 
 from .engine import Engine
 from .errors import LocationUnreachable
+from .ledger import DONE_STATUSES, OBJECTS, Ledger, LedgerWriter, now, ts
 from .manifest import Manifest, load_manifest
 from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
 from .progress import Progress
@@ -49,15 +53,22 @@ def preflight(jobs: list[DatasetJob]) -> None:
                 f"{describe(exc)}") from exc
 
 
+def ledger_of(manifest: Manifest) -> Ledger:
+    return Ledger(manifest.ledger, manifest.ledger_options)
+
+
 def plan(manifest: Manifest, *, reverify: bool = False,
          datasets: list[str] | None = None) -> Report:
     """Count what a run would copy and skip, per dataset, without copying."""
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
     report = Report("plan", manifest.name, new_run_id(), engine="none")
+    ledger = ledger_of(manifest)
+    exists = ledger.table(OBJECTS) is not None
     for job in jobs:
         ds = report.dataset(job.name, job.source.url, job.destination.url)
-        for item in plan_dataset(job, reverify=reverify):
+        recorded = ledger.latest_done(job.name) if exists else None
+        for item in plan_dataset(job, reverify=reverify, recorded=recorded):
             ds.add(item.action.value, item.size)
     return report.finish()
 
@@ -90,10 +101,20 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
     check_only = command == "verify"
+    ledger = ledger_of(manifest)
+    writer: LedgerWriter | None = None
+    if command == "run":
+        ledger.ensure()
+        writer = LedgerWriter(ledger, report.run_id)
+        writer.run_event("start", command=command, manifest_name=manifest.name,
+                         manifest_sha256=manifest.sha256, engine=engine.description,
+                         started_at=ts(report.started))
 
     def work() -> Iterator[Batch]:
         for job in jobs:
-            items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only),
+            recorded = ledger.latest_done(job.name) if writer else None
+            items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
+                                               recorded=recorded),
                                   job, report, progress)
             for group in batches(items, max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
@@ -103,10 +124,49 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     with engine, progress:
         for batch, outcome in engine.map_unordered(run_batch, work()):
             results = outcome if isinstance(outcome, list) else _task_failed(batch, outcome)
-            for result in results:
+            for item, result in zip(batch.items, results, strict=True):
                 report.record(result)
                 progress.done(result)
-    return report.finish()
+                if writer is not None:
+                    writer.add(ledger_row(batch.job, item, result, report.run_id))
+    report.finish()
+    if writer is not None:
+        writer.flush()
+        writer.run_event("end", command=command, manifest_name=manifest.name,
+                         manifest_sha256=manifest.sha256, engine=engine.description,
+                         started_at=ts(report.started), ended_at=ts(report.ended),
+                         counts_json=json.dumps(report.to_dict()["datasets"]),
+                         exit_code=report.exit_code)
+        ledger.compact()
+    return report
+
+
+def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
+               run_id: str) -> dict[str, object]:
+    """The ``objects`` row for one result (docs/FORMAT.md)."""
+    done = result.status in DONE_STATUSES
+    error = result.error or ""
+    source = item.source
+    return {
+        "dataset": job.name, "key": item.key, "run_id": run_id, "status": result.status,
+        "source_url": job.source.url_of(item.key),
+        "size": source.size if source else result.size,
+        "source_mtime": ts(source.mtime) if source else None,
+        "source_etag": source.etag if source else None,
+        "source_version": None,
+        "sha256": result.sha256,
+        "destination_url": result.destination_url,
+        "stored_size": result.size if done else None,
+        "stored_sha256": result.sha256 if done else None,
+        "native_checksum": result.native_checksum,
+        "encrypted": False, "key_fingerprints": [],
+        "storage_class": None, "region": job.destination.region,
+        "verify_mode": job.verify.value,
+        "verify_result": "ok" if done else ("mismatch" if "VerifyMismatch" in error
+                                            else "error"),
+        "verified_at": now() if done else None,
+        "attempts": result.attempts, "error": result.error, "recorded_at": now(),
+    }
 
 
 def _worker_items(items: Iterator[PlanItem], job: DatasetJob, report: Report,

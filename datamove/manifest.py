@@ -97,6 +97,7 @@ class Manifest(_Strict):
     version: Literal[1]
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     ledger: Annotated[str, Field(min_length=1)] = DEFAULT_LEDGER
+    ledger_options: dict[str, Any] = Field(default_factory=dict)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
@@ -458,7 +459,8 @@ def _find_secrets(data: dict[str, Any]) -> Iterator[tuple[Path_, str]]:
         if not path:
             continue
         name = path[-1]
-        in_options = "options" in path
+        in_options = any(isinstance(p, str) and (p == "options" or p.endswith("_options"))
+                         for p in path)
         if in_options and isinstance(name, str) and _secret_key_name(name, value):
             yield path, f"looks like a credential ({name!r}); {advice}"
             continue

@@ -1,9 +1,10 @@
-"""Deciding what to copy: a merge of two sorted listings (rclone's "march").
+"""Deciding what to copy: a merge of sorted streams (rclone's "march").
 
-Source and destination listings both arrive in UTF-8 byte order of the key
-(stores.list_entries), so one pass over the two streams pairs every key with
-its counterpart using memory that does not grow with the object count. Each
-pair becomes a :class:`PlanItem`: copy, skip, verify (re-check a skipped object)
+The source listing, the destination listing and the ledger's rows for a
+dataset all arrive in UTF-8 byte order of the key (stores.list_entries,
+ledger.Ledger.latest_done), so one pass over the streams lines up every key
+with its counterparts; the listings never need to fit in memory. Each key
+becomes a :class:`PlanItem`: copy, skip, verify (re-check a skipped object)
 or, for ``datamove verify``, check. Items are grouped into batches so that many
 small objects share one Dask task.
 """
@@ -14,9 +15,18 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
+from .ledger import LedgerRow
 from .manifest import DatasetSpec, VerifyMode
 from .stores import Entry, KeyFilter, Location, check_readable, list_entries
+
+
+class Keyed(Protocol):
+    key: str
+
+
+K = TypeVar("K", bound=Keyed)
 
 
 class Action(StrEnum):
@@ -75,47 +85,64 @@ class PlanTotals:
         self.bytes[item.action.value] += item.size
 
 
-def march(source: Iterable[Entry], destination: Iterable[Entry]
-          ) -> Iterator[tuple[Entry | None, Entry | None]]:
-    """Pair entries of two key-sorted streams; a missing side is None.
+def march(*streams: Iterable[K]) -> Iterator[tuple[K | None, ...]]:
+    """Pair the entries of key-sorted streams; a stream without the key gives None.
 
-    A pair is yielded before either stream is advanced past it, so a listing
-    that fails mid-way has already delivered everything it listed.
+    A tuple is yielded before any stream is advanced past it, so a listing that
+    fails mid-way has already delivered everything it listed.
     """
-    src_iter, dst_iter = iter(source), iter(destination)
-    src, dst = next(src_iter, None), next(dst_iter, None)
+    iters = [iter(s) for s in streams]
+    heads = [next(it, None) for it in iters]
     previous: bytes | None = None
-    while src is not None or dst is not None:
-        src_key = src.key.encode("utf-8", "surrogateescape") if src else None
-        dst_key = dst.key.encode("utf-8", "surrogateescape") if dst else None
-        take_src = dst_key is None or (src_key is not None and src_key <= dst_key)
-        take_dst = src_key is None or (dst_key is not None and dst_key <= src_key)
-        current = src_key if take_src else dst_key
-        if previous is not None and current is not None and current < previous:
+    while any(h is not None for h in heads):
+        keys = [h.key.encode("utf-8", "surrogateescape") if h is not None else None
+                for h in heads]
+        current = min(k for k in keys if k is not None)
+        if previous is not None and current < previous:
             # A listing out of order would silently turn into copies and extras.
-            raise RuntimeError(f"listing is not in key order near {(src, dst)!r}; "
-                               "refusing to plan")
+            raise RuntimeError(f"listing is not in key order near {heads!r}; refusing to plan")
         previous = current
-        yield (src if take_src else None), (dst if take_dst else None)
-        if take_src:
-            src = next(src_iter, None)
-        if take_dst:
-            dst = next(dst_iter, None)
+        yield tuple(h if k == current else None for h, k in zip(heads, keys, strict=True))
+        for i, k in enumerate(keys):
+            if k == current:
+                heads[i] = next(iters[i], None)
 
 
 def decide(source: Entry | None, destination: Entry | None, *, destination_is_local: bool,
-           reverify: bool, check_only: bool = False) -> PlanItem:
-    """The action for one key, with the reason a user sees in ``plan``."""
+           reverify: bool, check_only: bool = False, recorded: LedgerRow | None = None,
+           with_ledger: bool = False) -> PlanItem:
+    """The action for one key, with the reason a user sees in ``plan``.
+
+    With a ledger, an object is skipped without reading it only when its latest
+    good ledger row matches the source's identity (size and mtime, or ETag) and
+    the destination still has the recorded size. An object the listing thinks
+    is current but the ledger does not know is verified (read, compared and
+    recorded) rather than copied again: that is how a copy finished by a run
+    killed before its ledger commit gets its row.
+    """
     if source is None:
-        assert destination is not None
-        return PlanItem(Action.extra, destination.key, None, destination,
-                        "only at the destination")
+        assert destination is not None or recorded is not None
+        entry = destination or Entry(recorded.key, recorded.stored_size)  # type: ignore[union-attr]
+        reason = "deleted at the source since it was copied" if recorded else \
+            "only at the destination"
+        return PlanItem(Action.extra, entry.key, None, destination, reason)
     key = source.key
     if check_only:
         reason = "missing at the destination" if destination is None else "compare"
         return PlanItem(Action.check, key, source, destination, reason)
     if destination is None:
-        return PlanItem(Action.copy, key, source, None, "new")
+        reason = "the recorded copy is missing" if recorded else "new"
+        return PlanItem(Action.copy, key, source, None, reason)
+    if recorded is not None:
+        if not _same_version(source, recorded):
+            return PlanItem(Action.copy, key, source, destination,
+                            "source changed since it was recorded")
+        if destination.size != recorded.stored_size:
+            return PlanItem(Action.copy, key, source, destination,
+                            "destination differs from the recorded copy")
+        action = Action.verify if reverify else Action.skip
+        return PlanItem(action, key, source, destination,
+                        "re-verify" if reverify else "recorded and unchanged")
     if destination.size != source.size:
         return PlanItem(Action.copy, key, source, destination,
                         f"size differs ({source.size} at source, {destination.size} here)")
@@ -129,21 +156,39 @@ def decide(source: Entry | None, destination: Entry | None, *, destination_is_lo
         current = destination.mtime >= math.floor(source.mtime)
     if not current:
         return PlanItem(Action.copy, key, source, destination, "source is newer")
+    if with_ledger:
+        return PlanItem(Action.verify, key, source, destination,
+                        "not in the ledger: verify and record")
     if reverify:
         return PlanItem(Action.verify, key, source, destination, "re-verify")
     return PlanItem(Action.skip, key, source, destination, "up to date")
 
 
-def plan_dataset(job: DatasetJob, *, reverify: bool = False,
-                 check_only: bool = False) -> Iterator[PlanItem]:
-    """Stream the plan for one dataset. Raises LocationUnreachable up front."""
+def _same_version(source: Entry, recorded: LedgerRow) -> bool:
+    if source.size != recorded.size:
+        return False
+    if source.etag and recorded.source_etag:
+        return source.etag == recorded.source_etag
+    if source.mtime is None or recorded.source_mtime is None:
+        return False
+    return abs(source.mtime - recorded.source_mtime) <= 0.001
+
+
+def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = False,
+                 recorded: Iterable[LedgerRow] | None = None) -> Iterator[PlanItem]:
+    """Stream the plan for one dataset; ``recorded`` is the ledger's latest good
+    rows for it, key-sorted. Raises LocationUnreachable up front."""
     check_readable(job.source)
     source = list_entries(job.source, job.key_filter)
     destination = list_entries(job.destination, job.key_filter)
     reverify = reverify or job.verify == VerifyMode.full
-    for src, dst in march(source, destination):
+    with_ledger = recorded is not None
+    for src, dst, row in march(source, destination, recorded or ()):
+        if src is None and dst is None:
+            continue  # gone from both sides: nothing to do, the ledger keeps its history
         yield decide(src, dst, destination_is_local=job.destination.is_local,
-                     reverify=reverify, check_only=check_only)
+                     reverify=reverify, check_only=check_only, recorded=row,
+                     with_ledger=with_ledger)
 
 
 def batches(items: Iterable[PlanItem], *, max_objects: int, max_bytes: int,

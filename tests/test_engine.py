@@ -59,7 +59,7 @@ def flaky_manifest(tmp_path, **engine):
            "engine": {"threads": 4, "retries": 3, **engine},
            "datasets": [{"name": "d", "source": {"url": "flaky://src/"},
                          "destination": {"url": str(tmp_path / "dst") + "/"}}]}
-    return parse_manifest(yaml.safe_dump(doc), "flaky.yaml")
+    return parse_manifest(yaml.safe_dump(doc), "flaky.yaml", base_dir=tmp_path)
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ def test_runs_on_an_existing_multiprocess_cluster(tmp_path):
     doc = {"version": 1, "name": "remote", "engine": {"batch_objects": 5},
            "datasets": [{"name": "d", "source": {"url": str(src)},
                          "destination": {"url": str(tmp_path / "dst")}}]}
-    manifest = parse_manifest(yaml.safe_dump(doc), "remote.yaml")
+    manifest = parse_manifest(yaml.safe_dump(doc), "remote.yaml", base_dir=tmp_path)
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster:
         report = api.run(manifest, scheduler=cluster.scheduler_address)

@@ -24,6 +24,7 @@ class Side:
 
     def __init__(self, kind: str, tmp_path: Path, moto=None):
         self.kind = kind
+        self.tmp_path = tmp_path
         if kind == "local":
             self.root = tmp_path / f"local-{uuid.uuid4().hex[:6]}"
             self.location = {"url": str(self.root) + "/"}
@@ -73,6 +74,7 @@ def pair(request, tmp_path):
 
 
 def manifest_for(src: Side, dst: Side, verify: str = "checksum", **engine: object):
+    """A manifest copying src to dst, its ledger beside the destination's tmp dir."""
     doc = {
         "version": 1, "name": "t",
         "engine": {"threads": 4, "part_size": PART, "batch_objects": 64, **engine},
@@ -81,7 +83,7 @@ def manifest_for(src: Side, dst: Side, verify: str = "checksum", **engine: objec
     }
     import yaml
 
-    return parse_manifest(yaml.safe_dump(doc), "test.yaml")
+    return parse_manifest(yaml.safe_dump(doc), "test.yaml", base_dir=src.tmp_path)
 
 
 SIZES = [0, 1, READ_SIZE - 1, READ_SIZE, READ_SIZE + 1, PART - 1, PART, PART + 1, 2 * PART + 3]

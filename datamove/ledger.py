@@ -1,0 +1,285 @@
+"""The ledger: Delta Lake tables recording every object copy and every run.
+
+Two tables live under the manifest's ``ledger`` URL (docs/FORMAT.md documents
+every column):
+
+* ``objects``: one row per object copy or verification: provenance, checksums,
+  where it went, how it was verified, how many attempts it took.
+* ``runs``: one row when a run starts and one when it ends.
+
+Rules (DESIGN.md, "The driver is the only ledger writer"): a ``DeltaTable`` is
+not picklable and concurrent appenders conflict, so only the driver opens the
+ledger. :class:`LedgerWriter` buffers rows and appends them in batches; every
+commit carries a Delta app transaction ``(datamove:<run id>, batch number)``
+that is checked first, so a commit retried after an error that hid its success
+never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import __version__
+from .errors import BadInput
+from .stores import describe
+
+log = logging.getLogger(__name__)
+
+OBJECTS = "objects"
+RUNS = "runs"
+
+TS = pa.timestamp("us", tz="UTC")
+OBJECT_SCHEMA = pa.schema([
+    ("dataset", pa.string()),
+    ("key", pa.string()),
+    ("run_id", pa.string()),
+    ("status", pa.string()),  # copied | verified | repaired | failed
+    ("source_url", pa.string()),
+    ("size", pa.int64()),
+    ("source_mtime", TS),
+    ("source_etag", pa.string()),
+    ("source_version", pa.string()),
+    ("sha256", pa.string()),
+    ("destination_url", pa.string()),
+    ("stored_size", pa.int64()),
+    ("stored_sha256", pa.string()),
+    ("native_checksum", pa.string()),
+    ("encrypted", pa.bool_()),
+    ("key_fingerprints", pa.list_(pa.string())),
+    ("storage_class", pa.string()),
+    ("region", pa.string()),
+    ("verify_mode", pa.string()),
+    ("verify_result", pa.string()),  # ok | mismatch | error
+    ("verified_at", TS),
+    ("attempts", pa.int32()),
+    ("error", pa.string()),
+    ("recorded_at", TS),
+])
+RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("event", pa.string()),  # start | end
+    ("command", pa.string()),
+    ("manifest_name", pa.string()),
+    ("manifest_sha256", pa.string()),
+    ("user", pa.string()),
+    ("host", pa.string()),
+    ("engine", pa.string()),
+    ("started_at", TS),
+    ("ended_at", TS),
+    ("counts_json", pa.string()),  # per dataset: objects and bytes per outcome
+    ("exit_code", pa.int32()),
+    ("datamove_version", pa.string()),
+])
+DONE_STATUSES = ("copied", "verified", "repaired")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """What the planner needs from the latest good row of one object."""
+
+    key: str
+    size: int
+    source_mtime: float | None
+    source_etag: str | None
+    stored_size: int
+    sha256: str | None
+
+
+def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
+    """Map manifest (fsspec-style) options to delta-rs object-store options.
+
+    Credentials stay in the environment, where delta-rs reads them itself. A
+    single writer per ledger is the rule, so S3's missing atomic rename is safe.
+    """
+    if not url.startswith(("s3://", "s3a://")):
+        return {}
+    out = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out["AWS_ENDPOINT_URL"] = str(endpoint)
+        if str(endpoint).startswith("http://"):
+            out["AWS_ALLOW_HTTP"] = "true"
+    region = options.get("region") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        out["AWS_REGION"] = str(region)
+    return out
+
+
+class Ledger:
+    """The ledger's tables, opened on the driver."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None):
+        self.url = url.rstrip("/")
+        self.storage_options = storage_options(self.url, options or {})
+
+    def uri(self, table: str) -> str:
+        return f"{self.url}/{table}"
+
+    def table(self, name: str) -> Any:
+        """The DeltaTable, or None if it does not exist yet."""
+        from deltalake import DeltaTable
+
+        uri = self.uri(name)
+        try:
+            if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
+                return None
+            return DeltaTable(uri, storage_options=self.storage_options)
+        except OSError as exc:
+            raise BadInput(f"ledger {self.url}: cannot be opened: {describe(exc)}") from exc
+
+    def ensure(self) -> None:
+        """Create both tables if missing (idempotent)."""
+        from deltalake import DeltaTable
+
+        if not self.url.startswith(("s3://", "s3a://", "gs://", "az://", "abfs")):
+            os.makedirs(self.url, exist_ok=True)
+        for name, schema, description in (
+                (OBJECTS, OBJECT_SCHEMA, "datamove: one row per object copy or verification"),
+                (RUNS, RUN_SCHEMA, "datamove: one row per run start and end")):
+            if self.table(name) is None:
+                DeltaTable.create(self.uri(name), schema=schema, mode="ignore",
+                                  name=f"datamove_{name}", description=description,
+                                  configuration={"delta.checkpointInterval": "20"},
+                                  storage_options=self.storage_options)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def objects(self, filter_expr: Any = None, columns: list[str] | None = None) -> pa.Table:
+        table = self.table(OBJECTS)
+        if table is None:
+            return OBJECT_SCHEMA.empty_table()
+        return table.to_pyarrow_dataset().to_table(filter=filter_expr, columns=columns)
+
+    def latest_done(self, dataset: str) -> Iterator[LedgerRow]:
+        """The latest good row per key of a dataset, in UTF-8 byte order of the key.
+
+        Reads the dataset's rows (only the columns needed) and sorts them: memory
+        grows with the number of rows of the dataset, about 100 bytes each.
+        """
+        columns = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
+                   "recorded_at"]
+        rows = self.objects((pc.field("dataset") == dataset)
+                            & pc.field("status").isin(list(DONE_STATUSES)), columns)
+        if rows.num_rows == 0:
+            return
+        rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
+        previous: dict[str, Any] | None = None
+        for batch in rows.to_batches(max_chunksize=10_000):
+            for row in batch.to_pylist():
+                if previous is not None and previous["key"] != row["key"]:
+                    yield _ledger_row(previous)
+                previous = row
+        if previous is not None:
+            yield _ledger_row(previous)
+
+    def runs(self) -> pa.Table:
+        table = self.table(RUNS)
+        return RUN_SCHEMA.empty_table() if table is None else table.to_pyarrow_table()
+
+    # --- housekeeping -----------------------------------------------------------------
+
+    def compact(self, max_files: int = 64) -> None:
+        """Merge small files once there are many, so the tables stay fast to open."""
+        for name in (OBJECTS, RUNS):
+            table = self.table(name)
+            if table is not None and len(table.file_uris()) > max_files:
+                table.optimize.compact()
+                table.create_checkpoint()
+
+
+def _ledger_row(row: dict[str, Any]) -> LedgerRow:
+    mtime = row["source_mtime"]
+    return LedgerRow(key=row["key"], size=row["size"],
+                     source_mtime=mtime.timestamp() if mtime else None,
+                     source_etag=row["source_etag"], stored_size=row["stored_size"],
+                     sha256=row["sha256"])
+
+
+class LedgerWriter:
+    """The single writer: batches rows by count and by time; idempotent commits."""
+
+    def __init__(self, ledger: Ledger, run_id: str, *, max_rows: int = 2_000,
+                 max_seconds: float = 5.0, retries: int = 5):
+        self.ledger = ledger
+        self.run_id = run_id
+        self.app_id = f"datamove:{run_id}"
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.retries = retries
+        self._rows: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+        self.batch = 0  # batches committed so far by this writer
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.max_rows or \
+                time.monotonic() - self._last_flush >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._rows:
+            return
+        data = pa.Table.from_pylist(self._rows, schema=OBJECT_SCHEMA)
+        self.commit(OBJECTS, data, self.batch + 1)
+        self.batch += 1
+        self._rows = []
+
+    def commit(self, table_name: str, data: pa.Table, version: int) -> bool:
+        """Append ``data`` as app-transaction ``version``; False if already committed."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        app_id = self.app_id if table_name == OBJECTS else f"{self.app_id}:{table_name}"
+        for attempt in range(1, self.retries + 2):
+            try:
+                table = self.ledger.table(table_name)
+                if table is not None and (table.transaction_version(app_id) or 0) >= version:
+                    return False  # a previous attempt landed; never append twice
+                write_deltalake(
+                    table if table is not None else self.ledger.uri(table_name), data,
+                    mode="append", storage_options=self.ledger.storage_options,
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id, version)],
+                        custom_metadata={"datamove.run_id": self.run_id,
+                                         "datamove.batch": str(version)}))
+                return True
+            except Exception as exc:
+                if attempt > self.retries:
+                    raise
+                log.warning("ledger commit %s/%s failed (%s); retrying", app_id, version,
+                            describe(exc))
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        return False
+
+    def run_event(self, event: str, **fields: Any) -> None:
+        """Append a run start or end row (its own app transaction: 1 start, 2 end)."""
+        row = {"run_id": self.run_id, "event": event, "user": _user(),
+               "host": socket.gethostname(), "datamove_version": __version__, **fields}
+        self.commit(RUNS, pa.Table.from_pylist([row], schema=RUN_SCHEMA),
+                    1 if event == "start" else 2)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ts(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
