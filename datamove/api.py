@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from .cleanup import OrphanSweeper, abort_orphan_uploads
 from .engine import Engine
 from .errors import LocationUnreachable
 from .ledger import DONE_STATUSES, OBJECTS, Ledger, LedgerWriter, now, ts
@@ -93,11 +94,12 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     preflight(jobs)
     progress = progress or Progress()
     spec = manifest.engine
-    settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
-                                fsync=spec.fsync)
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
                     window=spec.effective_window)
     report = Report(command, manifest.name, new_run_id(), engine=engine.description)
+    run_token = report.run_id.rsplit("-", 1)[-1]
+    settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
+                                fsync=spec.fsync, run_token=run_token)
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
     check_only = command == "verify"
@@ -112,13 +114,20 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
 
     def work() -> Iterator[Batch]:
         for job in jobs:
-            recorded = ledger.latest_done(job.name) if writer else None
+            recorded = sweeper = None
+            if writer is not None:  # only a run writes: it records and it cleans up
+                recorded = ledger.latest_done(job.name)
+                sweeper = OrphanSweeper(job.destination, run_token)
+                _count(report, job, "orphan_uploads_aborted",
+                       abort_orphan_uploads(job.destination))
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
-                                               recorded=recorded),
+                                               recorded=recorded, on_partial=sweeper),
                                   job, report, progress)
             for group in batches(items, max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
                 yield Batch(job, tuple(group), settings)
+            if sweeper is not None:
+                _count(report, job, "orphan_files_removed", sweeper.removed)
         progress.listing_done()
 
     with engine, progress:
@@ -139,6 +148,12 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                          exit_code=report.exit_code)
         ledger.compact()
     return report
+
+
+def _count(report: Report, job: DatasetJob, what: str, n: int) -> None:
+    """Housekeeping counts shown with the dataset (zero counts stay out of the way)."""
+    if n:
+        report.dataset(job.name).counts[what] += n
 
 
 def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,

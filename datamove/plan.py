@@ -12,7 +12,7 @@ small objects share one Dask task.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -175,12 +175,14 @@ def _same_version(source: Entry, recorded: LedgerRow) -> bool:
 
 
 def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = False,
-                 recorded: Iterable[LedgerRow] | None = None) -> Iterator[PlanItem]:
+                 recorded: Iterable[LedgerRow] | None = None,
+                 on_partial: Callable[[str], None] | None = None) -> Iterator[PlanItem]:
     """Stream the plan for one dataset; ``recorded`` is the ledger's latest good
-    rows for it, key-sorted. Raises LocationUnreachable up front."""
+    rows for it, key-sorted; ``on_partial`` sees temporary files at the
+    destination. Raises LocationUnreachable up front."""
     check_readable(job.source)
     source = list_entries(job.source, job.key_filter)
-    destination = list_entries(job.destination, job.key_filter)
+    destination = list_entries(job.destination, job.key_filter, on_partial=on_partial)
     reverify = reverify or job.verify == VerifyMode.full
     with_ledger = recorded is not None
     for src, dst, row in march(source, destination, recorded or ()):

@@ -15,7 +15,7 @@ import contextlib
 import os
 import re
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, BinaryIO
@@ -179,11 +179,13 @@ def _sort_key(name: str, is_dir: bool) -> bytes:
     return (name + "/" if is_dir else name).encode("utf-8", "surrogateescape")
 
 
-def list_entries(location: Location, key_filter: KeyFilter | None = None) -> Iterator[Entry]:
+def list_entries(location: Location, key_filter: KeyFilter | None = None,
+                 on_partial: Callable[[str], None] | None = None) -> Iterator[Entry]:
     """Yield every object under ``location`` in UTF-8 byte order of its key.
 
     Memory stays bounded: object stores are read page by page; directory trees
-    one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped.
+    one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped
+    and handed to ``on_partial`` (cleanup.py removes those of killed runs).
     Raises LocationUnreachable if the root cannot be listed at all.
     """
     if location.is_local:
@@ -194,6 +196,8 @@ def list_entries(location: Location, key_filter: KeyFilter | None = None) -> Ite
         entries = _walk_fs(location)
     for entry in entries:
         if PARTIAL_MARKER in entry.key:
+            if on_partial is not None:
+                on_partial(entry.key)
             continue
         if key_filter is None or key_filter(entry.key):
             yield entry

@@ -63,6 +63,7 @@ class TransferSettings:
     fsync: bool = False
     backoff_base: float = 0.2
     backoff_max: float = 10.0
+    run_token: str = ""  # names this run's temporary files (writers.partial_name)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     with contextlib.closing(open_read(job.source, key)) as reader, \
             atomic_writer(job.destination, key, part_size=settings.part_size,
                           size_hint=source.size, fsync=settings.fsync,
-                          readback=readback) as writer:
+                          readback=readback, run_token=settings.run_token) as writer:
         try:
             for chunk in read_chunks(reader):
                 sha.update(chunk)

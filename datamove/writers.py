@@ -66,8 +66,10 @@ class AtomicWriter(Protocol):
     def abort(self) -> None: ...
 
 
-def partial_name(final_path: str) -> str:
-    return f"{final_path}{PARTIAL_MARKER}{uuid.uuid4().hex[:12]}"
+def partial_name(final_path: str, run_token: str = "") -> str:
+    """``<final>.datamove-partial-<run token>-<random>``: the token lets the next run
+    tell its own in-flight files from orphans of a killed run (cleanup.py)."""
+    return f"{final_path}{PARTIAL_MARKER}{run_token or 'norun'}-{uuid.uuid4().hex[:8]}"
 
 
 class LocalWriter:
@@ -78,11 +80,12 @@ class LocalWriter:
     under its final name (and verification costs no extra open or lookup).
     """
 
-    def __init__(self, final_path: str, fsync: bool = False, readback: bool = False):
+    def __init__(self, final_path: str, fsync: bool = False, readback: bool = False,
+                 run_token: str = ""):
         self.final_path = final_path
         self.fsync = fsync
         self.readback = readback
-        self.temp_path = partial_name(final_path)
+        self.temp_path = partial_name(final_path, run_token)
         try:
             self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115 - closed in commit/abort
         except FileNotFoundError:  # first object in this directory
@@ -214,10 +217,10 @@ class S3Writer:
 class FsspecWriter:
     """Any fsspec store: write a hidden temporary object, then move it into place."""
 
-    def __init__(self, location: Location, key: str):
+    def __init__(self, location: Location, key: str, run_token: str = ""):
         self.fs = location.fs
         self.final_path = location.path(key)
-        self.temp_path = partial_name(self.final_path)
+        self.temp_path = partial_name(self.final_path, run_token)
         parent = self.final_path.rsplit("/", 1)[0]
         with contextlib.suppress(Exception):
             self.fs.makedirs(parent, exist_ok=True)
@@ -244,15 +247,17 @@ class FsspecWriter:
 
 @contextlib.contextmanager
 def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
-                  fsync: bool = False, readback: bool = False) -> Iterator[AtomicWriter]:
+                  fsync: bool = False, readback: bool = False,
+                  run_token: str = "") -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``."""
     writer: AtomicWriter
     if location.is_local:
-        writer = LocalWriter(location.path(key), fsync=fsync, readback=readback)
+        writer = LocalWriter(location.path(key), fsync=fsync, readback=readback,
+                             run_token=run_token)
     elif location.is_s3:
         writer = S3Writer(location, key, part_size, size_hint)
     else:
-        writer = FsspecWriter(location, key)
+        writer = FsspecWriter(location, key, run_token)
     try:
         yield writer
     except BaseException:

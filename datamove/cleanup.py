@@ -1,0 +1,89 @@
+"""Removing what killed runs left behind: temporary files and incomplete uploads.
+
+A run killed with SIGKILL never publishes a partial object, but it can leave
+(1) temporary files ``<name>.datamove-partial-<run token>-<random>`` next to
+their final names, and (2) S3 multipart uploads that were never completed,
+which are invisible as objects but are billed for their parts.
+
+The next run of the same destination removes both. Temporary files carry the
+token of the run that wrote them, so a run only ever deletes files of *other*
+runs; multipart uploads are aborted when the store says they were initiated
+before this run first looked (the store's clock, not ours). Two runs writing
+the same destination at the same time are not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from .stores import PARTIAL_MARKER, Location, describe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OrphanSweeper:
+    """Deletes temporary files of other runs as the destination listing meets them."""
+
+    location: Location
+    run_token: str
+    removed: int = 0
+
+    def __call__(self, key: str) -> None:
+        token = key.rsplit(PARTIAL_MARKER, 1)[-1].split("-", 1)[0]
+        if token == self.run_token:
+            return  # one of ours, still being written
+        path = self.location.path(key)
+        try:
+            if self.location.is_local:
+                os.unlink(path)
+            else:
+                self.location.fs.rm_file(path)
+            self.removed += 1
+        except FileNotFoundError:
+            pass  # another cleanup got there first
+        except OSError as exc:
+            log.warning("cannot remove orphaned temporary file %s: %s", path, describe(exc))
+
+
+def abort_orphan_uploads(location: Location) -> int:
+    """Abort incomplete multipart uploads under an S3 location started before now.
+
+    "Now" is the Date of the store's own answer, so clock skew between this host
+    and the store cannot make us abort an upload of this run.
+    """
+    if not location.is_s3:
+        return 0
+    fs = location.fs
+    bucket, prefix = location.bucket_and_prefix()
+    aborted = 0
+    kwargs: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
+    cutoff: datetime | None = None
+    while True:
+        page = fs.call_s3("list_multipart_uploads", **kwargs)
+        if cutoff is None:
+            cutoff = _response_date(page)
+        for upload in page.get("Uploads", ()):
+            if cutoff is not None and upload["Initiated"] >= cutoff:
+                continue  # started after we looked: not an orphan of an earlier run
+            with contextlib.suppress(FileNotFoundError):
+                fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"],
+                           UploadId=upload["UploadId"])
+                aborted += 1
+        if not page.get("IsTruncated"):
+            return aborted
+        kwargs["KeyMarker"] = page["NextKeyMarker"]
+        kwargs["UploadIdMarker"] = page["NextUploadIdMarker"]
+
+
+def _response_date(response: dict) -> datetime | None:
+    header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return email.utils.parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
