@@ -15,8 +15,9 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
-from .cleanup import OrphanSweeper, abort_orphan_uploads
+from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .engine import Engine
 from .errors import LocationUnreachable
 from .ledger import DONE_STATUSES, OBJECTS, Ledger, LedgerWriter, now, ts
@@ -118,8 +119,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
             if writer is not None:  # only a run writes: it records and it cleans up
                 recorded = ledger.latest_done(job.name)
                 sweeper = OrphanSweeper(job.destination, run_token)
-                _count(report, job, "orphan_uploads_aborted",
-                       abort_orphan_uploads(job.destination))
+                upload_cutoffs[job.name] = store_clock(job.destination)
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
                                                recorded=recorded, on_partial=sweeper),
                                   job, report, progress)
@@ -130,6 +130,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 _count(report, job, "orphan_files_removed", sweeper.removed)
         progress.listing_done()
 
+    upload_cutoffs: dict[str, datetime | None] = {}
     with engine, progress:
         for batch, outcome in engine.map_unordered(run_batch, work()):
             results = outcome if isinstance(outcome, list) else _task_failed(batch, outcome)
@@ -138,6 +139,10 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 progress.done(result)
                 if writer is not None:
                     writer.add(ledger_row(batch.job, item, result, report.run_id))
+    for job in jobs:  # after the copies: resumed uploads are complete by now
+        if job.name in upload_cutoffs:
+            _count(report, job, "orphan_uploads_aborted",
+                   abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
     report.finish()
     if writer is not None:
         writer.flush()

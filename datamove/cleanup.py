@@ -5,7 +5,8 @@ A run killed with SIGKILL never publishes a partial object, but it can leave
 their final names, and (2) S3 multipart uploads that were never completed,
 which are invisible as objects but are billed for their parts.
 
-The next run of the same destination removes both. Temporary files carry the
+The next run of the same destination resumes the uploads it can use
+(writers.S3Writer) and removes the rest. Temporary files carry the
 token of the run that wrote them, so a run only ever deletes files of *other*
 runs; multipart uploads are aborted when the store says they were initiated
 before this run first looked (the store's clock, not ours). Two runs writing
@@ -51,11 +52,24 @@ class OrphanSweeper:
             log.warning("cannot remove orphaned temporary file %s: %s", path, describe(exc))
 
 
-def abort_orphan_uploads(location: Location) -> int:
-    """Abort incomplete multipart uploads under an S3 location started before now.
+def store_clock(location: Location) -> datetime | None:
+    """The S3 store's current time (the Date of a cheap request), or None."""
+    if not location.is_s3:
+        return None
+    bucket, prefix = location.bucket_and_prefix()
+    page = location.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix,
+                               MaxUploads=1)
+    return _response_date(page)
 
-    "Now" is the Date of the store's own answer, so clock skew between this host
-    and the store cannot make us abort an upload of this run.
+
+def abort_orphan_uploads(location: Location, cutoff: datetime | None = None) -> int:
+    """Abort incomplete multipart uploads under an S3 location begun before ``cutoff``.
+
+    A run takes the cutoff from the store's clock (``store_clock``) before it
+    uploads anything to the location, and sweeps after its copies are done: by
+    then it has resumed and completed the uploads it could use (writers.S3Writer),
+    and whatever else a killed run left is aborted. Clock skew between this host
+    and the store plays no part. Without a cutoff, the store's "now" is used.
     """
     if not location.is_s3:
         return 0
@@ -63,14 +77,13 @@ def abort_orphan_uploads(location: Location) -> int:
     bucket, prefix = location.bucket_and_prefix()
     aborted = 0
     kwargs: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
-    cutoff: datetime | None = None
     while True:
         page = fs.call_s3("list_multipart_uploads", **kwargs)
         if cutoff is None:
             cutoff = _response_date(page)
         for upload in page.get("Uploads", ()):
             if cutoff is not None and upload["Initiated"] >= cutoff:
-                continue  # started after we looked: not an orphan of an earlier run
+                continue  # begun by this run (or later): not an orphan
             with contextlib.suppress(FileNotFoundError):
                 fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"],
                            UploadId=upload["UploadId"])

@@ -80,6 +80,7 @@ class Report:
     def record(self, result: ObjectResult) -> None:
         ds = self.dataset(result.dataset)
         ds.add(result.status, result.size)
+        ds.bytes["sent"] += result.bytes_written
         if result.status in _PROBLEM_STATUSES:
             self.problem_count += 1
             if len(self.problems) < MAX_LISTED_PROBLEMS:

@@ -158,7 +158,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     native = verify_destination(job.destination, key, digest, size, job.verify, committed)
     return ObjectResult(dataset=job.name, key=key, action=item.action.value, status=status,
                         size=size, sha256=digest, destination_url=job.destination.url_of(key),
-                        bytes_written=size, native_checksum=native)
+                        bytes_written=size if committed.sent is None else committed.sent,
+                        native_checksum=native)
 
 
 def reverify_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:

@@ -45,6 +45,7 @@ class Committed:
     expected: str | None = None
     multipart: bool = False
     reread: bool = False  # ``native`` came from reading every stored byte back
+    sent: int | None = None  # bytes sent to the store, if fewer than ``size`` may be
 
 
 def _hash_fd(fd: int) -> str:
@@ -141,7 +142,8 @@ class S3Writer:
 
     MAX_PARTS = 10_000  # S3's limit per multipart upload
 
-    def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0):
+    def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0,
+                 resume: bool = True):
         self.fs = location.fs
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
@@ -152,8 +154,60 @@ class S3Writer:
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._digests: list[bytes] = []
+        self._resumable: list[dict[str, Any]] = []
         self.size = 0
+        self.sent = 0  # bytes actually sent; less than size when parts were reused
         self.committed = False
+        if resume and size_hint > self.part_size:
+            self._adopt_incomplete_upload()
+
+    def _adopt_incomplete_upload(self) -> None:
+        """Continue an upload of this key that a killed run left incomplete.
+
+        S3 itself is the journal: ListMultipartUploads finds the upload id and
+        ListParts each stored part with its size and checksum. A stored part is
+        reused only if the bytes read from the source for it hash to the part's
+        recorded checksum (ChecksumSHA256, else the part's MD5 ETag), so the
+        source prefix is re-read but never re-sent; the first part that differs
+        ends the reuse and everything from there is uploaded again.
+        """
+        page = self.fs.call_s3("list_multipart_uploads", Bucket=self.bucket, Prefix=self.key)
+        uploads = sorted((u for u in page.get("Uploads", ()) if u["Key"] == self.key),
+                         key=lambda u: u["Initiated"])
+        if not uploads:
+            return
+        upload_id = uploads[-1]["UploadId"]
+        parts: list[dict[str, Any]] = []
+        marker = 0
+        while True:
+            listed = self.fs.call_s3("list_parts", Bucket=self.bucket, Key=self.key,
+                                     UploadId=upload_id, PartNumberMarker=marker)
+            parts.extend(listed.get("Parts", ()))
+            if not listed.get("IsTruncated"):
+                break
+            marker = listed["NextPartNumberMarker"]
+        for number, part in enumerate(sorted(parts, key=lambda p: p["PartNumber"]), 1):
+            if part["PartNumber"] != number or part["Size"] != self.part_size:
+                break
+            self._resumable.append(part)
+        if self._resumable:  # otherwise the end-of-run sweep aborts it
+            self._upload_id = upload_id
+
+    def _reuse(self, number: int, part: bytes, digest: bytes) -> bool:
+        if number > len(self._resumable):
+            return False
+        stored = self._resumable[number - 1]
+        if stored.get("ChecksumSHA256"):
+            same = stored["ChecksumSHA256"] == b64(digest)
+        else:
+            same = stored["ETag"].strip('"') == hashlib.md5(part, usedforsecurity=False).hexdigest()
+        if not same:
+            self._resumable = []  # the source differs from here on: upload the rest
+            return False
+        self._parts.append({"PartNumber": number, "ETag": stored["ETag"],
+                            "ChecksumSHA256": b64(digest)})
+        self._digests.append(digest)
+        return True
 
     def write(self, data: bytes | memoryview) -> None:
         self._buffer += data
@@ -171,6 +225,9 @@ class S3Writer:
             self._upload_id = created["UploadId"]
         digest = hashlib.sha256(part).digest()
         number = len(self._parts) + 1
+        if self._reuse(number, part, digest):
+            return
+        self.sent += len(part)
         response = self.fs.call_s3(
             "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
             PartNumber=number, Body=part, ChecksumSHA256=b64(digest))
@@ -190,10 +247,11 @@ class S3Writer:
                 ContentMD5=b64(md5), ChecksumSHA256=b64_sha256(sha256),
                 Metadata={META_SHA256: sha256})
             self.committed = True
+            self.sent = len(body)
             etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
                 and not response.get("SSECustomerAlgorithm")
             return Committed(size=self.size, native=response.get("ETag", "").strip('"') or None,
-                             expected=md5.hex() if etag_is_md5 else None)
+                             expected=md5.hex() if etag_is_md5 else None, sent=self.sent)
         if self._buffer:
             self._upload_part(bytes(self._buffer))
             self._buffer = bytearray()
@@ -203,7 +261,8 @@ class S3Writer:
         self._upload_id = None
         self.committed = True
         return Committed(size=self.size, native=response.get("ChecksumSHA256"),
-                         expected=composite_sha256(self._digests), multipart=True)
+                         expected=composite_sha256(self._digests), multipart=True,
+                         sent=self.sent)
 
     def abort(self) -> None:
         self._buffer = bytearray()

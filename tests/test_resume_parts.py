@@ -1,0 +1,111 @@
+"""Resume inside a large object: a killed multipart upload continues from its parts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import AWS_ENV, s3_location, write_manifest
+
+MIB = 1024 * 1024
+PART = 16 * MIB
+
+
+def _write_random(path, size: int, seed: int) -> str:
+    rng = random.Random(seed)
+    sha = hashlib.sha256()
+    with open(path, "wb") as out:
+        for offset in range(0, size, MIB):
+            chunk = rng.randbytes(min(MIB, size - offset))
+            sha.update(chunk)
+            out.write(chunk)
+    return sha.hexdigest()
+
+
+@pytest.mark.slow
+def test_killed_upload_resumes_from_the_last_stored_part(tmp_path, moto_server):
+    size = 300 * MIB
+    (tmp_path / "src").mkdir()
+    expected = _write_random(tmp_path / "src/weights.bin", size, seed=300)
+    client = moto_server.client()
+    bucket = moto_server.new_bucket()
+    manifest = write_manifest(
+        tmp_path / "m.yaml",
+        [{"name": "d", "source": {"url": "src/"},
+          "destination": s3_location(moto_server, bucket, "models/")}],
+        engine={"threads": 2, "part_size": PART})
+    env = {**os.environ, **AWS_ENV}
+    command = [sys.executable, "-m", "datamove.cli", "run", str(manifest), "--no-progress",
+               "--json"]
+
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stored_parts: list[dict] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        if uploads:
+            stored_parts = client.list_parts(Bucket=bucket, Key=uploads[0]["Key"],
+                                             UploadId=uploads[0]["UploadId"]).get("Parts", [])
+            if len(stored_parts) >= 6:
+                os.kill(run.pid, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    run.wait(30)
+    assert run.returncode == -signal.SIGKILL, "the upload finished before it could be killed"
+    uploads = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert len(uploads) == 1
+    stored = client.list_parts(Bucket=bucket, Key=uploads[0]["Key"],
+                               UploadId=uploads[0]["UploadId"])["Parts"]
+    full_parts = [p for p in stored if p["Size"] == PART]
+    assert len(full_parts) >= 6
+    with pytest.raises(client.exceptions.ClientError):
+        client.head_object(Bucket=bucket, Key="models/weights.bin")  # nothing visible
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])["datasets"]["d"]
+    assert summary["copied"] == 1
+    # Only the parts that were not stored travel again (the stored ones are contiguous
+    # from part 1: the writer uploads them in order).
+    print(f"killed after {len(full_parts)} of {-(-size // PART)} parts; rerun sent "
+          f"{summary['bytes_sent'] / MIB:.0f} MiB of {size // MIB} MiB")
+    assert summary["bytes_sent"] == size - len(full_parts) * PART
+    body = client.get_object(Bucket=bucket, Key="models/weights.bin")["Body"]
+    sha = hashlib.sha256()
+    for chunk in iter(lambda: body.read(MIB), b""):
+        sha.update(chunk)
+    assert sha.hexdigest() == expected
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=bucket)
+
+
+def test_a_changed_source_does_not_reuse_stale_parts(tmp_path, moto_server):
+    """Parts stored for other bytes are detected by checksum and sent again."""
+    from datamove.stores import Location
+    from datamove.writers import S3Writer
+
+    client = moto_server.client()
+    bucket = moto_server.new_bucket()
+    part = 5 * MIB
+    old = [bytes([1]) * part, bytes([2]) * part]
+    upload = client.create_multipart_upload(Bucket=bucket, Key="k/obj")["UploadId"]
+    for number, data in enumerate(old, 1):
+        client.upload_part(Bucket=bucket, Key="k/obj", UploadId=upload, PartNumber=number,
+                           Body=data)
+    new = [old[0], bytes([9]) * part, bytes([3]) * 100]  # part 2 differs now
+    loc = Location.of(f"s3://{bucket}/k/", {"endpoint_url": moto_server.endpoint})
+    writer = S3Writer(loc, "obj", part, size_hint=sum(map(len, new)))
+    for data in new:
+        writer.write(data)
+    whole = hashlib.sha256(b"".join(new)).hexdigest()
+    writer.commit(whole, None)
+    assert writer.sent == part + 100  # part 1 reused; part 2 and the tail sent
+    got = client.get_object(Bucket=bucket, Key="k/obj")["Body"].read()
+    assert hashlib.sha256(got).hexdigest() == whole
