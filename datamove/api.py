@@ -100,7 +100,8 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     report = Report(command, manifest.name, new_run_id(), engine=engine.description)
     run_token = report.run_id.rsplit("-", 1)[-1]
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
-                                fsync=spec.fsync, run_token=run_token)
+                                fsync=spec.fsync, run_token=run_token,
+                                resume_threshold=4 * spec.part_size)
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
     check_only = command == "verify"

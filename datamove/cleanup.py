@@ -6,7 +6,9 @@ their final names, and (2) S3 multipart uploads that were never completed,
 which are invisible as objects but are billed for their parts.
 
 The next run of the same destination resumes the uploads it can use
-(writers.S3Writer) and removes the rest. Temporary files carry the
+(writers.S3Writer) and the journaled large local copies it can use
+(writers.ResumableLocalWriter, kept for RESUMABLE_FOR_SECONDS), and removes the
+rest. Temporary files carry the
 token of the run that wrote them, so a run only ever deletes files of *other*
 runs; multipart uploads are aborted when the store says they were initiated
 before this run first looked (the store's clock, not ours). Two runs writing
@@ -19,10 +21,15 @@ import contextlib
 import email.utils
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from .stores import PARTIAL_MARKER, Location, describe
+from .writers import RESUME_TOKEN
+
+RESUMABLE_FOR_SECONDS = 7 * 24 * 3600
+"""How long a journaled large local copy stays resumable before it counts as an orphan."""
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,10 @@ class OrphanSweeper:
             return  # one of ours, still being written
         path = self.location.path(key)
         try:
+            if token == RESUME_TOKEN and self.location.is_local and \
+                    time.time() - os.path.getmtime(path) < RESUMABLE_FOR_SECONDS:
+                return  # a large copy this or a later run may continue
+
             if self.location.is_local:
                 os.unlink(path)
             else:

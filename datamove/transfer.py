@@ -27,6 +27,7 @@ from .manifest import VerifyMode
 from .plan import Action, DatasetJob, PlanItem
 from .stores import (
     META_PART_SIZE,
+    Entry,
     Location,
     ObjectInfo,
     describe,
@@ -64,6 +65,7 @@ class TransferSettings:
     backoff_base: float = 0.2
     backoff_max: float = 10.0
     run_token: str = ""  # names this run's temporary files (writers.partial_name)
+    resume_threshold: int = 64 * 1024 * 1024  # local copies this large are journaled
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     with contextlib.closing(open_read(job.source, key)) as reader, \
             atomic_writer(job.destination, key, part_size=settings.part_size,
                           size_hint=source.size, fsync=settings.fsync,
-                          readback=readback, run_token=settings.run_token) as writer:
+                          readback=readback, run_token=settings.run_token,
+                          resume_id=_resume_id(source, settings)) as writer:
         try:
             for chunk in read_chunks(reader):
                 sha.update(chunk)
@@ -160,6 +163,15 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         size=size, sha256=digest, destination_url=job.destination.url_of(key),
                         bytes_written=size if committed.sent is None else committed.sent,
                         native_checksum=native)
+
+
+def _resume_id(source: Entry, settings: TransferSettings) -> str | None:
+    """Large objects get a temporary name a later run can find and continue:
+    derived from the source version, so a changed source never reuses parts."""
+    if source.size < settings.resume_threshold:
+        return None
+    identity = f"{source.key}\0{source.size}\0{source.mtime!r}\0{source.etag}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def reverify_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:

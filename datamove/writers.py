@@ -23,7 +23,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from .checksum import b64, b64_sha256, chunk_buffer, composite_sha256
@@ -129,6 +129,132 @@ class LocalWriter:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp_path)
+
+
+RESUME_TOKEN = "resume"  # token of temporary files that a later run may continue
+_JOURNAL_HEADER = "datamove-journal 1 part_size="
+
+
+class ResumableLocalWriter(LocalWriter):
+    """A large local object whose progress survives a killed run.
+
+    The temporary file's name comes from the source object's identity (key,
+    size, mtime or ETag), and a journal beside it, ``<temporary>.journal``, gets
+    one line per completed part, ``<index> <sha256 of the part>``, after that
+    part's bytes are written (fsynced first when ``engine.fsync`` is on). A later
+    run copying the same source version re-reads the source and, for each part
+    whose hash matches the journal, skips the write; from the first part that
+    differs or is missing it truncates and writes. The read-back before the
+    rename still checks every byte. An exception discards everything (as for
+    any writer); only a killed process leaves the pair behind to be continued.
+    """
+
+    def __init__(self, final_path: str, identity: str, part_size: int, fsync: bool = False,
+                 readback: bool = False):
+        self.final_path = final_path
+        self.fsync = fsync
+        self.readback = readback
+        self.part_size = part_size
+        self.temp_path = f"{final_path}{PARTIAL_MARKER}{RESUME_TOKEN}-{identity}"
+        self.journal_path = f"{self.temp_path}.journal"
+        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
+        self._journaled = self._load_journal()
+        if self._journaled:
+            self._file = open(self.temp_path, "r+b", buffering=0)  # noqa: SIM115
+        else:
+            self._file = open(self.temp_path, "wb+", buffering=0)  # noqa: SIM115
+            self._rewrite_journal([])
+        self._part = hashlib.sha256()
+        self._held = bytearray()  # a part's bytes while they may already be on disk
+        self._index = 0
+        self.size = 0
+        self.written = 0
+        self.reused_parts = 0
+        self.committed = False
+
+    def _load_journal(self) -> list[str]:
+        try:
+            with open(self.journal_path, encoding="ascii") as journal:
+                lines = journal.read().split("\n")
+            on_disk = os.path.getsize(self.temp_path)
+        except (OSError, UnicodeDecodeError):
+            return []
+        if lines[0] != f"{_JOURNAL_HEADER}{self.part_size}":
+            return []
+        parts: list[str] = []
+        for line in lines[1:]:  # a torn last line simply ends the journal
+            index, _, digest = line.partition(" ")
+            if index != str(len(parts)) or len(digest) != 64:
+                break
+            parts.append(digest)
+        return parts[: on_disk // self.part_size]
+
+    def _rewrite_journal(self, parts: list[str]) -> None:
+        with open(self.journal_path, "w", encoding="ascii") as journal:
+            journal.write(f"{_JOURNAL_HEADER}{self.part_size}\n")
+            journal.writelines(f"{i} {d}\n" for i, d in enumerate(parts))
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), self.part_size - (self.size - self._index * self.part_size))
+            chunk, view = view[:take], view[take:]
+            self._part.update(chunk)
+            self.size += take
+            if self._index < len(self._journaled):
+                self._held += chunk
+            else:
+                self._file.write(chunk)
+                self.written += take
+            if self.size == (self._index + 1) * self.part_size:
+                self._end_part()
+
+    def _end_part(self) -> None:
+        digest = self._part.hexdigest()
+        self._part = hashlib.sha256()
+        if self._index < len(self._journaled):
+            if digest == self._journaled[self._index]:
+                self.reused_parts += 1
+                self._held = bytearray()
+                self._index += 1
+                if self._index == len(self._journaled):  # continue after the reused prefix
+                    self._file.seek(self._index * self.part_size)
+                return
+            self._diverge()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        with open(self.journal_path, "a", encoding="ascii") as journal:
+            journal.write(f"{self._index} {digest}\n")
+            if self.fsync:
+                journal.flush()
+                os.fsync(journal.fileno())
+        self._index += 1
+
+    def _diverge(self) -> None:
+        """The source differs from the journal at this part: keep what matched only."""
+        offset = self._index * self.part_size
+        self._journaled = self._journaled[: self._index]
+        self._rewrite_journal(self._journaled)
+        self._file.truncate(offset)
+        self._file.seek(offset)
+        self._file.write(self._held)
+        self.written += len(self._held)
+        self._held = bytearray()
+        self._journaled = []
+
+    def commit(self, sha256: str, mtime: float | None) -> Committed:
+        if self._held or self._index < len(self._journaled):
+            self._diverge()  # the source ended inside the journaled prefix
+        self._file.truncate(self.size)
+        committed = super().commit(sha256, mtime)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+        return replace(committed, sent=self.written)
+
+    def abort(self) -> None:
+        super().abort()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
 
 
 class S3Writer:
@@ -306,11 +432,14 @@ class FsspecWriter:
 
 @contextlib.contextmanager
 def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
-                  fsync: bool = False, readback: bool = False,
-                  run_token: str = "") -> Iterator[AtomicWriter]:
+                  fsync: bool = False, readback: bool = False, run_token: str = "",
+                  resume_id: str | None = None) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``."""
     writer: AtomicWriter
-    if location.is_local:
+    if location.is_local and resume_id:
+        writer = ResumableLocalWriter(location.path(key), resume_id, part_size, fsync=fsync,
+                                      readback=readback)
+    elif location.is_local:
         writer = LocalWriter(location.path(key), fsync=fsync, readback=readback,
                              run_token=run_token)
     elif location.is_s3:

@@ -109,3 +109,68 @@ def test_a_changed_source_does_not_reuse_stale_parts(tmp_path, moto_server):
     assert writer.sent == part + 100  # part 1 reused; part 2 and the tail sent
     got = client.get_object(Bucket=bucket, Key="k/obj")["Body"].read()
     assert hashlib.sha256(got).hexdigest() == whole
+
+
+@pytest.mark.slow
+def test_killed_local_copy_resumes_from_its_journal(tmp_path):
+    size = 300 * MIB
+    (tmp_path / "src").mkdir()
+    expected = _write_random(tmp_path / "src/weights.bin", size, seed=301)
+    dst = tmp_path / "dst"
+    manifest = write_manifest(
+        tmp_path / "m.yaml",
+        [{"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}],
+        engine={"threads": 2, "part_size": PART})
+    command = [sys.executable, "-m", "datamove.cli", "run", str(manifest), "--no-progress",
+               "--json"]
+    run = subprocess.Popen(command, env={**os.environ}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    journaled = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        journals = list(dst.glob("*.journal")) if dst.exists() else []
+        if journals:
+            journaled = len(journals[0].read_text().splitlines()) - 1
+            if journaled >= 5:
+                os.kill(run.pid, signal.SIGKILL)
+                break
+        time.sleep(0.01)
+    run.wait(30)
+    assert run.returncode == -signal.SIGKILL, "the copy finished before it could be killed"
+    assert not (dst / "weights.bin").exists()
+    journaled = len(next(dst.glob("*.journal")).read_text().splitlines()) - 1
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout.strip().splitlines()[-1])["datasets"]["d"]
+    print(f"killed after {journaled} journaled parts; rerun wrote "
+          f"{summary['bytes_sent'] / MIB:.0f} MiB of {size // MIB} MiB")
+    assert summary["copied"] == 1
+    assert summary["bytes_sent"] == size - journaled * PART
+    sha = hashlib.sha256()
+    with open(dst / "weights.bin", "rb") as copied:
+        for chunk in iter(lambda: copied.read(MIB), b""):
+            sha.update(chunk)
+    assert sha.hexdigest() == expected
+    assert sorted(p.name for p in dst.iterdir()) == ["weights.bin"]
+
+
+def test_local_journal_stops_reuse_where_the_source_differs(tmp_path):
+    from datamove.writers import ResumableLocalWriter
+
+    part = 1 * MIB
+    final = str(tmp_path / "obj")
+    first = ResumableLocalWriter(final, "id1", part, readback=True)
+    for byte in (1, 2, 3):
+        first.write(bytes([byte]) * part)
+    first._file.close()  # "killed": the temporary file and its journal stay behind
+
+    new = [bytes([1]) * part, bytes([7]) * part, bytes([3]) * part, b"tail"]
+    second = ResumableLocalWriter(final, "id1", part, readback=True)
+    for data in new:
+        second.write(data)
+    committed = second.commit(hashlib.sha256(b"".join(new)).hexdigest(), None)
+    assert second.reused_parts == 1
+    assert committed.sent == 2 * part + 4  # part 2 differs: it and everything after it
+    assert (tmp_path / "obj").read_bytes() == b"".join(new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["obj"]
