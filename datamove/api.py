@@ -69,7 +69,7 @@ def plan(manifest: Manifest, *, reverify: bool = False,
     exists = ledger.table(OBJECTS) is not None
     for job in jobs:
         ds = report.dataset(job.name, job.source.url, job.destination.url)
-        recorded = ledger.latest_done(job.name) if exists else None
+        recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
         for item in plan_dataset(job, reverify=reverify, recorded=recorded):
             ds.add(item.action.value, item.size)
     return report.finish()
@@ -118,7 +118,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         for job in jobs:
             recorded = sweeper = None
             if writer is not None:  # only a run writes: it records and it cleans up
-                recorded = ledger.latest_done(job.name)
+                recorded = ledger.latest_done(job.name, job.destination.url_of(""))
                 sweeper = OrphanSweeper(job.destination, run_token)
                 upload_cutoffs[job.name] = store_clock(job.destination)
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
@@ -144,6 +144,14 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         if job.name in upload_cutoffs:
             _count(report, job, "orphan_uploads_aborted",
                    abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
+            wrote = report.dataset(job.name).counts
+            if not job.destination.is_s3 and (wrote["copied"] or wrote["repaired"]
+                                              or wrote["failed"]):
+                # A worker that died mid-copy left temporary files named for this run.
+                sweeper = OrphanSweeper(job.destination, run_token, run_is_over=True)
+                for _ in list_entries(job.destination, on_partial=sweeper):
+                    pass
+                _count(report, job, "orphan_files_removed", sweeper.removed)
     report.finish()
     if writer is not None:
         writer.flush()

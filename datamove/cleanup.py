@@ -41,10 +41,11 @@ class OrphanSweeper:
     location: Location
     run_token: str
     removed: int = 0
+    run_is_over: bool = False  # then this run's own leftovers (a killed worker's) go too
 
     def __call__(self, key: str) -> None:
         token = key.rsplit(PARTIAL_MARKER, 1)[-1].split("-", 1)[0]
-        if token == self.run_token:
+        if token == self.run_token and not self.run_is_over:
             return  # one of ours, still being written
         path = self.location.path(key)
         try:

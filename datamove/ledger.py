@@ -162,16 +162,21 @@ class Ledger:
             return empty.select(columns) if columns else empty
         return scan(table, filter_expr, columns)
 
-    def latest_done(self, dataset: str) -> Iterator[LedgerRow]:
+    def latest_done(self, dataset: str, destination_prefix: str = "") -> Iterator[LedgerRow]:
         """The latest good row per key of a dataset, in UTF-8 byte order of the key.
+
+        Only rows whose destination URL starts with ``destination_prefix`` count:
+        a dataset pointed at a new destination must not inherit the old one's rows.
 
         Reads the dataset's rows (only the columns needed) and sorts them: memory
         grows with the number of rows of the dataset, about 100 bytes each.
         """
         columns = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
                    "recorded_at"]
-        rows = self.objects((pc.field("dataset") == dataset)
-                            & pc.field("status").isin(list(DONE_STATUSES)), columns)
+        where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(DONE_STATUSES))
+        if destination_prefix:
+            where &= pc.starts_with(pc.field("destination_url"), destination_prefix)
+        rows = self.objects(where, columns)
         if rows.num_rows == 0:
             return
         rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
@@ -222,7 +227,7 @@ class LedgerWriter:
     """The single writer: batches rows by count and by time; idempotent commits."""
 
     def __init__(self, ledger: Ledger, run_id: str, *, max_rows: int = 2_000,
-                 max_seconds: float = 5.0, retries: int = 5):
+                 max_seconds: float = 1.0, retries: int = 5):
         self.ledger = ledger
         self.run_id = run_id
         self.app_id = f"datamove:{run_id}"

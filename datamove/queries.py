@@ -219,7 +219,8 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
     for job in jobs:
         ds = DatasetStatus(job.name, job.source.url, job.destination.url, job.verify.value)
         result.datasets[job.name] = ds
-        seen = _KeysSeen(ledger.latest_done(job.name) if exists else ())
+        seen = _KeysSeen(ledger.latest_done(job.name, job.destination.url_of(""))
+                         if exists else ())
         failures = _latest_failures(objects, job.name)
         pending_failure: FailedObject | None = next(failures, None)
         # Always plan "with a ledger" (even an empty one), as a run does: an object
