@@ -89,14 +89,20 @@ def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[
                                progress=progress_for(progress and not as_json)), as_json)
 
 
-def _finish(action: Callable[[], Report], as_json: bool) -> None:
-    """Run an API call; print its report; exit with its code. Errors become messages."""
+def _call(action: Callable[[], Any], as_json: bool) -> Any:
+    """Run an API call; a DatamoveError (or an unknown --dataset) becomes a message
+    and its exit code."""
     try:
-        report = action()
+        return action()
     except DatamoveError as exc:
         _fail(str(exc), exc.exit_code, as_json)
     except KeyError as exc:  # an unknown --dataset name
         _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT, as_json)
+
+
+def _finish(action: Callable[[], Report], as_json: bool) -> None:
+    """Run an API call; print its report; exit with its code."""
+    report = _call(action, as_json)
     if as_json:
         click.echo(report.to_json())
     else:
@@ -171,12 +177,7 @@ def show(manifest: str, key: str, as_json: bool, datasets: tuple[str, ...]) -> N
 
 def _answer(action: Callable[[], Any], as_json: bool) -> None:
     """Run a ledger query; print it (JSON: one object, last line); exit with its code."""
-    try:
-        result = action()
-    except DatamoveError as exc:
-        _fail(str(exc), exc.exit_code, as_json)
-    except KeyError as exc:  # an unknown --dataset name
-        _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT, as_json)
+    result = _call(action, as_json)
     if result.error:
         click.echo(f"datamove: {result.error}", err=True)
     if as_json:

@@ -36,7 +36,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tool(name: str) -> str:
+def require_tool(name: str) -> str:
+    """The path of a tool the tests need; missing, it fails in CI and skips elsewhere."""
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if not found:
@@ -70,7 +71,7 @@ def moto_server() -> Iterator[MotoServer]:
     for key, value in AWS_ENV.items():
         os.environ.setdefault(key, value)
     port = free_port()
-    process = subprocess.Popen([_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+    process = subprocess.Popen([require_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -14,7 +14,6 @@ import os
 import pty
 import random
 import select
-import shutil
 import subprocess
 import termios
 import time
@@ -31,19 +30,14 @@ from datamove.crypto.keys import (
     format_identity_file,
     load_identities,
 )
+from tests.conftest import require_tool
 
 SIZES = [0, 1, 65_535, 65_536, 65_537, 131_072, 5 * 2**20 + 1]
 PASSPHRASE = "interop: correct horse battery staple"
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        message = f"{name} is not installed (Debian package 'age'); .ci/run installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return require_tool(name)  # Debian package 'age'
 
 
 def plaintext(size: int) -> bytes:
