@@ -92,6 +92,17 @@ def moto_server() -> Iterator[MotoServer]:
         process.wait(10)
 
 
+def file_sha(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB chunks (tests copy objects of hundreds of MiB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_manifest(path: Path, datasets: list[dict], **top: object) -> Path:
     """Write a manifest YAML with sensible defaults for tests."""
     doc = {"version": 1, "name": top.pop("name", "test"), **top, "datasets": datasets}

@@ -42,7 +42,7 @@ from datamove.ledger import DONE_STATUSES, OBJECTS, Ledger
 from datamove.manifest import load_manifest
 from datamove.plan import DatasetJob, plan_dataset
 from datamove.stores import PARTIAL_MARKER
-from tests.conftest import AWS_ENV, s3_location, write_manifest
+from tests.conftest import AWS_ENV, file_sha, s3_location, write_manifest
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -123,14 +123,6 @@ def make_tree(root: Path, shared: Tree, *, mid: int, tiny: int, seed: int,
         size = rng.randint(6 * MiB, 9 * MiB)
         tree.objects[key] = (size, fill(root / key, size, 9000 + i, rng))
     return tree
-
-
-def file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- destinations, observed from outside datamove -------------------------------------

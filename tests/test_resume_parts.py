@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import AWS_ENV, s3_location, write_manifest
+from tests.conftest import AWS_ENV, file_sha, s3_location, write_manifest
 
 MIB = 1024 * 1024
 PART = 16 * MIB
@@ -147,11 +147,7 @@ def test_killed_local_copy_resumes_from_its_journal(tmp_path):
           f"{summary['bytes_sent'] / MIB:.0f} MiB of {size // MIB} MiB")
     assert summary["copied"] == 1
     assert summary["bytes_sent"] == size - journaled * PART
-    sha = hashlib.sha256()
-    with open(dst / "weights.bin", "rb") as copied:
-        for chunk in iter(lambda: copied.read(MIB), b""):
-            sha.update(chunk)
-    assert sha.hexdigest() == expected
+    assert file_sha(dst / "weights.bin") == expected
     assert sorted(p.name for p in dst.iterdir()) == ["weights.bin"]
 
 

@@ -44,7 +44,7 @@ from datamove.transfer import (
     verify_destination,
 )
 from datamove.writers import atomic_writer
-from tests.conftest import AWS_ENV, REPO, run_cli, s3_location, write_manifest
+from tests.conftest import AWS_ENV, REPO, file_sha, run_cli, s3_location, write_manifest
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -58,14 +58,6 @@ def data_of(size: int, seed: int) -> bytes:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def s3_sha(client, bucket: str, key: str) -> str:  # type: ignore[no-untyped-def]

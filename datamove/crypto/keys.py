@@ -43,21 +43,27 @@ class X25519Recipient:
     @classmethod
     def parse(cls, text: str) -> X25519Recipient:
         """Parse ``age1…``; refuses uppercase, other hrps and wrong lengths."""
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as exc:
-            raise InvalidKey(f"not a valid age recipient ({exc})") from None
-        if hrp != RECIPIENT_HRP:
-            raise InvalidKey("not an age recipient: expected a lowercase 'age1…' key")
-        if len(data) != KEY_SIZE:
-            raise InvalidKey("not an age recipient: wrong key length")
-        return cls(data)
+        return cls(_decode_key(text, RECIPIENT_HRP, "recipient",
+                               "expected a lowercase 'age1…' key"))
 
     def encode(self) -> str:
         return bech32.encode(RECIPIENT_HRP, self.public)
 
     def __str__(self) -> str:
         return self.encode()
+
+
+def _decode_key(text: str, hrp: str, what: str, expected: str) -> bytes:
+    """The 32 key bytes of a bech32 age key, or InvalidKey (never echoing the key)."""
+    try:
+        found, data = bech32.decode(text)
+    except ValueError as exc:
+        raise InvalidKey(f"not a valid age {what} ({exc})") from None
+    if found != hrp:
+        raise InvalidKey(f"not an age {what}: {expected}")
+    if len(data) != KEY_SIZE:
+        raise InvalidKey(f"not an age {what}: wrong key length")
+    return data
 
 
 class X25519Identity:
@@ -80,15 +86,8 @@ class X25519Identity:
     @classmethod
     def parse(cls, text: str) -> X25519Identity:
         """Parse ``AGE-SECRET-KEY-1…`` (uppercase only, as age writes it)."""
-        try:
-            hrp, data = bech32.decode(text)
-        except ValueError as exc:
-            raise InvalidKey(f"not a valid age identity ({exc})") from None
-        if hrp != IDENTITY_HRP:
-            raise InvalidKey("not an age identity: expected an uppercase 'AGE-SECRET-KEY-1…' key")
-        if len(data) != KEY_SIZE:
-            raise InvalidKey("not an age identity: wrong key length")
-        return cls(data)
+        return cls(_decode_key(text, IDENTITY_HRP, "identity",
+                               "expected an uppercase 'AGE-SECRET-KEY-1…' key"))
 
     def encode(self) -> str:
         """The secret key string. Only for writing identity files; never log it."""
