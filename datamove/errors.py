@@ -43,6 +43,13 @@ class LocationUnreachable(BadInput):
     """A source or destination cannot be listed or reached at all."""
 
 
+class KeyProblem(BadInput):
+    """A recipient or identity cannot be loaded or does not fit: a missing or
+    malformed key file, a wrong passphrase, KMS refusing to unwrap, or no
+    identity matching an object. The message names the key file or object,
+    never a secret."""
+
+
 class PolicyRefused(DatamoveError):
     exit_code = EXIT_POLICY_REFUSED
 
