@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import fsspec
 import yaml
@@ -82,6 +82,54 @@ class EngineSpec(_Strict):
         return self.window or max(4, 2 * self.threads)
 
 
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+class IdentitySpec(_Strict):
+    """Where the identity for decrypting lives (docs/MANIFEST.md, "Encryption").
+
+    Only a path: a plaintext age identity file, one protected by a passphrase read
+    from ``passphrase_env``, or one wrapped by AWS KMS (unwrapped with
+    ``kms_context``). The secret itself never appears in a manifest.
+    """
+
+    file: Annotated[str, Field(min_length=1)]
+    passphrase_env: str = "DATAMOVE_PASSPHRASE"
+    kms_context: dict[str, str] = Field(default_factory=dict)
+    kms_region: str | None = None
+    kms_endpoint_url: str | None = None
+
+    @field_validator("passphrase_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not re.match(ENV_NAME_PATTERN, value):
+            raise ValueError("must be the name of an environment variable (letters, digits "
+                             f"and '_', not starting with a digit); got {value!r}")
+        return value
+
+
+class KeysSpec(_Strict):
+    """Public recipients to encrypt for, and optionally the identity to decrypt with."""
+
+    recipients: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    recipients_file: Annotated[str | None, Field(min_length=1)] = None
+    identity: IdentitySpec | None = None
+
+
+class EncryptSpec(KeysSpec):
+    """A dataset's encryption; anything left out comes from the manifest's ``keys``."""
+
+    suffix: str = ".age"
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str) -> str:
+        if not re.match(r"^\.[A-Za-z0-9._-]{1,32}$", value):
+            raise ValueError(f"must be a file suffix such as '.age' (a dot, then up to 32 "
+                             f"letters, digits, '.', '_' or '-'); got {value!r}")
+        return value
+
+
 class DatasetSpec(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     source: LocationSpec
@@ -91,6 +139,20 @@ class DatasetSpec(_Strict):
     verify: VerifyMode = VerifyMode.checksum
     classification: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    encrypt: EncryptSpec | None = None
+
+    @field_validator("encrypt", mode="before")
+    @classmethod
+    def _encrypt_flag(cls, value: Any) -> Any:
+        # `encrypt: true` means "with the manifest's keys"; false or absent means plaintext.
+        if value is True:
+            return {}
+        if value is False or value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("must be true, false, or a mapping such as "
+                             "{recipients_file: keys/recipients.txt}")
+        return value
 
 
 class Manifest(_Strict):
@@ -99,6 +161,7 @@ class Manifest(_Strict):
     ledger: Annotated[str, Field(min_length=1)] = DEFAULT_LEDGER
     ledger_options: dict[str, Any] = Field(default_factory=dict)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    keys: KeysSpec | None = None
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
     # Set by load_manifest: where the file was and its sha256, for provenance.
@@ -119,6 +182,19 @@ class Manifest(_Strict):
                 return dataset
         known = ", ".join(d.name for d in self.datasets)
         raise KeyError(f"no dataset named {name!r} in manifest {self.name!r} (known: {known})")
+
+    def encryption_of(self, dataset: DatasetSpec) -> EncryptSpec | None:
+        """The dataset's effective encryption: its own fields over the manifest's
+        ``keys``; None when the dataset is not encrypted."""
+        own = dataset.encrypt
+        if own is None:
+            return None
+        keys = self.keys or KeysSpec()
+        if own.recipients or own.recipients_file:
+            recipients = {"recipients": own.recipients, "recipients_file": own.recipients_file}
+        else:
+            recipients = {"recipients": keys.recipients, "recipients_file": keys.recipients_file}
+        return own.model_copy(update={**recipients, "identity": own.identity or keys.identity})
 
 
 # Fields load_manifest sets; a manifest that writes them is as wrong as any unknown key.
@@ -394,11 +470,45 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "lies inside the source; a copy would include its own output. Choose a "
                 "destination outside the source"
             )
+        yield from _encryption_problems(manifest, dataset, i)
         both = [p for p in dataset.exclude if p in set(dataset.include)]
         if both:
             yield ("datasets", i, "exclude"), (
                 f"{', '.join(repr(p) for p in both)} is both included and excluded; exclude "
                 "wins, so remove it from one of the lists")
+
+
+def _keys_problems(keys: KeysSpec, at: Path_) -> Iterator[tuple[Path_, str]]:
+    """Each recipient where it is written: inline ones parse, a recipients file reads."""
+    from .crypto import InvalidKey, X25519Recipient, load_recipients
+
+    for j, text in enumerate(keys.recipients):
+        try:
+            X25519Recipient.parse(text.strip())
+        except InvalidKey as exc:
+            yield (*at, "recipients", j), f"{exc}; recipients are public age1… keys"
+    if keys.recipients_file:
+        try:
+            load_recipients(keys.recipients_file)
+        except OSError as exc:
+            yield (*at, "recipients_file"), (
+                f"cannot read {keys.recipients_file}: {exc.strerror or exc}; check the path "
+                "(relative paths start at the manifest's directory)")
+        except (InvalidKey, UnicodeDecodeError) as exc:
+            yield (*at, "recipients_file"), f"{exc}"
+
+
+def _encryption_problems(manifest: Manifest, dataset: DatasetSpec,
+                         i: int) -> Iterator[tuple[Path_, str]]:
+    if i == 0 and manifest.keys is not None:
+        yield from _keys_problems(manifest.keys, ("keys",))
+    if dataset.encrypt is not None:
+        yield from _keys_problems(dataset.encrypt, ("datasets", i, "encrypt"))
+    effective = manifest.encryption_of(dataset)
+    if effective is not None and not (effective.recipients or effective.recipients_file):
+        yield ("datasets", i, "encrypt"), (
+            "no recipients to encrypt for: give encrypt: {recipients_file: …} or "
+            "{recipients: [age1…]}, or a top-level keys: {recipients_file: …}")
 
 
 def _url_problem(url: str, known: set[str]) -> str | None:
@@ -451,8 +561,24 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
     def fix(loc: LocationSpec) -> LocationSpec:
         return loc.model_copy(update={"url": resolve(loc.url)})
 
+    def fix_keys(keys: K) -> K:
+        update: dict[str, Any] = {}
+        if keys.recipients_file:
+            update["recipients_file"] = resolve(keys.recipients_file)
+        if keys.identity:
+            update["identity"] = keys.identity.model_copy(
+                update={"file": resolve(keys.identity.file)})
+        return keys.model_copy(update=update)
+
     datasets = [
-        d.model_copy(update={"source": fix(d.source), "destination": fix(d.destination)})
+        d.model_copy(update={
+            "source": fix(d.source), "destination": fix(d.destination),
+            "encrypt": fix_keys(d.encrypt) if d.encrypt is not None else None})
         for d in manifest.datasets
     ]
-    return manifest.model_copy(update={"datasets": datasets, "ledger": resolve(manifest.ledger)})
+    keys = fix_keys(manifest.keys) if manifest.keys else None
+    return manifest.model_copy(update={"datasets": datasets, "keys": keys,
+                                       "ledger": resolve(manifest.ledger)})
+
+
+K = TypeVar("K", KeysSpec, EncryptSpec)

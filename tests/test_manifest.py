@@ -252,6 +252,10 @@ source: {url: ./src/}
 destination: {url: ./dst/}
 """  # lines 5-6
 
+# A well-formed recipient and an identity (its secret must never be echoed).
+RECIPIENT = "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"
+SECRET_AGE_KEY = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX"
+
 BAD = {
     # YAML itself
     "yaml-syntax-mapping-value": Bad(
@@ -302,8 +306,35 @@ BAD = {
                                     "unknown key"),
     "fsync-not-bool": Bad(ds(SRC_DST) + "engine: {fsync: sometimes}\n", 7, "engine.fsync",
                           "must be true or false (got 'sometimes')"),
-    "unknown-dataset-key": Bad(ds(SRC_DST + "encrypt: true\n"), 7, "datasets[0].encrypt",
+    "unknown-dataset-key": Bad(ds(SRC_DST + "encrypted: true\n"), 7, "datasets[0].encrypted",
                                "unknown key"),
+    # encryption
+    "encrypt-without-recipients": Bad(ds(SRC_DST + "encrypt: true\n"), 7, "datasets[0].encrypt",
+                                      "no recipients to encrypt for"),
+    "encrypt-not-a-flag": Bad(ds(SRC_DST + "encrypt: yes please\n"), 7, "datasets[0].encrypt",
+                              "must be true, false, or a mapping"),
+    "encrypt-bad-recipient": Bad(ds(SRC_DST + "encrypt:\n  recipients: [age1xyz]\n"), 8,
+                                 "datasets[0].encrypt.recipients[0]",
+                                 "not a valid age recipient"),
+    "encrypt-secret-key-as-recipient": Bad(
+        ds(SRC_DST + "encrypt:\n  recipients: [" + SECRET_AGE_KEY + "]\n"), 8,
+        "datasets[0].encrypt.recipients[0]", "contains an age secret key",
+        secret=SECRET_AGE_KEY),
+    "encrypt-missing-recipients-file": Bad(
+        ds(SRC_DST + "encrypt: {recipients_file: keys/none.txt}\n"), 7,
+        "datasets[0].encrypt.recipients_file", "keys/none.txt: No such file or directory"),
+    "encrypt-suffix-without-dot": Bad(
+        ds(SRC_DST + "encrypt: {recipients: [" + RECIPIENT + "], suffix: age}\n"), 7,
+        "datasets[0].encrypt.suffix", "must be a file suffix such as '.age'"),
+    "identity-inline-secret": Bad(
+        ds(SRC_DST) + "keys:\n  recipients: [" + RECIPIENT + "]\n  identity:\n"
+        "    file: id.txt\n    secret: " + SECRET_AGE_KEY + "\n", 11, "keys.identity.secret",
+        "contains an age secret key", secret=SECRET_AGE_KEY),
+    "identity-bad-env-name": Bad(
+        ds(SRC_DST) + "keys:\n  identity: {file: id.txt, passphrase_env: 'MY PASS'}\n", 8,
+        "keys.identity.passphrase_env", "must be the name of an environment variable"),
+    "keys-bad-recipient": Bad(ds(SRC_DST) + "keys:\n  recipients: [age1qqqq]\n", 8,
+                              "keys.recipients[0]", "not a valid age recipient"),
     # types and ranges
     "threads-not-a-number": Bad(ds(SRC_DST) + 'engine:\n  threads: "many"\n', 8,
                                 "engine.threads", "must be a whole number (got 'many')"),
@@ -591,3 +622,39 @@ def test_complete_examples_in_the_docs_load(tmp_path: Path) -> None:
         manifest = load_manifest(write(tmp_path / str(i), block))
         assert manifest.version == 1
         assert manifest.datasets
+
+
+def test_encryption_comes_from_the_dataset_over_the_manifest_keys(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "recipients.txt").write_text(f"# ops + recovery\n{RECIPIENT}\n")
+    manifest = parse_manifest(textwrap.dedent(f"""\
+        version: 1
+        name: demo
+        keys:
+          recipients_file: keys/recipients.txt
+          identity: {{file: keys/identity.txt, kms_context: {{purpose: datamove}}}}
+        datasets:
+          - name: plain
+            source: {{url: ./a/}}
+            destination: {{url: ./b/}}
+          - name: default-keys
+            source: {{url: ./c/}}
+            destination: {{url: ./d/}}
+            encrypt: true
+          - name: own-keys
+            source: {{url: ./e/}}
+            destination: {{url: ./f/}}
+            encrypt: {{recipients: ["{RECIPIENT}"], suffix: .enc}}
+        """), "m.yaml", base_dir=tmp_path)
+    plain, default, own = (manifest.encryption_of(d) for d in manifest.datasets)
+    assert plain is None
+    assert default is not None and own is not None
+    assert default.recipients_file == str(keys / "recipients.txt")
+    assert default.suffix == ".age"
+    assert own.recipients == [RECIPIENT] and own.recipients_file is None
+    assert own.suffix == ".enc"
+    for effective in (default, own):  # the identity is inherited, its path resolved
+        assert effective.identity is not None
+        assert effective.identity.file == str(keys / "identity.txt")
+        assert effective.identity.kms_context == {"purpose": "datamove"}
