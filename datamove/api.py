@@ -12,6 +12,7 @@ the run's end.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,10 +36,40 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
-def jobs_of(manifest: Manifest, only: list[str] | None = None) -> list[DatasetJob]:
-    """The manifest's datasets as worker jobs, optionally just the named ones."""
+def jobs_of(manifest: Manifest, only: list[str] | None = None,
+            identity: str | None = None) -> list[DatasetJob]:
+    """The manifest's datasets as worker jobs, optionally just the named ones.
+
+    ``identity``: an identity file that replaces the manifest's for encrypted
+    datasets (``--identity``); its passphrase variable and KMS context still come
+    from the manifest.
+    """
     specs = [manifest.dataset(name) for name in only] if only else manifest.datasets
-    return [DatasetJob.from_spec(spec) for spec in specs]
+    jobs = [DatasetJob.from_spec(spec, manifest.encryption_of(spec)) for spec in specs]
+    if identity is not None:
+        jobs = [with_identity_file(job, identity) for job in jobs]
+    return jobs
+
+
+def with_identity_file(job: DatasetJob, path: str) -> DatasetJob:
+    from dataclasses import replace
+
+    from .identities import IdentityRef
+
+    if job.encryption is None:
+        return job
+    ref = job.encryption.identity or IdentityRef(file=path)
+    ref = replace(ref, file=os.path.abspath(path) if "://" not in path else path)
+    return replace(job, encryption=replace(job.encryption, identity=ref))
+
+
+def preflight_identities(jobs: list[DatasetJob]) -> None:
+    """Open every identity a command will use, on the driver, before work starts:
+    a wrong passphrase or a KMS refusal is one clear error (exit 2), not one
+    failure per object. (Workers open their own copy; nothing secret is sent.)"""
+    for job in jobs:
+        if job.encryption is not None and job.encryption.identity is not None:
+            job.encryption.identities()
 
 
 def preflight(jobs: list[DatasetJob]) -> None:
@@ -76,23 +107,32 @@ def plan(manifest: Manifest, *, reverify: bool = False,
 
 
 def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,
-        datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
+        datasets: list[str] | None = None, progress: Progress | None = None,
+        identity: str | None = None) -> Report:
     """Copy every dataset; verify each object per its mode; never raise for one object."""
     return _execute("run", manifest, scheduler=scheduler, reverify=reverify,
-                    datasets=datasets, progress=progress)
+                    datasets=datasets, progress=progress, identity=identity)
 
 
 def verify(manifest: Manifest, *, scheduler: str | None = None,
-           datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
-    """Compare sources with destinations without copying: missing, extra, differing."""
+           datasets: list[str] | None = None, progress: Progress | None = None,
+           identity: str | None = None) -> Report:
+    """Compare sources with destinations without copying: missing, extra, differing.
+
+    Encrypted objects are decrypted and compared when an identity is configured
+    (or given), otherwise their stored bytes are compared with the ledger.
+    """
     return _execute("verify", manifest, scheduler=scheduler, reverify=False,
-                    datasets=datasets, progress=progress)
+                    datasets=datasets, progress=progress, identity=identity)
 
 
 def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify: bool,
-             datasets: list[str] | None, progress: Progress | None) -> Report:
-    jobs = jobs_of(manifest, datasets)
+             datasets: list[str] | None, progress: Progress | None,
+             identity: str | None = None) -> Report:
+    jobs = jobs_of(manifest, datasets, identity)
     preflight(jobs)
+    if command == "verify" or reverify or identity is not None:
+        preflight_identities(jobs)
     progress = progress or Progress()
     spec = manifest.engine
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
@@ -121,6 +161,9 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
                 sweeper = OrphanSweeper(job.destination, run_token)
                 upload_cutoffs[job.name] = store_clock(job.destination)
+            elif job.encryption is not None and ledger.table(OBJECTS) is not None:
+                # Verifying ciphertext without an identity compares it with the ledger.
+                recorded = ledger.latest_done(job.name, job.destination.url_of(""))
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
                                                recorded=recorded, on_partial=sweeper),
                                   job, report, progress)
@@ -175,20 +218,31 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
     """The ``objects`` row for one result (docs/FORMAT.md)."""
     done = result.status in DONE_STATUSES
     error = result.error or ""
-    source = item.source
+    source, row = item.source, item.recorded
+    encrypted = job.encryption is not None
+    stored_size, stored_sha = result.stored_size, result.stored_sha256
+    payload_sha, fingerprints = result.payload_sha256, result.key_fingerprints
+    if encrypted and done and stored_sha is None and row is not None:
+        # Verified by decryption: the stored object is the one the ledger recorded.
+        stored_size, stored_sha = row.stored_size, row.stored_sha256
+        payload_sha, fingerprints = row.payload_sha256, row.key_fingerprints
+    elif not encrypted:
+        stored_size, stored_sha = result.size, result.sha256
     return {
         "dataset": job.name, "key": item.key, "run_id": run_id, "status": result.status,
         "source_url": job.source.url_of(item.key),
-        "size": source.size if source else result.size,
-        "source_mtime": ts(source.mtime) if source else None,
-        "source_etag": source.etag if source else None,
+        "size": source.size if source else (row.size if row else result.size),
+        "source_mtime": ts(source.mtime if source else (row.source_mtime if row else None)),
+        "source_etag": source.etag if source else (row.source_etag if row else None),
         "source_version": None,
         "sha256": result.sha256,
         "destination_url": result.destination_url,
-        "stored_size": result.size if done else None,
-        "stored_sha256": result.sha256 if done else None,
+        "stored_size": stored_size if done else None,
+        "stored_sha256": stored_sha if done else None,
         "native_checksum": result.native_checksum,
-        "encrypted": False, "key_fingerprints": [],
+        "encrypted": encrypted, "key_fingerprints": list(fingerprints),
+        "payload_sha256": payload_sha if done else None,
+        "previous_key_fingerprints": list(result.previous_key_fingerprints),
         "storage_class": None, "region": job.destination.region,
         "verify_mode": job.verify.value,
         "verify_result": "ok" if done else ("mismatch" if "VerifyMismatch" in error
@@ -230,6 +284,7 @@ def _task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
     """A whole task was lost (e.g. its workers kept dying): fail its objects, go on."""
     return [ObjectResult(dataset=batch.job.name, key=item.key, action=item.action.value,
                          status="failed", size=item.size,
-                         destination_url=batch.job.destination.url_of(item.key),
+                         destination_url=batch.job.destination.url_of(
+                             batch.job.stored_key(item.key)),
                          error=f"task failed: {describe(exc)}") for item in batch.items]
 

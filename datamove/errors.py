@@ -80,3 +80,11 @@ class SourceChanged(TransferError):
     """The source object changed size while it was being read."""
 
     transient = True
+
+
+class IdentityMismatch(TransferError):
+    """No identity we hold opens an encrypted object (wrong or rotated keys).
+
+    Not retried, and counted as bad input (exit 2): the fix is another key, not
+    another attempt.
+    """

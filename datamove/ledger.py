@@ -44,7 +44,7 @@ OBJECT_SCHEMA = pa.schema([
     ("dataset", pa.string()),
     ("key", pa.string()),
     ("run_id", pa.string()),
-    ("status", pa.string()),  # copied | verified | repaired | failed
+    ("status", pa.string()),  # copied | verified | repaired | rotated | failed | rotating
     ("source_url", pa.string()),
     ("size", pa.int64()),
     ("source_mtime", TS),
@@ -57,6 +57,8 @@ OBJECT_SCHEMA = pa.schema([
     ("native_checksum", pa.string()),
     ("encrypted", pa.bool_()),
     ("key_fingerprints", pa.list_(pa.string())),
+    ("payload_sha256", pa.string()),  # encrypted: stored bytes after the age header
+    ("previous_key_fingerprints", pa.list_(pa.string())),  # rotation: the keys before
     ("storage_class", pa.string()),
     ("region", pa.string()),
     ("verify_mode", pa.string()),
@@ -81,7 +83,8 @@ RUN_SCHEMA = pa.schema([
     ("exit_code", pa.int32()),
     ("datamove_version", pa.string()),
 ])
-DONE_STATUSES = ("copied", "verified", "repaired")
+DONE_STATUSES = ("copied", "verified", "repaired", "rotated")
+ROTATING = "rotating"  # journal: a rotation to key_fingerprints is about to rewrite this object
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ class LedgerRow:
     source_etag: str | None
     stored_size: int
     sha256: str | None
+    stored_sha256: str | None = None
+    payload_sha256: str | None = None
+    key_fingerprints: tuple[str, ...] = ()
+    recorded_at: float | None = None
 
 
 def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
@@ -147,11 +154,14 @@ class Ledger:
         for name, schema, description in (
                 (OBJECTS, OBJECT_SCHEMA, "datamove: one row per object copy or verification"),
                 (RUNS, RUN_SCHEMA, "datamove: one row per run start and end")):
-            if self.table(name) is None:
+            table = self.table(name)
+            if table is None:
                 DeltaTable.create(self.uri(name), schema=schema, mode="ignore",
                                   name=f"datamove_{name}", description=description,
                                   configuration={"delta.checkpointInterval": "20"},
                                   storage_options=self.storage_options)
+            else:
+                _add_missing_columns(table, schema)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -167,13 +177,19 @@ class Ledger:
 
         Only rows whose destination URL starts with ``destination_prefix`` count:
         a dataset pointed at a new destination must not inherit the old one's rows.
+        """
+        return self.latest(dataset, destination_prefix, DONE_STATUSES)
+
+    def latest(self, dataset: str, destination_prefix: str = "",
+               statuses: tuple[str, ...] = DONE_STATUSES) -> Iterator[LedgerRow]:
+        """The latest row per key with one of ``statuses``, in UTF-8 byte order of the key.
 
         Reads the dataset's rows (only the columns needed) and sorts them: memory
-        grows with the number of rows of the dataset, about 100 bytes each.
+        grows with the number of rows of the dataset, about 200 bytes each.
         """
         columns = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
-                   "recorded_at"]
-        where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(DONE_STATUSES))
+                   "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at"]
+        where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(statuses))
         if destination_prefix:
             where &= pc.starts_with(pc.field("destination_url"), destination_prefix)
         rows = self.objects(where, columns)
@@ -204,6 +220,20 @@ class Ledger:
                 table.create_checkpoint()
 
 
+def _add_missing_columns(table: Any, schema: pa.Schema) -> None:
+    """Bring a ledger written by an older datamove up to ``schema``: new columns are
+    nullable and added at the end, so old rows read as null and old readers still work."""
+    from deltalake import Field, Schema
+
+    have = {f.name for f in table.schema().fields}
+    wanted = Schema.from_arrow(schema).fields
+    missing = [f for f in wanted if f.name not in have]
+    if missing:
+        log.info("ledger %s: adding columns %s", table.table_uri,
+                 ", ".join(f.name for f in missing))
+        table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in missing])
+
+
 def scan(table: Any, filter_expr: Any = None, columns: list[str] | None = None) -> pa.Table:
     """Read a DeltaTable into Arrow, single-threaded on purpose.
 
@@ -220,7 +250,10 @@ def _ledger_row(row: dict[str, Any]) -> LedgerRow:
     return LedgerRow(key=row["key"], size=row["size"],
                      source_mtime=mtime.timestamp() if mtime else None,
                      source_etag=row["source_etag"], stored_size=row["stored_size"],
-                     sha256=row["sha256"])
+                     sha256=row["sha256"], stored_sha256=row["stored_sha256"],
+                     payload_sha256=row["payload_sha256"],
+                     key_fingerprints=tuple(row["key_fingerprints"] or ()),
+                     recorded_at=row["recorded_at"].timestamp() if row["recorded_at"] else None)
 
 
 class LedgerWriter:

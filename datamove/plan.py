@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
+from .encryption import Encryption, stored_listing
 from .ledger import LedgerRow
-from .manifest import DatasetSpec, VerifyMode
+from .manifest import DatasetSpec, EncryptSpec, VerifyMode
 from .stores import Entry, KeyFilter, Location, check_readable, list_entries
 
 
@@ -35,6 +36,7 @@ class Action(StrEnum):
     verify = "verify"  # up to date by listing, but re-check the bytes (and repair)
     check = "check"  # compare only, never write (``datamove verify``)
     extra = "extra"  # only at the destination; reported, never deleted
+    rotate = "rotate"  # re-wrap an encrypted object's header (``datamove keys rotate``)
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,11 @@ class DatasetJob:
     destination: Location
     key_filter: KeyFilter
     verify: VerifyMode
+    encryption: Encryption | None = None
 
     @classmethod
-    def from_spec(cls, spec: DatasetSpec) -> DatasetJob:
+    def from_spec(cls, spec: DatasetSpec, encrypt: EncryptSpec | None = None) -> DatasetJob:
+        """``encrypt``: the dataset's effective encryption (Manifest.encryption_of)."""
         return cls(
             name=spec.name,
             source=Location.of(spec.source.url, spec.source.options, spec.source.region),
@@ -56,7 +60,12 @@ class DatasetJob:
                                     spec.destination.region),
             key_filter=KeyFilter(tuple(spec.include), tuple(spec.exclude)),
             verify=spec.verify,
+            encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,
         )
+
+    def stored_key(self, key: str) -> str:
+        """Where the object for source ``key`` lives at the destination."""
+        return self.encryption.stored_key(key) if self.encryption else key
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class PlanItem:
     source: Entry | None
     destination: Entry | None
     reason: str
+    recorded: LedgerRow | None = None  # the latest good ledger row, if any
 
     @property
     def size(self) -> int:
@@ -110,7 +120,7 @@ def march(*streams: Iterable[K]) -> Iterator[tuple[K | None, ...]]:
 
 def decide(source: Entry | None, destination: Entry | None, *, destination_is_local: bool,
            reverify: bool, check_only: bool = False, recorded: LedgerRow | None = None,
-           with_ledger: bool = False) -> PlanItem:
+           with_ledger: bool = False, encrypted: bool = False) -> PlanItem:
     """The action for one key, with the reason a user sees in ``plan``.
 
     With a ledger, an object is skipped without reading it only when its latest
@@ -118,8 +128,19 @@ def decide(source: Entry | None, destination: Entry | None, *, destination_is_lo
     the destination still has the recorded size. An object the listing thinks
     is current but the ledger does not know is verified (read, compared and
     recorded) rather than copied again: that is how a copy finished by a run
-    killed before its ledger commit gets its row.
+    killed before its ledger commit gets its row. An encrypted object without a
+    row is encrypted again instead: its stored size and bytes say nothing
+    about the source without the row's checksums.
     """
+    item = _decide(source, destination, destination_is_local=destination_is_local,
+                   reverify=reverify, check_only=check_only, recorded=recorded,
+                   with_ledger=with_ledger, encrypted=encrypted)
+    return item if recorded is None else replace(item, recorded=recorded)
+
+
+def _decide(source: Entry | None, destination: Entry | None, *, destination_is_local: bool,
+            reverify: bool, check_only: bool, recorded: LedgerRow | None,
+            with_ledger: bool, encrypted: bool) -> PlanItem:
     if source is None:
         assert destination is not None or recorded is not None
         entry = destination or Entry(recorded.key, recorded.stored_size)  # type: ignore[union-attr]
@@ -143,6 +164,9 @@ def decide(source: Entry | None, destination: Entry | None, *, destination_is_lo
         action = Action.verify if reverify else Action.skip
         return PlanItem(action, key, source, destination,
                         "re-verify" if reverify else "recorded and unchanged")
+    if encrypted:
+        return PlanItem(Action.copy, key, source, destination,
+                        "encrypted copy without a ledger row: encrypt again")
     if destination.size != source.size:
         return PlanItem(Action.copy, key, source, destination,
                         f"size differs ({source.size} at source, {destination.size} here)")
@@ -182,7 +206,11 @@ def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = 
     destination. Raises LocationUnreachable up front."""
     check_readable(job.source)
     source = list_entries(job.source, job.key_filter)
-    destination = list_entries(job.destination, job.key_filter, on_partial=on_partial)
+    if job.encryption is None:
+        destination = list_entries(job.destination, job.key_filter, on_partial=on_partial)
+    else:  # stored as key + suffix: list everything, map back, filter on the source key
+        destination = stored_listing(list_entries(job.destination, on_partial=on_partial),
+                                     job.encryption.suffix, job.key_filter)
     reverify = reverify or job.verify == VerifyMode.full
     with_ledger = recorded is not None
     for src, dst, row in march(source, destination, recorded or ()):
@@ -190,7 +218,7 @@ def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = 
             continue  # gone from both sides: nothing to do, the ledger keeps its history
         yield decide(src, dst, destination_is_local=job.destination.is_local,
                      reverify=reverify, check_only=check_only, recorded=row,
-                     with_ledger=with_ledger)
+                     with_ledger=with_ledger, encrypted=job.encryption is not None)
 
 
 def batches(items: Iterable[PlanItem], *, max_objects: int, max_bytes: int,

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .errors import EXIT_OBJECTS_FAILED, EXIT_OK
+from .errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
 from .transfer import ObjectResult
 
 MAX_LISTED_PROBLEMS = 10_000
@@ -23,7 +23,8 @@ MAX_LISTED_PROBLEMS = 10_000
 RUN_KEYS = ("copied", "skipped", "verified", "repaired", "failed")
 PLAN_KEYS = ("copy", "skip", "verify", "extra")
 VERIFY_KEYS = ("matched", "missing", "differs", "extra", "failed")
-_KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS}
+ROTATE_KEYS = ("rotated", "skipped", "failed")
+_KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
 
 
@@ -71,6 +72,7 @@ class Report:
     datasets: dict[str, DatasetReport] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
+    key_failures: int = 0  # objects no key we hold could open: bad input, exit 2
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -81,6 +83,8 @@ class Report:
         ds = self.dataset(result.dataset)
         ds.add(result.status, result.size)
         ds.bytes["sent"] += result.bytes_written
+        if result.error_kind == "key":
+            self.key_failures += 1
         if result.status in _PROBLEM_STATUSES:
             self.problem_count += 1
             if len(self.problems) < MAX_LISTED_PROBLEMS:
@@ -89,6 +93,8 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        if self.key_failures:
+            return EXIT_BAD_INPUT
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command == "plan":
             bad = ()
@@ -130,7 +136,8 @@ class Report:
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("bytes", justify="right")
-        moved = {"run": "copied", "plan": "copy", "verify": "matched"}[self.command]
+        moved = {"run": "copied", "plan": "copy", "verify": "matched",
+                 "rotate": "rotated"}[self.command]
         for name, ds in self.datasets.items():
             table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
                           human_bytes(ds.bytes[moved]))
@@ -152,6 +159,9 @@ class Report:
         if self.command == "verify":
             return (f"verify: {total['matched']:,} matched, {total['missing']:,} missing, "
                     f"{total['differs']:,} differ, {total['extra']:,} extra")
+        if self.command == "rotate":
+            return (f"rotate: {total['rotated']:,} re-wrapped, {total['skipped']:,} already "
+                    f"for the new keys, {total['failed']:,} failed")
         if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:
             return f"nothing to copy: {total['skipped'] + total['verified']:,} objects up to date"
         return (f"copied {total['copied']:,}, skipped {total['skipped']:,}, "

@@ -22,7 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from .checksum import b64_sha256, composite_of_stream, hash_stream, read_chunks
-from .errors import SourceChanged, TransferError, VerifyMismatch
+from .encryption import Sealer, decrypt_digest, stored_size_bound
+from .errors import IdentityMismatch, KeyProblem, SourceChanged, TransferError, VerifyMismatch
 from .manifest import VerifyMode
 from .plan import Action, DatasetJob, PlanItem
 from .stores import (
@@ -84,6 +85,13 @@ class ObjectResult:
     seconds: float = 0.0
     bytes_written: int = 0
     native_checksum: str | None = None
+    # What is stored, when it differs from the plaintext (encrypted datasets).
+    stored_size: int | None = None
+    stored_sha256: str | None = None
+    payload_sha256: str | None = None
+    key_fingerprints: tuple[str, ...] = ()
+    previous_key_fingerprints: tuple[str, ...] = ()
+    error_kind: str | None = None  # "key": the wrong or a missing key (exit 2)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -114,12 +122,14 @@ def _process(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> Obj
                 delay = min(settings.backoff_max, settings.backoff_base * 2 ** (attempt - 1))
                 time.sleep(delay * (0.5 + random.random()))
                 continue
-            if isinstance(exc, VerifyMismatch) and item.action != Action.check:
-                _remove_bad_copy(job.destination, item.key)
+            if isinstance(exc, VerifyMismatch) and item.action in (Action.copy, Action.verify):
+                _remove_bad_copy(job.destination, job.stored_key(item.key))
+            key_trouble = isinstance(exc, IdentityMismatch | KeyProblem)
             return ObjectResult(
                 dataset=job.name, key=item.key, action=item.action.value, status="failed",
-                size=item.size, destination_url=job.destination.url_of(item.key),
-                attempts=attempt, error=describe(exc), seconds=time.monotonic() - started)
+                size=item.size, destination_url=job.destination.url_of(job.stored_key(item.key)),
+                attempts=attempt, error=str(exc) if key_trouble else describe(exc),
+                seconds=time.monotonic() - started, error_kind="key" if key_trouble else None)
 
 
 def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:
@@ -129,26 +139,37 @@ def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> Obj
         return reverify_object(job, item, settings)
     if item.action == Action.check:
         return check_object(job, item)
+    if item.action == Action.rotate:
+        from .rotate import rotate_object
+
+        return rotate_object(job, item, settings)
     raise ValueError(f"no worker action for {item.action.value!r}")
 
 
 def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                 status: str = "copied") -> ObjectResult:
-    """Stream one object to its destination atomically, then verify it."""
+    """Stream one object to its destination atomically (encrypting it on the way
+    for an encrypted dataset), then verify it."""
     assert item.source is not None
     source, key = item.source, item.key
+    encryption = job.encryption
+    stored_key = job.stored_key(key)
     sha = hashlib.sha256()
     size = 0
     readback = job.verify != VerifyMode.size
     with contextlib.closing(open_read(job.source, key)) as reader, \
-            atomic_writer(job.destination, key, part_size=settings.part_size,
-                          size_hint=source.size, fsync=settings.fsync,
+            atomic_writer(job.destination, stored_key, part_size=settings.part_size,
+                          size_hint=stored_size_bound(source.size) if encryption
+                          else source.size, fsync=settings.fsync,
                           readback=readback, run_token=settings.run_token,
-                          resume_id=_resume_id(source, settings)) as writer:
+                          resume_id=None if encryption else _resume_id(source, settings),
+                          resumable=encryption is None) as writer:
+        # Encrypted objects restart from byte 0: a new file key makes new bytes.
+        sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
         try:
             for chunk in read_chunks(reader):
                 sha.update(chunk)
-                writer.write(chunk)
+                sink.write(chunk)
                 size += len(chunk)
                 LIVE_BYTES.add(len(chunk))
         finally:
@@ -157,12 +178,23 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
             raise SourceChanged(
                 f"source changed while copying: listed {source.size} bytes, read {size}")
         digest = sha.hexdigest()
-        committed = writer.commit(digest, source.mtime)
-    native = verify_destination(job.destination, key, digest, size, job.verify, committed)
+        stored_size, stored_sha, payload_sha = (
+            sink.finish() if isinstance(sink, Sealer) else (size, digest, None))
+        committed = writer.commit(stored_sha, source.mtime)
+    native = verify_destination(job.destination, stored_key, stored_sha, stored_size,
+                                job.verify, committed)
+    if encryption and job.verify == VerifyMode.full and encryption.identity is not None:
+        opened = decrypt_digest(job.destination, stored_key, encryption.identities())
+        if (opened.sha256, opened.size) != (digest, size):
+            raise VerifyMismatch(f"{job.destination.url_of(stored_key)}: decrypts to other "
+                                 "bytes than the source's")
     return ObjectResult(dataset=job.name, key=key, action=item.action.value, status=status,
-                        size=size, sha256=digest, destination_url=job.destination.url_of(key),
-                        bytes_written=size if committed.sent is None else committed.sent,
-                        native_checksum=native)
+                        size=size, sha256=digest,
+                        destination_url=job.destination.url_of(stored_key),
+                        bytes_written=stored_size if committed.sent is None else committed.sent,
+                        native_checksum=native, stored_size=stored_size,
+                        stored_sha256=stored_sha, payload_sha256=payload_sha,
+                        key_fingerprints=encryption.fingerprints if encryption else ())
 
 
 def _resume_id(source: Entry, settings: TransferSettings) -> str | None:
@@ -179,6 +211,9 @@ def reverify_object(job: DatasetJob, item: PlanItem, settings: TransferSettings)
     with contextlib.closing(open_read(job.source, item.key)) as reader:
         source_hash = hash_stream(reader)
     try:
+        if job.encryption is not None:
+            return _with(check_encrypted(job, item, source_hash.sha256, source_hash.size),
+                         action=item.action.value, status="verified")
         native = verify_destination(job.destination, item.key, source_hash.sha256,
                                     source_hash.size, job.verify, None)
     except VerifyMismatch as exc:
@@ -195,6 +230,8 @@ def check_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
     url = job.destination.url_of(item.key)
     base = {"dataset": job.name, "key": item.key, "action": item.action.value, "size": item.size,
             "destination_url": url}
+    if job.encryption is not None:
+        return _check_encrypted_object(job, item)
     info = stat(job.destination, item.key)
     if info is None:
         return ObjectResult(**base, status="missing", error="missing at the destination")
@@ -218,6 +255,68 @@ def check_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
     except VerifyMismatch as exc:
         return ObjectResult(**base, status="differs", sha256=digest, error=str(exc))
     return ObjectResult(**base, status="matched", sha256=digest, native_checksum=native)
+
+
+def _check_encrypted_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
+    """``datamove verify`` for one encrypted object: matched, missing or differs."""
+    stored_key = job.stored_key(item.key)
+    base = {"dataset": job.name, "key": item.key, "action": item.action.value, "size": item.size,
+            "destination_url": job.destination.url_of(stored_key)}
+    if stat(job.destination, stored_key) is None:
+        return ObjectResult(**base, status="missing", error="missing at the destination")
+    source_sha = None
+    if job.verify != VerifyMode.size:
+        with contextlib.closing(open_read(job.source, item.key)) as reader:
+            source_sha = hash_stream(reader).sha256
+    try:
+        checked = check_encrypted(job, item, source_sha, item.size)
+    except VerifyMismatch as exc:
+        return ObjectResult(**base, status="differs", sha256=source_sha, error=str(exc))
+    return _with(checked, status="matched")
+
+
+def check_encrypted(job: DatasetJob, item: PlanItem, source_sha: str | None,
+                    source_size: int) -> ObjectResult:
+    """Does the encrypted object hold the source's bytes? Raises VerifyMismatch if not.
+
+    With an identity: stream-decrypt it and compare the plaintext's sha256 with
+    the source's (nothing is written). Without one: compare the stored bytes'
+    sha256 with the ledger's, and the source with what the ledger says was
+    encrypted. ``source_sha`` None (verify mode ``size``): sizes only.
+    """
+    assert job.encryption is not None
+    stored_key = job.stored_key(item.key)
+    url = job.destination.url_of(stored_key)
+    row = item.recorded
+    result = ObjectResult(dataset=job.name, key=item.key, action=item.action.value,
+                          status="matched", size=source_size, sha256=source_sha,
+                          destination_url=url)
+    if row is not None and row.size != source_size:
+        raise VerifyMismatch(f"{url}: the source has {source_size} bytes, the ledger says "
+                             f"{row.size} were encrypted")
+    if source_sha is None:  # verify: size
+        info = stat(job.destination, stored_key)
+        if row is None or info is None or info.size != row.stored_size:
+            raise VerifyMismatch(f"{url}: stored size {info.size if info else 'missing'} is "
+                                 f"not the recorded {row.stored_size if row else 'unknown'}")
+        return result
+    if job.encryption.identity is not None:
+        opened = decrypt_digest(job.destination, stored_key, job.encryption.identities())
+        if (opened.sha256, opened.size) != (source_sha, source_size):
+            raise VerifyMismatch(f"{url}: decrypts to other bytes than the source's "
+                                 f"({opened.sha256[:16]}… ≠ {source_sha[:16]}…)")
+        return result
+    if row is None or not row.stored_sha256:
+        raise VerifyMismatch(f"{url}: not in the ledger and no identity to decrypt it with; "
+                             "set encrypt.identity to verify it by decryption")
+    if row.sha256 != source_sha:
+        raise VerifyMismatch(f"{url}: the source changed since it was encrypted")
+    with contextlib.closing(open_read(job.destination, stored_key)) as reader:
+        stored = hash_stream(reader)
+    if (stored.sha256, stored.size) != (row.stored_sha256, row.stored_size):
+        raise VerifyMismatch(f"{url}: sha256 of the stored bytes differs from the ledger's "
+                             f"({stored.sha256[:16]}… ≠ {row.stored_sha256[:16]}…)")
+    return _with(result, stored_size=stored.size, stored_sha256=stored.sha256)
 
 
 def verify_destination(location: Location, key: str, sha256: str, size: int,

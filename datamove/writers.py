@@ -433,8 +433,13 @@ class FsspecWriter:
 @contextlib.contextmanager
 def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
                   fsync: bool = False, readback: bool = False, run_token: str = "",
-                  resume_id: str | None = None) -> Iterator[AtomicWriter]:
-    """Yield a writer; abort it if the block raises or ends without ``commit``."""
+                  resume_id: str | None = None,
+                  resumable: bool = True) -> Iterator[AtomicWriter]:
+    """Yield a writer; abort it if the block raises or ends without ``commit``.
+
+    ``resumable=False``: never continue an earlier attempt's upload (the bytes
+    will differ, as with encryption under a fresh file key).
+    """
     writer: AtomicWriter
     if location.is_local and resume_id:
         writer = ResumableLocalWriter(location.path(key), resume_id, part_size, fsync=fsync,
@@ -443,7 +448,7 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
         writer = LocalWriter(location.path(key), fsync=fsync, readback=readback,
                              run_token=run_token)
     elif location.is_s3:
-        writer = S3Writer(location, key, part_size, size_hint)
+        writer = S3Writer(location, key, part_size, size_hint, resume=resumable)
     else:
         writer = FsspecWriter(location, key, run_token)
     try:

@@ -38,6 +38,9 @@ from datamove.crypto.age import (
     decrypt,
     decrypt_identities,
     encrypt,
+    header_bytes,
+    new_header,
+    read_header,
     rewrap,
     rewrap_header,
 )
@@ -86,10 +89,13 @@ __all__ = [
     "encrypt",
     "fingerprint",
     "format_identity_file",
+    "header_bytes",
     "load_identities",
     "load_recipients",
+    "new_header",
     "parse_identities",
     "parse_recipients",
+    "read_header",
     "rewrap",
     "rewrap_header",
 ]

@@ -26,6 +26,7 @@ from datamove.crypto.header import (
     FILE_KEY_SIZE,
     MAX_HEADER_SIZE,
     Header,
+    b64encode,
     check_recipients,
     parse_header,
     serialize_header,
@@ -50,7 +51,9 @@ class AgeEncryptor:
         file_key = os.urandom(FILE_KEY_SIZE)
         nonce = os.urandom(NONCE_SIZE)
         stanzas = [wrap_file_key(file_key, r) for r in recipients]
-        self._head = serialize_header(stanzas, file_key) + nonce
+        header = serialize_header(stanzas, file_key)
+        self.header_size = len(header)  # binary output: the payload starts here (nonce first)
+        self._head = header + nonce
         self._stream = StreamEncryptor(file_key, nonce)
         self._armor = ArmorEncoder() if armor else None
 
@@ -208,8 +211,12 @@ def decrypt(src: BinaryIO, dst: BinaryIO, identities: Iterable[Identity],
     return _copy(src, dst, AgeDecryptor(identities, armor=armor))
 
 
-def _read_header(src: BinaryIO) -> tuple[Header, bytes]:
-    """Read a binary header from ``src``; returns it and the bytes read past it."""
+def read_header(src: BinaryIO) -> tuple[Header, bytes]:
+    """Read a binary header from ``src``; returns it and the bytes read past it.
+
+    The header's raw bytes are ``header.mac_input`` up to ``header.size``; see
+    ``header_bytes``.
+    """
     buf = bytearray()
     while True:
         block = src.read(64 * 1024)
@@ -225,8 +232,15 @@ def _read_header(src: BinaryIO) -> tuple[Header, bytes]:
             raise HeaderError(f"header is larger than {MAX_HEADER_SIZE} bytes")
 
 
-def _new_header(header: Header, identities: Iterable[Identity],
-                new_recipients: Sequence[Recipient]) -> bytes:
+def header_bytes(header: Header) -> bytes:
+    """The header exactly as it was read (what the MAC covers, plus the MAC line)."""
+    return header.mac_input + b" " + b64encode(header.mac) + b"\n"
+
+
+def new_header(header: Header, identities: Iterable[Identity],
+               new_recipients: Sequence[Recipient]) -> bytes:
+    """A header for ``new_recipients`` with the file key ``identities`` unwrap from
+    ``header``; raises NoIdentityMatch (or HeaderMacError) like decryption would."""
     new_recipients = list(new_recipients)
     check_recipients(new_recipients)
     file_key = unwrap_file_key(header, identities)
@@ -242,15 +256,15 @@ def rewrap_header(src: BinaryIO, identities: Iterable[Identity],
     ``new_header_bytes + old_file[payload_offset:]`` (nonce and payload unchanged).
     ``src`` is read from its current position; only the header is needed.
     """
-    header, _ = _read_header(src)
-    return _new_header(header, identities, new_recipients), header.size
+    header, _ = read_header(src)
+    return new_header(header, identities, new_recipients), header.size
 
 
 def rewrap(src: BinaryIO, dst: BinaryIO, identities: Iterable[Identity],
            new_recipients: Sequence[Recipient]) -> int:
     """Write ``src`` re-wrapped for ``new_recipients`` to ``dst``; payload copied verbatim."""
-    header, rest = _read_header(src)
-    out = _new_header(header, identities, new_recipients)
+    header, rest = read_header(src)
+    out = new_header(header, identities, new_recipients)
     dst.write(out)
     dst.write(rest)
     written = len(out) + len(rest)
