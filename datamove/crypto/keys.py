@@ -17,6 +17,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -51,6 +52,14 @@ class X25519Recipient:
 
     def __str__(self) -> str:
         return self.encode()
+
+
+def _refuse_pickle(key: object) -> NoReturn:
+    """Secrets must not travel: a pickled identity would end up in Dask task graphs,
+    spill files and logs. Workers get an ``identities.IdentityRef`` and load it."""
+    raise TypeError(f"{type(key).__name__}: identities hold secrets (keys, passphrases) and are "
+                    "never pickled; send a datamove.identities.IdentityRef and load the "
+                    "identity where it is used")
 
 
 def _decode_key(text: str, hrp: str, what: str, expected: str) -> bytes:
@@ -100,6 +109,9 @@ class X25519Identity:
     def __repr__(self) -> str:
         return f"X25519Identity(recipient={self.recipient.encode()})"
 
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
+
 
 @dataclass(frozen=True)
 class ScryptRecipient:
@@ -120,6 +132,9 @@ class ScryptRecipient:
     ) -> ScryptRecipient:
         return cls(passphrase.encode("utf-8"), work_factor)
 
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
+
 
 @dataclass(frozen=True)
 class ScryptIdentity:
@@ -137,6 +152,9 @@ class ScryptIdentity:
         cls, passphrase: str, max_work_factor: int = MAX_SCRYPT_WORK_FACTOR
     ) -> ScryptIdentity:
         return cls(passphrase.encode("utf-8"), max_work_factor)
+
+    def __reduce__(self) -> NoReturn:
+        _refuse_pickle(self)
 
 
 Recipient = X25519Recipient | ScryptRecipient
