@@ -21,7 +21,7 @@ from datetime import datetime
 from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .engine import Engine
 from .errors import LocationUnreachable
-from .ledger import DONE_STATUSES, OBJECTS, Ledger, LedgerWriter, now, ts
+from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
 from .manifest import Manifest, load_manifest
 from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
 from .progress import Progress
@@ -177,7 +177,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     upload_cutoffs: dict[str, datetime | None] = {}
     with engine, progress:
         for batch, outcome in engine.map_unordered(run_batch, work()):
-            results = outcome if isinstance(outcome, list) else _task_failed(batch, outcome)
+            results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
             for item, result in zip(batch.items, results, strict=True):
                 report.record(result)
                 progress.done(result)
@@ -245,7 +245,8 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         "previous_key_fingerprints": list(result.previous_key_fingerprints),
         "storage_class": None, "region": job.destination.region,
         "verify_mode": job.verify.value,
-        "verify_result": "ok" if done else ("mismatch" if "VerifyMismatch" in error
+        "verify_result": "ok" if done else (None if result.status == ROTATING else
+                                            "mismatch" if "VerifyMismatch" in error
                                             else "error"),
         "verified_at": now() if done else None,
         "attempts": result.attempts, "error": result.error, "recorded_at": now(),
@@ -280,7 +281,7 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
             yield item
 
 
-def _task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
+def task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
     """A whole task was lost (e.g. its workers kept dying): fail its objects, go on."""
     return [ObjectResult(dataset=batch.job.name, key=item.key, action=item.action.value,
                          status="failed", size=item.size,

@@ -19,6 +19,7 @@ import hashlib
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from .checksum import b64_sha256, composite_of_stream, hash_stream, read_chunks
@@ -106,16 +107,26 @@ class Batch:
 
 def run_batch(batch: Batch) -> list[ObjectResult]:
     """The Dask task. Returns one result per item, in order."""
-    return [_process(batch.job, item, batch.settings) for item in batch.items]
+    return [process_item(batch.job, item, batch.settings) for item in batch.items]
 
 
-def _process(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:
+Attempt = Callable[[DatasetJob, PlanItem, TransferSettings], "ObjectResult"]
+
+
+def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
+                 attempt_once: Attempt | None = None) -> ObjectResult:
+    """One object, with retries; a failure becomes a result, never an exception.
+
+    ``attempt_once``: what one attempt does (default: copy, verify or check by
+    the item's action); ``rotate`` passes its own.
+    """
+    attempt_once = attempt_once or _attempt
     started = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
         try:
-            result = _attempt(job, item, settings)
+            result = attempt_once(job, item, settings)
             return _with(result, attempts=attempt, seconds=time.monotonic() - started)
         except Exception as exc:  # each object's failure is contained here
             if attempt <= settings.retries and _is_transient(exc):
@@ -139,10 +150,6 @@ def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> Obj
         return reverify_object(job, item, settings)
     if item.action == Action.check:
         return check_object(job, item)
-    if item.action == Action.rotate:
-        from .rotate import rotate_object
-
-        return rotate_object(job, item, settings)
     raise ValueError(f"no worker action for {item.action.value!r}")
 
 
