@@ -171,7 +171,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
                 yield Batch(job, tuple(group), settings)
             if sweeper is not None:
-                _count(report, job, "orphan_files_removed", sweeper.removed)
+                count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
         progress.listing_done()
 
     upload_cutoffs: dict[str, datetime | None] = {}
@@ -185,7 +185,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                     writer.add(ledger_row(batch.job, item, result, report.run_id))
     for job in jobs:  # after the copies: resumed uploads are complete by now
         if job.name in upload_cutoffs:
-            _count(report, job, "orphan_uploads_aborted",
+            count_housekeeping(report, job, "orphan_uploads_aborted",
                    abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
             wrote = report.dataset(job.name).counts
             if not job.destination.is_s3 and (wrote["copied"] or wrote["repaired"]
@@ -194,7 +194,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 sweeper = OrphanSweeper(job.destination, run_token, run_is_over=True)
                 for _ in list_entries(job.destination, on_partial=sweeper):
                     pass
-                _count(report, job, "orphan_files_removed", sweeper.removed)
+                count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
     report.finish()
     if writer is not None:
         writer.flush()
@@ -207,7 +207,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     return report
 
 
-def _count(report: Report, job: DatasetJob, what: str, n: int) -> None:
+def count_housekeeping(report: Report, job: DatasetJob, what: str, n: int) -> None:
     """Housekeeping counts shown with the dataset (zero counts stay out of the way)."""
     if n:
         report.dataset(job.name).counts[what] += n

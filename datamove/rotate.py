@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import BinaryIO
 
 from .api import (
+    count_housekeeping,
     jobs_of,
     ledger_of,
     ledger_row,
@@ -37,6 +38,7 @@ from .api import (
     task_failed,
 )
 from .checksum import read_chunks
+from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .crypto import (
     AgeError,
     InvalidKey,
@@ -54,7 +56,7 @@ from .manifest import Manifest, VerifyMode
 from .plan import Action, DatasetJob, PlanItem, batches, march
 from .progress import Progress
 from .report import Report
-from .stores import open_read
+from .stores import list_entries, open_read
 from .transfer import (
     Batch,
     ObjectResult,
@@ -107,9 +109,12 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
                         "its recipients at %s to use the new keys", job.name,
                         ", ".join(job.encryption.fingerprints), recipients_file)
 
+    upload_cutoffs = {job.name: store_clock(job.destination) for job in jobs}
+
     def work() -> Iterator[Batch]:
         for job in jobs:
             assert job.encryption is not None
+            count_housekeeping(report, job, "orphan_files_removed", _sweep(job, settings.run_token))
             rotating = replace(job, encryption=replace(job.encryption,
                                                        recipients=new_recipients))
             items = _rotation_items(ledger, job, target, report)
@@ -131,6 +136,9 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
                 report.record(result)
                 progress.done(result)
                 writer.add(ledger_row(batch.job, item, result, report.run_id))
+    for job in jobs:  # uploads a killed rotation left behind
+        count_housekeeping(report, job, "orphan_uploads_aborted",
+               abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
     report.finish()
     writer.flush()
     writer.run_event("end", command="rotate", manifest_name=manifest.name,
@@ -139,6 +147,14 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
                      exit_code=report.exit_code)
     ledger.compact()
     return report
+
+
+def _sweep(job: DatasetJob, run_token: str) -> int:
+    """Remove the temporary files an earlier, killed command left at the destination."""
+    sweeper = OrphanSweeper(job.destination, run_token)
+    for _ in list_entries(job.destination, on_partial=sweeper):
+        pass
+    return sweeper.removed
 
 
 def _encrypted_jobs(manifest: Manifest, datasets: list[str] | None,
