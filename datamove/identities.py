@@ -138,18 +138,24 @@ def read_key_file(path: str, what: str) -> bytes:
         else:
             with open(path, "rb") as f:
                 data = f.read(MAX_KEY_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise KeyProblem(f"{what} {path}: not found; check the path") from None
-    except IsADirectoryError:
-        raise KeyProblem(f"{what} {path}: is a directory, not a key file") from None
-    except PermissionError:
-        raise KeyProblem(f"{what} {path}: permission denied; check the file's mode") from None
     except OSError as exc:
-        raise KeyProblem(f"{what} {path}: cannot be read ({describe(exc)})") from None
+        raise KeyProblem(f"{what} {path}: {open_failure(exc)}") from None
     if len(data) > MAX_KEY_FILE_SIZE:
         raise KeyProblem(f"{what} {path}: larger than {MAX_KEY_FILE_SIZE} bytes, so not a key "
                          "file; check the path")
     return data
+
+
+def open_failure(exc: OSError) -> str:
+    """Why a file or object could not be opened, in words that say what to check
+    (for a message that already names it)."""
+    if isinstance(exc, FileNotFoundError):
+        return "not found; check the path"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory; give a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied; check the file's mode or your access to it"
+    return f"cannot be read ({describe(exc)})"
 
 
 def _text(data: bytes, path: str) -> str:
