@@ -8,14 +8,18 @@ the test run; it is never skipped.
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -114,9 +118,67 @@ def s3_location(server: MotoServer, bucket: str, prefix: str = "data/") -> dict:
     return {"url": f"s3://{bucket}/{prefix}", "options": {"endpoint_url": server.endpoint}}
 
 
+def run_with_passphrase(args: list[str], passphrase: str, timeout: float = 120) -> str:
+    """Run the age CLI answering its passphrase prompts on a pseudo-terminal.
+
+    The child gets a new session without a controlling terminal, so age cannot open
+    /dev/tty (which would be the developer's terminal) and falls back to stdin, the pty.
+    Returns the terminal transcript (prompts and errors; echo is off, so no passphrase).
+    """
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen([require_tool("age"), *args], stdin=slave,
+                                   stdout=subprocess.DEVNULL, stderr=slave,
+                                   start_new_session=True)
+    finally:
+        os.close(slave)
+    transcript, pending = b"", b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            transcript += chunk
+            pending += chunk
+            if b"passphrase" in pending.lower() and pending.rstrip().endswith(b":"):
+                wait_for_no_echo(master)
+                os.write(master, passphrase.encode() + b"\n")
+                pending = b""
+        else:
+            process.kill()
+            pytest.fail(f"age {args} timed out; terminal said {transcript!r}")
+        assert process.wait(timeout=10) == 0, f"age {args} failed: {transcript!r}"
+    finally:
+        os.close(master)
+    return transcript.decode("utf-8", "replace")
+
+
+def wait_for_no_echo(master: int, timeout: float = 10) -> None:
+    """Answer only once age has turned echo off, or the terminal would echo the passphrase.
+
+    age prints the prompt first and disables echo a moment later; a program answering
+    instantly would race it (a person typing never does).
+    """
+    deadline = time.monotonic() + timeout
+    while termios.tcgetattr(master)[3] & termios.ECHO:
+        if time.monotonic() > deadline:
+            pytest.fail("age never disabled terminal echo for the passphrase prompt")
+        time.sleep(0.005)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``datamove`` command in a subprocess."""
+            cwd: Path | None = None, stdin: bytes | None = None,
+            binary: bool = False) -> subprocess.CompletedProcess[Any]:
+    """Run the real ``datamove`` command in a subprocess; ``binary``: bytes in and out."""
     full_env = {**os.environ, **AWS_ENV, **(env or {})}
     return subprocess.run([sys.executable, "-m", "datamove.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=cwd)
+                          text=not binary, input=stdin, env=full_env, timeout=timeout, cwd=cwd)

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import random
-import select
 import subprocess
-import termios
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +26,7 @@ from datamove.crypto.keys import (
     format_identity_file,
     load_identities,
 )
-from tests.conftest import require_tool
+from tests.conftest import require_tool, run_with_passphrase
 
 SIZES = [0, 1, 65_535, 65_536, 65_537, 131_072, 5 * 2**20 + 1]
 PASSPHRASE = "interop: correct horse battery staple"
@@ -42,62 +38,6 @@ def tool(name: str) -> str:
 
 def plaintext(size: int) -> bytes:
     return random.Random(size).randbytes(size)
-
-
-def run_with_passphrase(args: list[str], passphrase: str, timeout: float = 120) -> str:
-    """Run the age CLI answering its passphrase prompts on a pseudo-terminal.
-
-    The child gets a new session without a controlling terminal, so age cannot open
-    /dev/tty (which would be the developer's terminal) and falls back to stdin, the pty.
-    Returns the terminal transcript (prompts and errors; echo is off, so no passphrase).
-    """
-    master, slave = pty.openpty()
-    try:
-        process = subprocess.Popen([tool("age"), *args], stdin=slave, stdout=subprocess.DEVNULL,
-                                   stderr=slave, start_new_session=True)
-    finally:
-        os.close(slave)
-    transcript, pending = b"", b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            transcript += chunk
-            pending += chunk
-            if b"passphrase" in pending.lower() and pending.rstrip().endswith(b":"):
-                wait_for_no_echo(master)
-                os.write(master, passphrase.encode() + b"\n")
-                pending = b""
-        else:
-            process.kill()
-            pytest.fail(f"age {args} timed out; terminal said {transcript!r}")
-        assert process.wait(timeout=10) == 0, f"age {args} failed: {transcript!r}"
-    finally:
-        os.close(master)
-    return transcript.decode("utf-8", "replace")
-
-
-def wait_for_no_echo(master: int, timeout: float = 10) -> None:
-    """Answer only once age has turned echo off, or the terminal would echo the passphrase.
-
-    age prints the prompt first and disables echo a moment later; a program answering
-    instantly would race it (a person typing never does).
-    """
-    deadline = time.monotonic() + timeout
-    while termios.tcgetattr(master)[3] & termios.ECHO:
-        if time.monotonic() > deadline:
-            pytest.fail("age never disabled terminal echo for the passphrase prompt")
-        time.sleep(0.005)
 
 
 def read_output(path: Path, size: int) -> bytes:
