@@ -187,5 +187,201 @@ def _answer(action: Callable[[], Any], as_json: bool) -> None:
     sys.exit(result.exit_code)
 
 
+# --- keys, encrypt, decrypt ------------------------------------------------------------
+
+def _context_pairs(ctx: click.Context, param: click.Parameter,
+                   values: tuple[str, ...]) -> dict[str, str]:
+    """``--kms-context k=v`` (repeatable) as a dict; a malformed or repeated key is a usage
+    error naming the option, so a typo cannot silently change the context."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
+        if key in pairs:
+            raise click.BadParameter(f"key {key!r} given twice")
+        pairs[key] = val
+    return pairs
+
+
+def _kms_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say how to unwrap (or wrap) a KMS-protected identity file."""
+    for option in reversed([
+        click.option("--kms-context", "kms_context", multiple=True, metavar="KEY=VALUE",
+                     callback=_context_pairs,
+                     help="KMS encryption context pair (repeatable); unwrapping needs "
+                          "exactly the pairs used when wrapping."),
+        click.option("--kms-region", metavar="REGION",
+                     help="AWS region of the KMS key [default: the key ARN's, else "
+                          "AWS_DEFAULT_REGION]."),
+        click.option("--kms-endpoint-url", metavar="URL",
+                     help="KMS endpoint [default: AWS_ENDPOINT_URL, else AWS's]."),
+    ]):
+        command = option(command)
+    return command
+
+
+PASSPHRASE_HELP = "the passphrase in the environment variable DATAMOVE_PASSPHRASE"
+
+
+@main.group()
+def keys() -> None:
+    """age keys: make identities, show their recipients, rotate encrypted datasets.
+
+    An identity file holds secret keys (AGE-SECRET-KEY-1…) in one of three forms:
+    plaintext (age-keygen's format), passphrase-protected (an age file encrypted
+    with DATAMOVE_PASSPHRASE, like `age -p`) or wrapped by AWS KMS. Every command
+    that takes an identity file accepts all three; docs/FORMAT.md describes them.
+    """
+
+
+@keys.command("generate")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Write the identity file here (mode 0600, never overwritten) and print "
+                   "the recipient on stdout.")
+@click.option("-p", "--passphrase", is_flag=True,
+              help=f"Protect the identity file with {PASSPHRASE_HELP} (age scrypt).")
+@click.option("--kms-key", metavar="KEY_ID",
+              help="Wrap the identity file with this AWS KMS key (id, ARN or alias); "
+                   "reading it needs kms:Decrypt and the same --kms-context.")
+@_kms_options
+def keys_generate(output: str | None, passphrase: bool, kms_key: str | None,
+                  kms_context: dict[str, str], kms_region: str | None,
+                  kms_endpoint_url: str | None) -> None:
+    """Make a new X25519 identity (like age-keygen).
+
+    Without -o the identity file goes to stdout and "Public key: age1…" to stderr;
+    with -o the file is written with mode 0600 and the recipient (age1…, the
+    public key to encrypt to) is printed on stdout. Exit 2 if the output file
+    exists or the passphrase / KMS key cannot be used.
+    """
+    from .identities import generate_identity_file, write_secret_file
+
+    recipient, text = _call(lambda: generate_identity_file(
+        passphrase=passphrase, kms_key=kms_key, kms_context=kms_context,
+        kms_region=kms_region, kms_endpoint_url=kms_endpoint_url), False)
+    if output is None:
+        click.echo(text, nl=False)
+        click.echo(f"Public key: {recipient}", err=True)
+        return
+    _call(lambda: write_secret_file(output, text), False)
+    click.echo(recipient)
+
+
+@keys.command("recipient")
+@click.option("-i", "--identity", "identity_files", multiple=True, required=True,
+              metavar="FILE", help="Identity file, any form (repeatable).")
+@_kms_options
+def keys_recipient(identity_files: tuple[str, ...], kms_context: dict[str, str],
+                   kms_region: str | None, kms_endpoint_url: str | None) -> None:
+    """Print the recipient (age1…) of every identity in the identity files.
+
+    Opens the file the way decrypt does: DATAMOVE_PASSPHRASE for a passphrase-
+    protected file, KMS for a wrapped one. Exit 2 if a file cannot be opened.
+    """
+    from .identities import IdentityRef, load_identities
+
+    for path in identity_files:
+        ref = IdentityRef.of(path, kms_context=kms_context, kms_region=kms_region,
+                             kms_endpoint_url=kms_endpoint_url)
+        for identity in _call(lambda ref=ref: load_identities(ref), False):
+            click.echo(str(identity.recipient))
+
+
+@keys.command("rotate")
+@MANIFEST
+@click.option("--recipients", "recipients_file", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=str),
+              help="The new recipients (age1… lines): every object is re-wrapped for them.")
+@click.option("--identity", "identity_file", metavar="FILE",
+              help="Identity file (any form) that opens the current headers.")
+@DATASET
+@SCHEDULER
+@JSON
+@PROGRESS
+def keys_rotate(manifest: str, recipients_file: str, identity_file: str | None,
+                datasets: tuple[str, ...], scheduler: str | None, as_json: bool,
+                progress: bool) -> None:
+    """Re-wrap the headers of MANIFEST's encrypted objects for new recipients.
+
+    Only each object's age header changes (same file key, same payload bytes), so
+    rotation costs a header per object, not a copy. Exit codes as for `run`.
+    """
+    def go() -> Report:
+        from .rotate import rotate as rotate_keys  # lands with the rotation work
+
+        return rotate_keys(api.load_manifest(manifest), recipients_file,
+                           identity_file=identity_file, datasets=list(datasets) or None,
+                           scheduler=scheduler, progress=progress_for(progress and not as_json))
+
+    _finish(go, as_json)
+
+
+IN_OUT_HELP = """IN and OUT are local paths, URLs (s3://bucket/key, any fsspec URL)
+    or - for stdin/stdout. A file OUT appears only when complete (temporary
+    name, then rename; S3: upload completed only on success)."""
+
+
+def _with_in_out_help(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Put the shared IN/OUT paragraph into a command's help (click reads __doc__)."""
+    command.__doc__ = (command.__doc__ or "").replace("{in_out}", IN_OUT_HELP)
+    return command
+
+
+@main.command()
+@click.option("-r", "--recipient", "recipients", multiple=True, metavar="age1…",
+              help="Encrypt to this recipient (repeatable).")
+@click.option("-R", "--recipients-file", "recipients_files", multiple=True, metavar="FILE",
+              help="Encrypt to every recipient in FILE, one age1… a line (repeatable).")
+@click.option("-p", "--passphrase", is_flag=True,
+              help=f"Encrypt to {PASSPHRASE_HELP} instead (no -r/-R with it).")
+@click.option("-a", "--armor", is_flag=True, help="ASCII-armored (PEM-like) output.")
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@_with_in_out_help
+def encrypt(recipients: tuple[str, ...], recipients_files: tuple[str, ...], passphrase: bool,
+            armor: bool, src: str, dst: str) -> None:
+    """Encrypt IN to OUT in the age v1 format (age -d, rage and datamove decrypt it).
+
+    {in_out}
+
+    Exit 0 on success, 1 if reading or writing failed (nothing published), 2 for
+    bad recipients or arguments.
+    """
+    from .filecrypt import encrypt_file
+
+    _call(lambda: encrypt_file(src, dst, list(recipients), list(recipients_files), passphrase,
+                               armor=armor), False)
+
+
+@main.command()
+@click.option("-i", "--identity", "identity_files", multiple=True, metavar="FILE",
+              help="Identity file, any form (plaintext, passphrase-protected, KMS-wrapped); "
+                   "repeatable.")
+@click.option("-p", "--passphrase", is_flag=True,
+              help=f"Also try {PASSPHRASE_HELP} (for files encrypted with -p).")
+@_kms_options
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT")
+@_with_in_out_help
+def decrypt(identity_files: tuple[str, ...], passphrase: bool, kms_context: dict[str, str],
+            kms_region: str | None, kms_endpoint_url: str | None, src: str, dst: str) -> None:
+    """Decrypt the age file IN to OUT, authenticating every chunk.
+
+    {in_out}
+
+    OUT is published only after the last chunk authenticated; a damaged,
+    truncated or edited IN leaves nothing behind (exit 1). With OUT = - the
+    authenticated chunks are written as they come and cannot be taken back: on
+    a non-zero exit discard what was read. Exit 2 when no identity matches or
+    an identity file cannot be opened.
+    """
+    from .filecrypt import decrypt_file
+
+    _call(lambda: decrypt_file(src, dst, list(identity_files), passphrase,
+                               kms_context=kms_context, kms_region=kms_region,
+                               kms_endpoint_url=kms_endpoint_url), False)
+
+
 if __name__ == "__main__":
     main()
