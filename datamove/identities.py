@@ -41,10 +41,12 @@ import binascii
 import contextlib
 import functools
 import io
+import logging
 import os
 import re
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -215,13 +217,36 @@ def _kms_client(key_id: str, region: str | None, endpoint_url: str | None) -> An
     return boto3.client("kms", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
+_BODY_LOGGERS = ("botocore", "botocore.endpoint", "botocore.parsers", "urllib3")
+_BODY_LOGGERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _bodies_unlogged() -> Iterator[None]:
+    """At DEBUG (``datamove -vv``) botocore logs request and response bodies, and a
+    KMS body holds the identity file in base64: keep those loggers at INFO for the
+    call. Serialised, so concurrent loads cannot restore each other's levels."""
+    with _BODY_LOGGERS_LOCK:
+        loggers = [logging.getLogger(name) for name in _BODY_LOGGERS]
+        levels = [logger.level for logger in loggers]
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(max(level, logging.INFO))
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
 def _kms_call(what: str, key_id: str, call: str, region: str | None,
               endpoint_url: str | None, **kwargs: Any) -> dict[str, Any]:
     """One KMS call; every failure becomes a KeyProblem naming ``what`` and the key."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     try:
-        return getattr(_kms_client(key_id, region, endpoint_url), call)(KeyId=key_id, **kwargs)
+        with _bodies_unlogged():
+            client = _kms_client(key_id, region, endpoint_url)
+            return getattr(client, call)(KeyId=key_id, **kwargs)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "unknown")
         if code == "InvalidCiphertextException":

@@ -226,6 +226,30 @@ def test_kms_unreachable_endpoint(kms_file: Path, monkeypatch: pytest.MonkeyPatc
     assert str(kms_file) in str(exc) and "cannot reach KMS" in str(exc)
 
 
+def test_kms_bodies_stay_out_of_debug_logs(tmp_path: Path, identity: X25519Identity,
+                                           kms_key: str, moto_server: MotoServer,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """`datamove -vv` turns on DEBUG, where botocore logs request and response bodies."""
+    import base64
+    import logging
+
+    import boto3
+
+    caplog.set_level(logging.DEBUG)
+    kms = boto3.client("kms", endpoint_url=moto_server.endpoint, region_name="us-east-1")
+    kms.encrypt(KeyId=kms_key, Plaintext=b"canary-plaintext")
+    assert base64.b64encode(b"canary-plaintext").decode() in caplog.text  # the threat is real
+    caplog.clear()
+    path = tmp_path / "key.kms"
+    path.write_text(wrap_identity_with_kms(identity, kms_key, CONTEXT,
+                                           endpoint_url=moto_server.endpoint))
+    load_identities(kms_ref(path, moto_server, CONTEXT))
+    secret_file = format_identity_file(identity).encode()
+    for leak in (identity.encode(), base64.b64encode(secret_file).decode()[:40], "Plaintext"):
+        assert leak not in caplog.text
+    assert logging.getLogger("botocore.parsers").level == logging.NOTSET  # levels restored
+
+
 @pytest.mark.parametrize("edit", ["drop-ciphertext", "bad-base64", "other-recipient"])
 def test_kms_damaged_file(kms_file: Path, moto_server: MotoServer, edit: str) -> None:
     lines = kms_file.read_text().splitlines()
