@@ -195,14 +195,13 @@ def _transform(src: str, dst: str, codec: AgeEncryptor | AgeDecryptor,
                         sink.write(piece)
                 sink.write(codec.finalize())
             return bytes_read, sink.size
-        except (NoIdentityMatch, KeyProblem):
-            raise
         except InvalidKey as exc:
             raise KeyProblem(f"{_name(src)}: {exc}") from None
         except (HeaderMacError, PayloadError, ArmorError, HeaderError) as exc:
             kind = {HeaderMacError: "header MAC", PayloadError: "payload",
                     ArmorError: "armor"}.get(type(exc), "header")
-            raise CorruptObject(f"{_name(src)}: {kind} error: {exc}; {undo}") from None
+            raise CorruptObject(f"{_name(src)}: {kind} error: {exc} (damaged, truncated or "
+                                f"modified: fetch it again from where it came); {undo}") from None
         except OSError as exc:
             raise ObjectFailed(f"{_name(src)} → {_name(dst)}: {verb} failed "
                                f"({describe(exc)}); {undo}") from None

@@ -102,6 +102,7 @@ class IdentityRef:
     def of(cls, file: str, *, passphrase_env: str = PASSPHRASE_ENV,
            kms_context: Mapping[str, str] | None = None, kms_region: str | None = None,
            kms_endpoint_url: str | None = None) -> IdentityRef:
+        """From the context as a mapping, the form the CLI and the manifest give it in."""
         return cls(file, passphrase_env, tuple((kms_context or {}).items()), kms_region,
                    kms_endpoint_url)
 

@@ -206,11 +206,14 @@ def test_damaged_input_exit_1_and_nothing_left(how: str, tmp_path: Path,
     assert piped.stdout == data(2 * CHUNK + 500)[:released]
 
 
-def test_passphrase_round_trip_and_age_interop(tmp_path: Path) -> None:
+def test_passphrase_round_trip_and_age_interop(tmp_path: Path, key: tuple[Path, str]) -> None:
     env = {"DATAMOVE_PASSPHRASE": PASSPHRASE}
     (tmp_path / "plain").write_bytes(data(CHUNK + 7))
     ok(run_cli("encrypt", "-p", str(tmp_path / "plain"), str(tmp_path / "c.age"), env=env))
     assert b"\n-> scrypt " in (tmp_path / "c.age").read_bytes()[:100]
+    keyed = run_cli("decrypt", "-i", str(key[0]), str(tmp_path / "c.age"), str(tmp_path / "x"))
+    assert keyed.returncode == 2
+    assert "the file is encrypted with a passphrase: use -p" in keyed.stderr
     transcript = run_with_passphrase(
         ["-d", "-o", str(tmp_path / "by-age"), str(tmp_path / "c.age")], PASSPHRASE)
     assert PASSPHRASE not in transcript
@@ -295,8 +298,10 @@ def test_kms_wrapped_identity(tmp_path: Path, moto_server: MotoServer) -> None:
     (["encrypt", "in", "out"], "no recipients"),
     (["encrypt", "-r", "age1notakey", "in", "out"], "-r recipient #1"),
     (["decrypt", "in", "out"], "no identities"),
+    (["encrypt", "-r", str(X25519Identity.generate().recipient), "in", "out"],
+     "in: not found; check the path"),
 ], ids=["p-and-kms", "context-without-key", "context-syntax", "no-recipient", "bad-recipient",
-        "no-identity"])
+        "no-identity", "missing-input"])
 def test_bad_arguments_exit_2(args: list[str], phrase: str, tmp_path: Path) -> None:
     result = run_cli(*args, env={"DATAMOVE_PASSPHRASE": PASSPHRASE}, cwd=tmp_path)
     assert result.returncode == 2
