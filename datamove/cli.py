@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,9 @@ DATASET = click.option("--dataset", "datasets", multiple=True, metavar="NAME",
                        help="Only this dataset (repeatable).")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Live progress on stderr when it is a terminal.")
+IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
+                        help="Identity file (any form) for encrypted datasets, instead of "
+                             "the manifest's encrypt.identity.file.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +43,21 @@ def main(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # last line of defence for any library
+        handler.addFilter(_Scrub())
+
+
+class _Scrub(logging.Filter):
+    """Replace anything that looks like a credential in a log line by <redacted>."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .redact import scrub
+
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 @main.command()
@@ -58,19 +77,25 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @SCHEDULER
 @DATASET
 @PROGRESS
+@IDENTITY
 @click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
-        progress: bool, dry_run: bool, reverify: bool) -> None:
-    """Copy every dataset in MANIFEST; verify each object; never copy twice."""
+        progress: bool, identity_file: str | None, dry_run: bool, reverify: bool) -> None:
+    """Copy every dataset in MANIFEST; verify each object; never copy twice.
+
+    Encrypted datasets need only their recipients; an identity is used to verify
+    by decryption (verify: full, --reverify).
+    """
     def go() -> Report:
         loaded = api.load_manifest(manifest)
         if dry_run:
             return api.plan(loaded, reverify=reverify, datasets=list(datasets) or None)
         return api.run(loaded, scheduler=scheduler, reverify=reverify,
                        datasets=list(datasets) or None,
-                       progress=progress_for(progress and not as_json))
+                       progress=progress_for(progress and not as_json),
+                       identity=identity_file)
 
     _finish(go, as_json)
 
@@ -81,12 +106,20 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
 @SCHEDULER
 @DATASET
 @PROGRESS
+@IDENTITY
 def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
-           progress: bool) -> None:
-    """Compare sources and destinations without copying (missing, extra, differing)."""
+           progress: bool, identity_file: str | None) -> None:
+    """Compare sources and destinations without copying (missing, extra, differing).
+
+    Encrypted objects are stream-decrypted and compared with the source when an
+    identity is configured or given (nothing is written), otherwise their stored
+    bytes are compared with the ledger. Exit 0 all match, 1 some differ, 2 bad
+    input (including an identity that opens no object).
+    """
     _finish(lambda: api.verify(api.load_manifest(manifest), scheduler=scheduler,
                                datasets=list(datasets) or None,
-                               progress=progress_for(progress and not as_json)), as_json)
+                               progress=progress_for(progress and not as_json),
+                               identity=identity_file), as_json)
 
 
 def _call(action: Callable[[], Any], as_json: bool) -> Any:
@@ -239,13 +272,16 @@ def keys() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
               help="Write the identity file here (mode 0600, never overwritten) and print "
                    "the recipient on stdout.")
+@click.option("--keep", is_flag=True,
+              help="With -o: if the file already exists, keep it and print its recipient "
+                   "(for scripts that need a key to exist).")
 @click.option("-p", "--passphrase", is_flag=True,
               help=f"Protect the identity file with {PASSPHRASE_HELP} (age scrypt).")
 @click.option("--kms-key", metavar="KEY_ID",
               help="Wrap the identity file with this AWS KMS key (id, ARN or alias); "
                    "reading it needs kms:Decrypt and the same --kms-context.")
 @_kms_options
-def keys_generate(output: str | None, passphrase: bool, kms_key: str | None,
+def keys_generate(output: str | None, keep: bool, passphrase: bool, kms_key: str | None,
                   kms_context: dict[str, str], kms_region: str | None,
                   kms_endpoint_url: str | None) -> None:
     """Make a new X25519 identity (like age-keygen).
@@ -255,8 +291,21 @@ def keys_generate(output: str | None, passphrase: bool, kms_key: str | None,
     public key to encrypt to) is printed on stdout. Exit 2 if the output file
     exists or the passphrase / KMS key cannot be used.
     """
-    from .identities import generate_identity_file, write_secret_file
+    from .identities import (
+        IdentityRef,
+        generate_identity_file,
+        load_identities,
+        write_secret_file,
+    )
 
+    if keep and output is None:
+        _fail("--keep needs -o FILE", EXIT_BAD_INPUT, False)
+    if keep and output is not None and os.path.exists(output):
+        ref = IdentityRef.of(output, kms_context=kms_context, kms_region=kms_region,
+                             kms_endpoint_url=kms_endpoint_url)
+        for identity in _call(lambda: load_identities(ref), False):
+            click.echo(str(identity.recipient))
+        return
     recipient, text = _call(lambda: generate_identity_file(
         passphrase=passphrase, kms_key=kms_key, kms_context=kms_context,
         kms_region=kms_region, kms_endpoint_url=kms_endpoint_url), False)
