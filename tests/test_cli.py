@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
 from datamove import __version__
-from tests.conftest import REPO, run_cli, s3_location, write_manifest
+from tests.conftest import REPO, require_tool, run_cli, s3_location, write_manifest
 
 
 def last_json(stdout: str) -> dict:
@@ -186,9 +187,19 @@ def test_unreachable_scheduler_is_bad_input(tmp_path):
 
 
 def test_quickstart_runs_offline_from_a_copy_of_the_repo(tmp_path):
-    """The README's first command, minus the venv: the shipped manifest and sample data."""
-    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    """The README's first command, minus the venv: a generated key, the shipped
+    manifest and sample data; the models land encrypted, readable by `age`."""
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests",
+                    ignore=shutil.ignore_patterns("quickstart.key", "quickstart.pub"))
     shutil.copytree(REPO / "examples", tmp_path / "examples")
+    for _ in range(2):  # --keep: the second call keeps the key and prints the same recipient
+        keygen = run_cli("keys", "generate", "--keep", "-o", "manifests/quickstart.key",
+                         cwd=tmp_path)
+        assert keygen.returncode == 0, keygen.stderr
+        assert keygen.stdout.startswith("age1")
+        if (tmp_path / "manifests/quickstart.pub").exists():
+            assert (tmp_path / "manifests/quickstart.pub").read_text() == keygen.stdout
+        (tmp_path / "manifests/quickstart.pub").write_text(keygen.stdout)
     result = run_cli("run", "manifests/quickstart.yaml", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = last_json(result.stdout)
@@ -199,3 +210,10 @@ def test_quickstart_runs_offline_from_a_copy_of_the_repo(tmp_path):
     assert sum(ds["copied"] for ds in rerun["datasets"].values()) == 0
     check = run_cli("verify", "manifests/quickstart.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stdout
+    models = tmp_path / "examples/sample-data/models"
+    for source in (p for p in models.rglob("*") if p.is_file()):
+        stored = tmp_path / ".datamove/quickstart/models" / f"{source.relative_to(models)}.age"
+        opened = subprocess.run([require_tool("age"), "-d", "-i",
+                                 str(tmp_path / "manifests/quickstart.key"), str(stored)],
+                                capture_output=True, check=True)
+        assert opened.stdout == source.read_bytes()
