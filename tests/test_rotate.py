@@ -30,7 +30,7 @@ from datamove import api
 from datamove.crypto import X25519Identity, fingerprint, format_identity_file
 from datamove.ledger import Ledger, LedgerWriter
 from datamove.rotate import rotate
-from tests.conftest import AWS_ENV, require_tool, run_cli, write_manifest
+from tests.conftest import AWS_ENV, require_tool, run_cli, s3_location, write_manifest
 
 
 def keypair(directory: Path, name: str) -> tuple[X25519Identity, Path, Path]:
@@ -232,3 +232,37 @@ def test_rotation_errors_are_clear_and_exit_2(rotated_setup):
     assert refused.returncode == 2 and "no encrypted dataset" in refused.stderr
     for key in s["files"]:  # nothing was rewritten by any of these
         assert age_opens(s["dst"] / f"{key}.age", s["old"][1]) == s["files"][key]
+
+
+def test_rotate_on_s3_multipart_keeps_payloads(tmp_path, moto_server):
+    _, old_key, _ = keypair(tmp_path, "old")
+    _, new_key, new_pub = keypair(tmp_path, "new")
+    source = tmp_path / "src"
+    source.mkdir()
+    files = {"big.bin": os.urandom(11 * 1024 * 1024 + 5), "small.bin": os.urandom(777)}
+    for key, data in files.items():
+        (source / key).write_bytes(data)
+    bucket = moto_server.new_bucket()
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "s3", "source": {"url": "src/"},
+         "destination": s3_location(moto_server, bucket, "enc/"),
+         "encrypt": {"recipients_file": "old.pub", "identity": {"file": "old.key"}}}],
+        engine={"threads": 2, "part_size": 5 * 1024 * 1024})
+    assert api.run(api.load_manifest(manifest)).exit_code == 0
+    client = moto_server.client()
+
+    def fetch(key: str) -> Path:
+        path = tmp_path / f"{key}.fetched.age"
+        path.write_bytes(client.get_object(Bucket=bucket, Key=f"enc/{key}.age")["Body"].read())
+        return path
+
+    before = {k: payload_sha(fetch(k).read_bytes()) for k in files}
+    report = rotate(api.load_manifest(manifest), str(new_pub))
+    assert report.exit_code == 0, report.to_json()
+    assert report.datasets["s3"].counts["rotated"] == 2
+    for key, data in files.items():
+        stored = fetch(key)
+        assert payload_sha(stored.read_bytes()) == before[key]
+        assert age_opens(stored, new_key) == data
+        assert age_opens(stored, old_key) is None
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
