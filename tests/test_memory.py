@@ -1,5 +1,6 @@
 """Memory is bounded: copying a 200 MiB object grows the process's peak RSS by far less
-than the object's size, local → local and local → S3 (a real moto_server).
+than the object's size, local → local, local → S3 (a real moto_server), and
+encrypted with a decrypting verification.
 
 The measurement runs in a fresh Python process: it imports datamove, runs a warm-up
 copy of a tiny dataset (so the Dask cluster, s3fs and every import are in the
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from datamove.crypto import AgeDecryptor, X25519Identity, format_identity_file
 from tests.conftest import AWS_ENV, REPO, s3_location, write_manifest
 
 MiB = 1024 * 1024
@@ -188,3 +190,35 @@ def test_the_gauge_sees_an_object_held_whole(tmp_path, sources):
     assert result["growth_mib"] >= 190
     if result["hwm_growth_mib"] is not None:
         assert result["hwm_growth_mib"] >= 190
+
+
+@pytest.mark.slow
+def test_200_mib_encrypted_and_verified_by_decryption_in_bounded_memory(tmp_path, sources):
+    """age encryption while copying, then `verify: full` decrypts the stored object."""
+    root, big_sha = sources
+    identity = X25519Identity.generate()
+    (tmp_path / "id.key").write_text(format_identity_file(identity))
+    dest = tmp_path / "dest"
+    sets = datasets(root, {"url": str(dest / "warm")}, {"url": str(dest / "big")})
+    for dataset in sets:
+        dataset["verify"] = "full"
+        dataset["encrypt"] = {"recipients": [str(identity.recipient)],
+                              "identity": {"file": str(tmp_path / "id.key")}}
+    manifest = write_manifest(tmp_path / "m.yaml", sets, engine={"threads": 2})
+    result = measure(manifest, tmp_path)
+    assert result["exit_code"] == 0
+    assert result["datasets"]["big"]["copied"] == 1
+    stored = dest / "big" / "model.bin.age"
+    try:
+        decryptor = AgeDecryptor([identity])
+        with open(stored, "rb") as f:
+            pieces = (b"".join(decryptor.update_chunks(block))
+                      for block in iter(lambda: f.read(MiB), b""))
+            digest = hashlib.sha256()
+            for piece in pieces:
+                digest.update(piece)
+            digest.update(decryptor.finalize())
+        assert digest.hexdigest() == big_sha
+        assert_bounded(result)
+    finally:
+        stored.unlink(missing_ok=True)
