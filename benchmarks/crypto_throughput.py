@@ -9,15 +9,17 @@ written. Two API shapes are timed: ``update_chunks`` (per-chunk pieces, what
 the join's large allocations interact badly with glibc's heap trimming. With
 ``--cli``, the Debian ``age`` binary is timed on the same data for comparison (file
 to file, so that figure includes its I/O). No assertion: the numbers go in the
-resolution note.
+resolution note. With ``--json``, one JSON object with the same figures is printed
+instead (``run.py`` runs it that way beside the encrypted scenarios).
 
 Usage:
-    /work/main/.venv/bin/python benchmarks/crypto_throughput.py [--mib 256] [--cli]
+    /work/main/.venv/bin/python benchmarks/crypto_throughput.py [--mib 256] [--cli] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -42,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--cli", action="store_true", help="also time the age CLI")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    figures: dict[str, float | int] = {"mib": args.mib}
     size = args.mib * PIECE
     pieces = [os.urandom(PIECE) for _ in range(16)]  # reused: do not time the RNG
     identity = X25519Identity.generate()
@@ -69,12 +73,15 @@ def main() -> None:
         assert total + len(decryptor.finalize()) == size
 
     mb = size / 1e6
-    print(f"stream of {args.mib} MiB, 64 KiB chunks, fed in 1 MiB pieces, one thread")
+    say = (lambda _text: None) if args.json else print
+    say(f"stream of {args.mib} MiB, 64 KiB chunks, fed in 1 MiB pieces, one thread")
     for joined in (False, True):
         name = "update" if joined else "update_chunks"
         for what, fn in (("encrypt", enc), ("decrypt", dec)):
             wall, cpu = timed(lambda fn=fn, joined=joined: fn(joined))
-            print(f"{what} ({name:>13}): {mb / wall:6.0f} MB/s wall  {mb / cpu:6.0f} MB/s CPU")
+            figures[f"{what}_{name}_mb_s_wall"] = mb / wall
+            figures[f"{what}_{name}_mb_s_cpu"] = mb / cpu
+            say(f"{what} ({name:>13}): {mb / wall:6.0f} MB/s wall  {mb / cpu:6.0f} MB/s CPU")
 
     if args.cli and shutil.which("age"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -85,10 +92,14 @@ def main() -> None:
             (root / "key").write_text(format_identity_file(identity))
             run = ["age", "-r", str(identity.recipient), "-o", str(root / "c"), str(root / "plain")]
             wall, _ = timed(lambda: subprocess.run(run, check=True))
-            print(f"age CLI encrypt (file to file): {mb / wall:6.0f} MB/s wall")
+            figures["age_cli_encrypt_mb_s_wall"] = mb / wall
+            say(f"age CLI encrypt (file to file): {mb / wall:6.0f} MB/s wall")
             run = ["age", "-d", "-i", str(root / "key"), "-o", str(root / "p"), str(root / "c")]
             wall, _ = timed(lambda: subprocess.run(run, check=True))
-            print(f"age CLI decrypt (file to file): {mb / wall:6.0f} MB/s wall")
+            figures["age_cli_decrypt_mb_s_wall"] = mb / wall
+            say(f"age CLI decrypt (file to file): {mb / wall:6.0f} MB/s wall")
+    if args.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

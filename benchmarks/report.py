@@ -22,7 +22,14 @@ TARGETS = {
     ("s3-large", "s5cmd"): 1.2,
     ("s3-small", "s5cmd"): 1.2,
     ("rerun-small", "rclone-check"): 1.0,
+    ("local-large-enc", "rclone-crypt"): 1.0,
+    ("local-small-enc", "rclone-crypt"): 1.0,
 }
+
+# A datamove variant compared with the peer that does the same amount of checking:
+# datamove with verify: full (decrypts every object it wrote) against rclone copy
+# followed by rclone cryptcheck (re-encrypts the source to check every object).
+PAIRS = {"datamove-verify-full": "rclone-crypt+cryptcheck"}
 
 
 @dataclass(frozen=True)
@@ -58,21 +65,40 @@ class Result:
     runs: list[dict[str, float]] = field(default_factory=list)
 
 
+def is_datamove(tool: str) -> bool:
+    return tool == "datamove" or tool.startswith("datamove-")
+
+
 def ratios(results: list[Result]) -> dict[tuple[str, str], float]:
     """datamove wall time / peer wall time, per (scenario, peer), where both ran."""
     dm = {r.scenario: r for r in results if r.tool == "datamove" and not r.error}
     return {(r.scenario, r.tool): dm[r.scenario].wall_s / r.wall_s for r in results
-            if r.tool != "datamove" and not r.error and r.scenario in dm and r.wall_s > 0}
+            if not is_datamove(r.tool) and not r.error and r.scenario in dm and r.wall_s > 0}
+
+
+def paired_ratios(results: list[Result]) -> dict[tuple[str, str, str], float]:
+    """(scenario, datamove variant, peer) -> variant's wall time / peer's (see PAIRS)."""
+    ok = {(r.scenario, r.tool): r for r in results if not r.error and r.wall_s > 0}
+    found: dict[tuple[str, str, str], float] = {}
+    for (scenario, tool), r in ok.items():
+        peer = PAIRS.get(tool)
+        if peer and (scenario, peer) in ok:
+            found[scenario, tool, peer] = r.wall_s / ok[scenario, peer].wall_s
+    return found
+
+
+def cpu_per_gib(r: Result) -> str:
+    return f"{r.cpu_s / (r.bytes / GIB):.2f}" if r.bytes and not r.error else ""
 
 
 def table(results: list[Result]) -> list[list[str]]:
     """Rows for the console and Markdown tables (header first)."""
-    rows = [["scenario", "tool", "wall s", "client CPU s", "peak RSS MiB", "moto CPU s",
-             "MiB/s", "files/s", "datamove/peer", "target"]]
+    rows = [["scenario", "tool", "wall s", "client CPU s", "CPU s/GiB", "peak RSS MiB",
+             "moto CPU s", "MiB/s", "files/s", "datamove/peer", "target"]]
     by_pair = ratios(results)
     for r in results:
         if r.error:
-            rows.append([r.scenario, r.tool, "FAILED", *[""] * 7])
+            rows.append([r.scenario, r.tool, "FAILED", *[""] * 8])
             continue
         ratio = by_pair.get((r.scenario, r.tool))
         target = TARGETS.get((r.scenario, r.tool))
@@ -81,7 +107,8 @@ def table(results: list[Result]) -> list[list[str]]:
             verdict = f"≤ {target:.1f}×" + ("" if ratio is None else
                                              " ok" if ratio <= target else " MISSED")
         rows.append([
-            r.scenario, r.tool, f"{r.wall_s:.2f}", f"{r.cpu_s:.2f}", f"{r.maxrss_mib:.0f}",
+            r.scenario, r.tool, f"{r.wall_s:.2f}", f"{r.cpu_s:.2f}", cpu_per_gib(r),
+            f"{r.maxrss_mib:.0f}",
             "" if r.server_cpu_s is None else f"{r.server_cpu_s:.2f}",
             f"{r.bytes / MIB / r.wall_s:.1f}" if r.bytes else "",
             _rate(r.files / r.wall_s), "" if ratio is None else f"{ratio:.2f}×", verdict,
@@ -95,15 +122,27 @@ def _rate(value: float) -> str:
 
 
 def report(results: list[Result], profile: Profile, work: Path,
-           versions: dict[str, str]) -> str:
-    """Print the table, write results.json and results.md under work; return the Markdown."""
+           versions: dict[str, str], notes: list[str] | None = None,
+           extra: dict[str, object] | None = None) -> str:
+    """Print the table, write results.json and results.md under work; return the Markdown.
+
+    ``notes``: Markdown list items printed below the table (e.g. the cipher's MB/s per
+    core); ``extra``: the figures behind them, kept in results.json.
+    """
     rows = table(results)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    per_gib = [f"- {r.scenario}: {r.cpu_s / (r.bytes / GIB):.2f} client CPU s per GiB"
-               for r in results if r.tool == "datamove" and not r.error and r.bytes]
+    per_gib = [f"- {r.scenario} ({r.tool}): {cpu_per_gib(r)} client CPU s per GiB"
+               for r in results if is_datamove(r.tool) and not r.error and r.bytes]
     print("\ndatamove client CPU per GiB copied:\n" + "\n".join(per_gib or ["- (none)"]))
+    paired = [f"- {s}: {variant} / {peer} = {v:.2f}×"
+              for (s, variant, peer), v in paired_ratios(results).items()]
+    if paired:
+        print("\nLike for like (both sides check every stored object against the "
+              "source):\n" + "\n".join(paired))
+    if notes:
+        print("\n" + "\n".join(notes))
     failures = [f"- {r.scenario}/{r.tool}: {r.error}" for r in results if r.error]
     if failures:
         print("\nFAILED:\n" + "\n".join(failures))
@@ -113,6 +152,11 @@ def report(results: list[Result], profile: Profile, work: Path,
           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     md += ["", "datamove client CPU per GiB copied:", "", *per_gib]
+    if paired:
+        md += ["", "Like for like (both sides check every stored object against the "
+               "source):", "", *paired]
+    if notes:
+        md += ["", *notes]
     if failures:
         md += ["", "Failures:", "", *failures]
     text = "\n".join(md) + "\n"
@@ -122,5 +166,8 @@ def report(results: list[Result], profile: Profile, work: Path,
         "results": [asdict(r) for r in results],
         "ratios": [{"scenario": s, "peer": t, "datamove_over_peer": v,
                     "target": TARGETS.get((s, t))} for (s, t), v in ratios(results).items()],
+        "paired_ratios": [{"scenario": s, "datamove": d, "peer": t, "ratio": v}
+                          for (s, d, t), v in paired_ratios(results).items()],
+        **(extra or {}),
     }, indent=2))
     return text

