@@ -20,6 +20,7 @@ the key lives), which each worker opens itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import heapq
 import re
@@ -77,7 +78,7 @@ class Encryption:
         return fingerprints_of(self.recipients)
 
     def parsed_recipients(self) -> list[X25519Recipient]:
-        return [X25519Recipient.parse(r) for r in self.recipients]
+        return list(_parsed(self.recipients))
 
     def stored_key(self, key: str) -> str:
         return key + self.suffix
@@ -101,9 +102,17 @@ def stored_size_bound(plaintext_size: int) -> int:
     return plaintext_size + 16 * (plaintext_size // 65536 + 1) + 16 + 65536
 
 
-def fingerprints_of(recipients: Iterable[str]) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=64)
+def _parsed(recipients: tuple[str, ...]) -> tuple[X25519Recipient, ...]:
+    # Parsed once per process, not once per object: bech32 in pure Python costs
+    # about 50 µs a key, as much as a small object's copy.
+    return tuple(X25519Recipient.parse(r) for r in recipients)
+
+
+@functools.lru_cache(maxsize=64)
+def fingerprints_of(recipients: tuple[str, ...]) -> tuple[str, ...]:
     """Sorted fingerprints: the set of keys an object is encrypted for."""
-    return tuple(sorted(fingerprint(X25519Recipient.parse(r)) for r in recipients))
+    return tuple(sorted(fingerprint(r) for r in _parsed(recipients)))
 
 
 # --- writing -------------------------------------------------------------------------

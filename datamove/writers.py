@@ -132,7 +132,8 @@ class LocalWriter:
 
 
 RESUME_TOKEN = "resume"  # token of temporary files that a later run may continue
-_JOURNAL_HEADER = "datamove-journal 1 part_size="
+_JOURNAL_HEADER = "datamove-journal 2 part_size="
+_COMPARE_BLOCK = 1024 * 1024
 
 
 class ResumableLocalWriter(LocalWriter):
@@ -140,13 +141,15 @@ class ResumableLocalWriter(LocalWriter):
 
     The temporary file's name comes from the source object's identity (key,
     size, mtime or ETag), and a journal beside it, ``<temporary>.journal``, gets
-    one line per completed part, ``<index> <sha256 of the part>``, after that
-    part's bytes are written (fsynced first when ``engine.fsync`` is on). A later
-    run copying the same source version re-reads the source and, for each part
-    whose hash matches the journal, skips the write; from the first part that
-    differs or is missing it truncates and writes. The read-back before the
-    rename still checks every byte. An exception discards everything (as for
-    any writer); only a killed process leaves the pair behind to be continued.
+    one line per completed part, ``<index>``, after that part's bytes are written
+    (fsynced first when ``engine.fsync`` is on). A later run copying the same
+    source version re-reads the source and, for each journaled part whose bytes
+    on disk equal the source's, skips the write; from the first part that
+    differs or is missing it truncates and writes. Nothing is hashed for the
+    journal on the way (the bytes are compared only when resuming), and the
+    read-back before the rename still checks every byte. An exception discards
+    everything (as for any writer); only a killed process leaves the pair
+    behind to be continued.
     """
 
     def __init__(self, final_path: str, identity: str, part_size: int, fsync: bool = False,
@@ -158,13 +161,12 @@ class ResumableLocalWriter(LocalWriter):
         self.temp_path = f"{final_path}{PARTIAL_MARKER}{RESUME_TOKEN}-{identity}"
         self.journal_path = f"{self.temp_path}.journal"
         os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
-        self._journaled = self._load_journal()
+        self._journaled = self._load_journal()  # parts on disk from an earlier attempt
         if self._journaled:
             self._file = open(self.temp_path, "r+b", buffering=0)  # noqa: SIM115
         else:
             self._file = open(self.temp_path, "wb+", buffering=0)  # noqa: SIM115
-            self._rewrite_journal([])
-        self._part = hashlib.sha256()
+            self._rewrite_journal(0)
         self._held = bytearray()  # a part's bytes while they may already be on disk
         self._index = 0
         self.size = 0
@@ -172,36 +174,34 @@ class ResumableLocalWriter(LocalWriter):
         self.reused_parts = 0
         self.committed = False
 
-    def _load_journal(self) -> list[str]:
+    def _load_journal(self) -> int:
         try:
             with open(self.journal_path, encoding="ascii") as journal:
                 lines = journal.read().split("\n")
             on_disk = os.path.getsize(self.temp_path)
         except (OSError, UnicodeDecodeError):
-            return []
+            return 0
         if lines[0] != f"{_JOURNAL_HEADER}{self.part_size}":
-            return []
-        parts: list[str] = []
+            return 0
+        parts = 0
         for line in lines[1:]:  # a torn last line simply ends the journal
-            index, _, digest = line.partition(" ")
-            if index != str(len(parts)) or len(digest) != 64:
+            if line != str(parts):
                 break
-            parts.append(digest)
-        return parts[: on_disk // self.part_size]
+            parts += 1
+        return min(parts, on_disk // self.part_size)
 
-    def _rewrite_journal(self, parts: list[str]) -> None:
+    def _rewrite_journal(self, parts: int) -> None:
         with open(self.journal_path, "w", encoding="ascii") as journal:
             journal.write(f"{_JOURNAL_HEADER}{self.part_size}\n")
-            journal.writelines(f"{i} {d}\n" for i, d in enumerate(parts))
+            journal.writelines(f"{i}\n" for i in range(parts))
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             take = min(len(view), self.part_size - (self.size - self._index * self.part_size))
             chunk, view = view[:take], view[take:]
-            self._part.update(chunk)
             self.size += take
-            if self._index < len(self._journaled):
+            if self._index < self._journaled:
                 self._held += chunk
             else:
                 self._file.write(chunk)
@@ -210,40 +210,47 @@ class ResumableLocalWriter(LocalWriter):
                 self._end_part()
 
     def _end_part(self) -> None:
-        digest = self._part.hexdigest()
-        self._part = hashlib.sha256()
-        if self._index < len(self._journaled):
-            if digest == self._journaled[self._index]:
+        if self._index < self._journaled:
+            if self._on_disk_equals_held():
                 self.reused_parts += 1
                 self._held = bytearray()
                 self._index += 1
-                if self._index == len(self._journaled):  # continue after the reused prefix
+                if self._index == self._journaled:  # continue after the reused prefix
                     self._file.seek(self._index * self.part_size)
                 return
             self._diverge()
         if self.fsync:
             os.fsync(self._file.fileno())
         with open(self.journal_path, "a", encoding="ascii") as journal:
-            journal.write(f"{self._index} {digest}\n")
+            journal.write(f"{self._index}\n")
             if self.fsync:
                 journal.flush()
                 os.fsync(journal.fileno())
         self._index += 1
 
+    def _on_disk_equals_held(self) -> bool:
+        """Compare the journaled part on disk with the source's bytes, a block at a time."""
+        held = memoryview(self._held)
+        offset = self._index * self.part_size
+        for at in range(0, len(held), _COMPARE_BLOCK):
+            want = held[at:at + _COMPARE_BLOCK]
+            if os.pread(self._file.fileno(), len(want), offset + at) != want:
+                return False
+        return True
+
     def _diverge(self) -> None:
         """The source differs from the journal at this part: keep what matched only."""
         offset = self._index * self.part_size
-        self._journaled = self._journaled[: self._index]
-        self._rewrite_journal(self._journaled)
+        self._rewrite_journal(self._index)
         self._file.truncate(offset)
         self._file.seek(offset)
         self._file.write(self._held)
         self.written += len(self._held)
         self._held = bytearray()
-        self._journaled = []
+        self._journaled = 0
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
-        if self._held or self._index < len(self._journaled):
+        if self._held or self._index < self._journaled:
             self._diverge()  # the source ended inside the journaled prefix
         self._file.truncate(self.size)
         committed = super().commit(sha256, mtime)
