@@ -136,7 +136,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     progress = progress or Progress()
     spec = manifest.engine
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
-                    window=spec.effective_window)
+                    window=spec.effective_window, processes=spec.processes)
     report = Report(command, manifest.name, new_run_id(), engine=engine.description)
     run_token = report.run_id.rsplit("-", 1)[-1]
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,

@@ -27,14 +27,19 @@ class Engine:
 
     ``scheduler=None`` starts an embedded in-process cluster with ``threads``
     worker threads: copies are IO-bound and threads avoid pickling and process
-    start-up on small machines. A ``tcp://`` address attaches to an existing
-    cluster whose workers must have datamove installed and their own credentials.
+    start-up on small machines. ``processes=N`` starts N worker processes
+    instead (``threads`` shared among them), for CPU-bound work such as
+    encrypting many small local files, where threads contend for the GIL. A
+    ``tcp://`` address attaches to an existing cluster whose workers must have
+    datamove installed and their own credentials.
     """
 
-    def __init__(self, scheduler: str | None = None, threads: int = 8, window: int = 16):
+    def __init__(self, scheduler: str | None = None, threads: int = 8, window: int = 16,
+                 processes: int = 0):
         self.scheduler = scheduler
         self.threads = threads
         self.window = window
+        self.processes = processes
         self._client: Any = None
         self._cluster: Any = None
 
@@ -47,9 +52,15 @@ class Engine:
         if self.scheduler is None:
             # The scheduler always serves HTTP (health checks); ":0" keeps it off
             # the well-known port 8787 so parallel runs never collide.
-            self._cluster = LocalCluster(n_workers=1, threads_per_worker=self.threads,
-                                         processes=False,
-                                         dashboard_address="127.0.0.1:0")
+            if self.processes:
+                self._cluster = LocalCluster(
+                    n_workers=self.processes, processes=True,
+                    threads_per_worker=self.threads_per_process,
+                    dashboard_address="127.0.0.1:0")
+            else:
+                self._cluster = LocalCluster(n_workers=1, threads_per_worker=self.threads,
+                                             processes=False,
+                                             dashboard_address="127.0.0.1:0")
             self._client = Client(self._cluster, set_as_default=False)
         else:
             try:
@@ -68,7 +79,14 @@ class Engine:
             self._cluster.close()
 
     @property
+    def threads_per_process(self) -> int:
+        return max(1, self.threads // max(1, self.processes))
+
+    @property
     def description(self) -> str:
+        if self.scheduler is None and self.processes:
+            return (f"embedded ({self.processes} processes × {self.threads_per_process} "
+                    f"thread{'s' * (self.threads_per_process != 1)})")
         if self.scheduler is None:
             return f"embedded ({self.threads} threads)"
         return f"dask {self.scheduler}"

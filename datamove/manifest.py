@@ -58,6 +58,7 @@ class EngineSpec(_Strict):
 
     scheduler: str | None = None
     threads: Annotated[int, Field(strict=True, ge=1, le=256)] = 8
+    processes: Annotated[int, Field(strict=True, ge=0, le=256)] = 0
     window: Annotated[int | None, Field(strict=True, ge=1, le=100_000)] = None
     batch_objects: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 256
     batch_bytes: Annotated[int, Field(strict=True, ge=1)] = 64 * 1024 * 1024

@@ -93,7 +93,7 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
     progress = progress or Progress()
     spec = manifest.engine
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
-                    window=spec.effective_window)
+                    window=spec.effective_window, processes=spec.processes)
     report = Report("rotate", manifest.name, new_run_id(), engine=engine.description)
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
                                 fsync=spec.fsync, run_token=report.run_id.rsplit("-", 1)[-1])

@@ -3,6 +3,7 @@ an existing multi-process Dask cluster, nothing secret shipped to workers."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 from collections import Counter
@@ -14,6 +15,7 @@ import yaml
 from fsspec.implementations.memory import MemoryFileSystem
 
 from datamove import api
+from datamove.crypto import X25519Identity, format_identity_file
 from datamove.engine import Engine
 from datamove.manifest import parse_manifest
 from datamove.plan import DatasetJob, plan_dataset
@@ -174,3 +176,29 @@ def test_window_bounds_in_flight_tasks():
         results = dict(engine.map_unordered(_tracked_task, range(50)))
     assert results == {i: i * 2 for i in range(50)}
     assert 1 <= _IN_FLIGHT["peak"] <= 3
+
+
+def test_embedded_worker_processes_copy_encrypted_objects(tmp_path):
+    """engine.processes: workers in their own processes, each opening the identity
+    itself from the reference it receives (verify: full decrypts every copy)."""
+    identity = X25519Identity.generate()
+    (tmp_path / "id.key").write_text(format_identity_file(identity))
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}.bin").write_bytes(os.urandom(1000 + i))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump({
+        "version": 1, "name": "procs", "engine": {"processes": 2, "threads": 2,
+                                                  "batch_objects": 5},
+        "datasets": [{"name": "d", "source": {"url": str(src)},
+                      "destination": {"url": str(tmp_path / "dst")}, "verify": "full",
+                      "encrypt": {"recipients": [str(identity.recipient)],
+                                  "identity": {"file": str(tmp_path / "id.key")}}}]}))
+    report = api.run(api.load_manifest(manifest))
+    assert report.engine == "embedded (2 processes × 1 thread)"
+    assert report.exit_code == 0, report.to_json()
+    assert report.datasets["d"].counts["copied"] == 40
+    assert len(list((tmp_path / "dst").glob("*.age"))) == 40
+    checked = api.verify(api.load_manifest(manifest))
+    assert checked.datasets["d"].counts["matched"] == 40
