@@ -29,7 +29,10 @@ TARGETS = {
 # A datamove variant compared with the peer that does the same amount of checking:
 # datamove with verify: full (decrypts every object it wrote) against rclone copy
 # followed by rclone cryptcheck (re-encrypts the source to check every object).
-PAIRS = {"datamove-verify-full": "rclone-crypt+cryptcheck"}
+# datamove with engine.processes (worker processes, no GIL contention) against the
+# same peer as plain datamove.
+PAIRS = {"datamove-verify-full": "rclone-crypt+cryptcheck",
+         "datamove-processes": "rclone-crypt"}
 
 
 @dataclass(frozen=True)

@@ -229,11 +229,12 @@ def rclone_s3_flags(moto: Moto) -> list[str]:
 
 def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None,
                       keys: Keys | None = None, verify: str = "checksum",
-                      tag: str = "") -> Path:
+                      tag: str = "", processes: int = 0) -> Path:
     """Write the manifest for one datamove run into .work/manifests/.
 
     With ``keys`` the dataset is encrypted for the run's age recipient; verify
     ``full`` also gives datamove the identity, so it decrypts what it wrote.
+    ``processes``: embedded worker processes instead of threads (engine.processes).
     """
     if isinstance(dst, Path):
         destination: dict[str, object] = {"url": f"{dst}/"}
@@ -250,7 +251,7 @@ def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None,
                             **({"identity": {"file": str(keys.identity)}}
                                if verify == "full" else {})}
         dataset["encrypt"] = True
-    manifest["engine"] = {"threads": THREADS}
+    manifest["engine"] = {"threads": THREADS, **({"processes": processes} if processes else {})}
     manifest["datasets"] = [dataset]
     path = WORK / "manifests" / f"{scenario}{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -646,6 +647,8 @@ def enc_cases(scenario: str, src: Path, expected: dict[str, int], keys: Keys) ->
     checksum = datamove_manifest(scenario, src, out / "datamove", None, keys)
     full = datamove_manifest(scenario, src, out / "datamove-verify-full", None, keys,
                              verify="full", tag="-verify-full")
+    procs = datamove_manifest(scenario, src, out / "datamove-processes", None, keys,
+                              tag="-processes", processes=os.cpu_count() or 2)
     return [
         Case("rclone-crypt", lambda: copy, fresh("rclone-crypt"),
              rclone_check("rclone-crypt"), rclone_crypt_env(out / "rclone-crypt")),
@@ -656,6 +659,8 @@ def enc_cases(scenario: str, src: Path, expected: dict[str, int], keys: Keys) ->
              dm_check("datamove")),
         Case("datamove-verify-full", lambda: datamove_cmd(full),
              fresh("datamove-verify-full"), dm_check("datamove-verify-full")),
+        Case("datamove-processes", lambda: datamove_cmd(procs),
+             fresh("datamove-processes"), dm_check("datamove-processes")),
     ]
 
 
@@ -714,7 +719,8 @@ TOOLS = {  # per scenario family, in run order; --only filters on "scenario/tool
     "local": ["cp+sha256sum", "rclone", "datamove"],
     "s3": ["s5cmd", "aws-s3-cp", "rclone", "datamove"],
     "rerun": ["rclone-check", "rclone-check-size-only", "rclone-copy-noop", "datamove"],
-    "enc": ["rclone-crypt", "rclone-crypt+cryptcheck", "datamove", "datamove-verify-full"],
+    "enc": ["rclone-crypt", "rclone-crypt+cryptcheck", "datamove", "datamove-verify-full",
+            "datamove-processes"],
 }
 
 
