@@ -47,6 +47,7 @@ class LocationSpec(_Strict):
     url: Annotated[str, Field(min_length=1)]
     options: dict[str, Any] = Field(default_factory=dict)
     region: str | None = None
+    storage_class: str | None = None  # destination: the class new objects are written in
 
 
 class EngineSpec(_Strict):
@@ -156,6 +157,13 @@ class DatasetSpec(_Strict):
         return value
 
 
+class AuditSpec(_Strict):
+    """The audit log's signing key (docs/FORMAT.md, "Audit log")."""
+
+    signing_key: Annotated[str | None, Field(min_length=1)] = None  # a path, never the key
+    checkpoint_every: Annotated[int, Field(strict=True, ge=1)] = 10_000
+
+
 class Manifest(_Strict):
     version: Literal[1]
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -163,6 +171,8 @@ class Manifest(_Strict):
     ledger_options: dict[str, Any] = Field(default_factory=dict)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     keys: KeysSpec | None = None
+    policies: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    audit: AuditSpec = Field(default_factory=AuditSpec)
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
     # Set by load_manifest: where the file was and its sha256, for provenance.
@@ -578,7 +588,11 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         for d in manifest.datasets
     ]
     keys = fix_keys(manifest.keys) if manifest.keys else None
-    return manifest.model_copy(update={"datasets": datasets, "keys": keys,
+    audit = manifest.audit
+    if audit.signing_key:
+        audit = audit.model_copy(update={"signing_key": resolve(audit.signing_key)})
+    return manifest.model_copy(update={"datasets": datasets, "keys": keys, "audit": audit,
+                                       "policies": [resolve(p) for p in manifest.policies],
                                        "ledger": resolve(manifest.ledger)})
 
 
