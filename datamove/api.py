@@ -243,7 +243,8 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         "encrypted": encrypted, "key_fingerprints": list(fingerprints),
         "payload_sha256": payload_sha if done else None,
         "previous_key_fingerprints": list(result.previous_key_fingerprints),
-        "storage_class": None, "region": job.destination.region,
+        "storage_class": (job.storage_class or "STANDARD") if job.destination.is_s3 else None,
+        "region": job.destination.region,
         "verify_mode": job.verify.value,
         "verify_result": "ok" if done else (None if result.status == ROTATING else
                                             "mismatch" if "VerifyMismatch" in error

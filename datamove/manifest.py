@@ -26,6 +26,8 @@ from .errors import ManifestError
 from .redact import Path_, find_secrets, scrub
 
 DEFAULT_LEDGER = "./.datamove/ledger"
+S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                      "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
@@ -482,6 +484,18 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "destination outside the source"
             )
         yield from _encryption_problems(manifest, dataset, i)
+        storage_class = dataset.destination.storage_class
+        if storage_class is not None and not dataset.destination.url.startswith(("s3://", "s3a://")):
+            yield ("datasets", i, "destination", "storage_class"), (
+                "only S3 destinations have storage classes (for now); remove it, or use an "
+                "s3:// destination")
+        elif storage_class is not None and storage_class not in S3_STORAGE_CLASSES:
+            yield ("datasets", i, "destination", "storage_class"), (
+                f"unknown S3 storage class {storage_class!r}; one of "
+                f"{', '.join(S3_STORAGE_CLASSES)}")
+        if dataset.source.storage_class is not None:
+            yield ("datasets", i, "source", "storage_class"), (
+                "is for destinations only (the class objects are written in)")
         both = [p for p in dataset.exclude if p in set(dataset.include)]
         if both:
             yield ("datasets", i, "exclude"), (

@@ -49,6 +49,7 @@ class DatasetJob:
     key_filter: KeyFilter
     verify: VerifyMode
     encryption: Encryption | None = None
+    storage_class: str | None = None  # S3 destinations: the class objects are written in
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, encrypt: EncryptSpec | None = None) -> DatasetJob:
@@ -61,6 +62,7 @@ class DatasetJob:
             key_filter=KeyFilter(tuple(spec.include), tuple(spec.exclude)),
             verify=spec.verify,
             encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,
+            storage_class=spec.destination.storage_class,
         )
 
     def stored_key(self, key: str) -> str:

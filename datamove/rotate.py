@@ -242,7 +242,8 @@ def rotate_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -
         with atomic_writer(job.destination, stored_key, part_size=settings.part_size,
                            size_hint=row.stored_size + len(head), fsync=settings.fsync,
                            readback=job.verify != VerifyMode.size,
-                           run_token=settings.run_token, resumable=False) as writer:
+                           run_token=settings.run_token, resumable=False,
+                           storage_class=job.storage_class) as writer:
             writer.write(head)
             for piece in itertools.chain([rest], read_chunks(reader)):
                 for digest in (old_stored, payload, new_stored):

@@ -170,7 +170,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           else source.size, fsync=settings.fsync,
                           readback=readback, run_token=settings.run_token,
                           resume_id=None if encryption else _resume_id(source, settings),
-                          resumable=encryption is None) as writer:
+                          resumable=encryption is None,
+                          storage_class=job.storage_class) as writer:
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
         try:

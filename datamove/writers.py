@@ -276,8 +276,9 @@ class S3Writer:
     MAX_PARTS = 10_000  # S3's limit per multipart upload
 
     def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0,
-                 resume: bool = True):
+                 resume: bool = True, storage_class: str | None = None):
         self.fs = location.fs
+        self._class = {"StorageClass": storage_class} if storage_class else {}
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
         # Grow the part for objects that would otherwise need more than 10,000 parts.
@@ -354,7 +355,8 @@ class S3Writer:
         if self._upload_id is None:
             created = self.fs.call_s3(
                 "create_multipart_upload", Bucket=self.bucket, Key=self.key,
-                ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)})
+                ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)},
+                **self._class)
             self._upload_id = created["UploadId"]
         digest = hashlib.sha256(part).digest()
         number = len(self._parts) + 1
@@ -378,7 +380,7 @@ class S3Writer:
             response = self.fs.call_s3(
                 "put_object", Bucket=self.bucket, Key=self.key, Body=body,
                 ContentMD5=b64(md5), ChecksumSHA256=b64_sha256(sha256),
-                Metadata={META_SHA256: sha256})
+                Metadata={META_SHA256: sha256}, **self._class)
             self.committed = True
             self.sent = len(body)
             etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
@@ -440,12 +442,13 @@ class FsspecWriter:
 @contextlib.contextmanager
 def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
                   fsync: bool = False, readback: bool = False, run_token: str = "",
-                  resume_id: str | None = None,
-                  resumable: bool = True) -> Iterator[AtomicWriter]:
+                  resume_id: str | None = None, resumable: bool = True,
+                  storage_class: str | None = None) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``.
 
     ``resumable=False``: never continue an earlier attempt's upload (the bytes
-    will differ, as with encryption under a fresh file key).
+    will differ, as with encryption under a fresh file key). ``storage_class``:
+    the S3 class new objects are written in (manifest ``destination.storage_class``).
     """
     writer: AtomicWriter
     if location.is_local and resume_id:
@@ -455,7 +458,8 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
         writer = LocalWriter(location.path(key), fsync=fsync, readback=readback,
                              run_token=run_token)
     elif location.is_s3:
-        writer = S3Writer(location, key, part_size, size_hint, resume=resumable)
+        writer = S3Writer(location, key, part_size, size_hint, resume=resumable,
+                          storage_class=storage_class)
     else:
         writer = FsspecWriter(location, key, run_token)
     try:

@@ -333,6 +333,12 @@ BAD = {
     "identity-bad-env-name": Bad(
         ds(SRC_DST) + "keys:\n  identity: {file: id.txt, passphrase_env: 'MY PASS'}\n", 8,
         "keys.identity.passphrase_env", "must be the name of an environment variable"),
+    "storage-class-on-local": Bad(
+        ds("source: {url: ./src/}\ndestination: {url: ./dst/, storage_class: GLACIER}\n"), 6,
+        "datasets[0].destination.storage_class", "only S3 destinations have storage classes"),
+    "storage-class-unknown": Bad(
+        ds("source: {url: ./src/}\ndestination: {url: 's3://b/p/', storage_class: COLD}\n"), 6,
+        "datasets[0].destination.storage_class", "unknown S3 storage class 'COLD'"),
     "keys-bad-recipient": Bad(ds(SRC_DST) + "keys:\n  recipients: [age1qqqq]\n", 8,
                               "keys.recipients[0]", "not a valid age recipient"),
     # types and ranges

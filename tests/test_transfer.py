@@ -4,6 +4,7 @@ many small files, every verify mode, idempotent reruns. Real stores, real engine
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import uuid
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 
 from datamove import api
 from datamove.checksum import READ_SIZE
+from datamove.ledger import Ledger
 from datamove.manifest import parse_manifest
-from tests.conftest import s3_location
+from tests.conftest import s3_location, write_manifest
 
 PART = 5 * 1024 * 1024
 
@@ -184,3 +186,23 @@ def test_include_exclude_filters(tmp_path):
     report = api.run(m.model_copy(update={"datasets": [ds]}))
     assert report.datasets["d"].counts["copied"] == 2
     assert dst.keys() == ["a.jpg", "x/b.jpg"]
+
+
+def test_s3_destination_storage_class_is_applied_and_recorded(tmp_path, moto_server):
+    """destination.storage_class: single PUTs and multipart uploads both land in it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.bin").write_bytes(b"s" * 1000)
+    (src / "large.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    bucket = moto_server.new_bucket()
+    destination = {**s3_location(moto_server, bucket, "ia/"), "storage_class": "STANDARD_IA"}
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": str(src)}, "destination": destination}],
+        engine={"part_size": 5 * 1024 * 1024})
+    assert api.run(api.load_manifest(manifest)).exit_code == 0
+    client = moto_server.client()
+    for key in ("small.bin", "large.bin"):
+        assert client.head_object(Bucket=bucket, Key=f"ia/{key}")["StorageClass"] == \
+            "STANDARD_IA"
+    rows = Ledger(str(tmp_path / ".datamove" / "ledger")).objects().to_pylist()
+    assert {r["storage_class"] for r in rows} == {"STANDARD_IA"}
