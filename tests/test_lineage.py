@@ -46,7 +46,7 @@ from datamove.lineage import (
     write_openlineage,
 )
 from datamove.rotate import rotate
-from tests.conftest import write_manifest
+from tests.conftest import REPO, write_manifest
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared/schemas/openlineage"
 DONE = ("copied", "verified", "repaired", "rotated")
@@ -367,3 +367,9 @@ def test_empty_ledger_exports_nothing(tmp_path):
         {"name": "d", "source": {"url": "./src/"}, "destination": {"url": "./dst/"}}]))
     out = io.StringIO()
     assert write_openlineage(manifest, out) == 0 and out.getvalue() == ""
+
+
+def test_published_facet_schema_matches_the_code():
+    """docs/openlineage/datamove-facets.json is what the facets' _schemaURL points to."""
+    published = json.loads((REPO / "docs/openlineage/datamove-facets.json").read_text())
+    assert published == FACETS_SCHEMA
