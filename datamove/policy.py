@@ -151,7 +151,7 @@ class PolicyFileError(BadInput):
 
 
 # The model behind a mapping, by the key that holds it (for "allowed here: ...").
-_MODELS: dict[str | int, type[BaseModel]] = {
+_MODELS: dict[str, type[BaseModel]] = {
     "": PolicyFile, "rules": RuleSpec, "match": MatchSpec, "any": MatchSpec,
     "require": RequireSpec}
 
