@@ -13,8 +13,9 @@ whenever it can be:
 - GCS: the bucket resource's ``location`` through gcsfs (``EUROPE-WEST4``, or a
   multi-region such as ``EU``), when gcsfs is installed.
 - Local paths (and ``memory://``, which lives in this process): the host's
-  region from ``DATAMOVE_LOCAL_REGION``, else ``local``. A disk has no API to
-  ask, so the operator configures it once per host.
+  region from ``DATAMOVE_LOCAL_REGION``, else unknown. A disk has no API to
+  ask, so the operator configures it once per host; without it, a declared
+  region is used as declared (and said to be unconfirmed).
 
 Anything else, or a discovery that fails (a missing bucket, no permission for
 GetBucketLocation), leaves the region *unknown*; the reason is kept in
@@ -34,7 +35,6 @@ from .manifest import Manifest
 from .stores import Location, describe
 
 LOCAL_REGION_ENV = "DATAMOVE_LOCAL_REGION"
-LOCAL_REGION_DEFAULT = "local"
 DECLARED = "declared"
 """``RegionFacts.source`` when nothing was discovered (discovery not attempted)."""
 
@@ -135,12 +135,13 @@ def discover(location: Location) -> RegionFacts:
                        f"unknown: datamove cannot discover the region of {location.protocol}://")
 
 
-def local_region() -> tuple[str, str]:
-    """The host's region for local paths and where that came from."""
+def local_region() -> tuple[str | None, str]:
+    """The host's region for local paths and where that came from (None: unknown)."""
     configured = os.environ.get(LOCAL_REGION_ENV, "").strip()
     if configured:
         return configured, f"env {LOCAL_REGION_ENV}"
-    return LOCAL_REGION_DEFAULT, f"default for local paths ({LOCAL_REGION_ENV} not set)"
+    return None, (f"unknown: a local path has no discoverable region; set {LOCAL_REGION_ENV} "
+                  "on this host")
 
 
 def _s3_region(location: Location) -> str:

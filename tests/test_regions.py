@@ -82,7 +82,9 @@ def test_local_paths_are_in_the_configured_host_region(
     monkeypatch.delenv("DATAMOVE_LOCAL_REGION", raising=False)
     here = Location.of(str(tmp_path), region="eu-central-1")
     assert discover(here) == RegionFacts(
-        "eu-central-1", "local", "default for local paths (DATAMOVE_LOCAL_REGION not set)")
+        "eu-central-1", None,
+        "unknown: a local path has no discoverable region; set DATAMOVE_LOCAL_REGION on this host")
+    assert discover(here).effective == "eu-central-1"  # the declaration stands, unconfirmed
     monkeypatch.setenv("DATAMOVE_LOCAL_REGION", "eu-central-1")
     assert discover(here) == RegionFacts("eu-central-1", "eu-central-1",
                                          "env DATAMOVE_LOCAL_REGION")
