@@ -24,6 +24,7 @@ from .errors import LocationUnreachable
 from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
 from .manifest import Manifest, load_manifest
 from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
+from .policy import PolicyReport
 from .progress import Progress
 from .report import DatasetReport, Report
 from .stores import check_readable, describe, list_entries
@@ -61,6 +62,16 @@ def with_identity_file(job: DatasetJob, path: str) -> DatasetJob:
     ref = job.encryption.identity or IdentityRef(file=path)
     ref = replace(ref, file=os.path.abspath(path) if "://" not in path else path)
     return replace(job, encryption=replace(job.encryption, identity=ref))
+
+
+def check_policies(manifest: Manifest, policies: list[str] | None = None,
+                   datasets: list[str] | None = None) -> PolicyReport:
+    """The policy preflight of a run: PolicyRefused (exit 3) if any rule denies."""
+    from .policy import check
+
+    decided = check(manifest, policies, datasets=datasets)
+    decided.raise_if_denied()
+    return decided
 
 
 def preflight_identities(jobs: list[DatasetJob]) -> None:
@@ -108,10 +119,16 @@ def plan(manifest: Manifest, *, reverify: bool = False,
 
 def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,
         datasets: list[str] | None = None, progress: Progress | None = None,
-        identity: str | None = None) -> Report:
-    """Copy every dataset; verify each object per its mode; never raise for one object."""
+        identity: str | None = None, policies: list[str] | None = None) -> Report:
+    """Copy every dataset; verify each object per its mode; never raise for one object.
+
+    Policies are evaluated first (docs/POLICIES.md): a denial raises PolicyRefused
+    (exit 3) before anything moves. ``policies``: policy files, directories or
+    globs instead of the default search.
+    """
     return _execute("run", manifest, scheduler=scheduler, reverify=reverify,
-                    datasets=datasets, progress=progress, identity=identity)
+                    datasets=datasets, progress=progress, identity=identity,
+                    policies=policies)
 
 
 def verify(manifest: Manifest, *, scheduler: str | None = None,
@@ -128,8 +145,9 @@ def verify(manifest: Manifest, *, scheduler: str | None = None,
 
 def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify: bool,
              datasets: list[str] | None, progress: Progress | None,
-             identity: str | None = None) -> Report:
+             identity: str | None = None, policies: list[str] | None = None) -> Report:
     jobs = jobs_of(manifest, datasets, identity)
+    decided = check_policies(manifest, policies, datasets) if command == "run" else None
     preflight(jobs)
     if command == "verify" or reverify or identity is not None:
         preflight_identities(jobs)
@@ -138,6 +156,9 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
                     window=spec.effective_window, processes=spec.processes)
     report = Report(command, manifest.name, new_run_id(), engine=engine.description)
+    if decided is not None:
+        report.policy_warnings = [f"{d.rule_id}: dataset {d.dataset}: {d.field}: {d.reason}"
+                                  for d in decided.warned]
     run_token = report.run_id.rsplit("-", 1)[-1]
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
                                 fsync=spec.fsync, run_token=run_token,

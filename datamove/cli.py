@@ -30,6 +30,10 @@ DATASET = click.option("--dataset", "datasets", multiple=True, metavar="NAME",
                        help="Only this dataset (repeatable).")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Live progress on stderr when it is a terminal.")
+POLICIES = click.option("--policies", multiple=True, metavar="PATH",
+                        help="Policy file, directory or glob (repeatable), instead of "
+                             "$DATAMOVE_POLICIES, the manifest's policies: or policies/*.yaml "
+                             "beside the manifest.")
 IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
                         help="Identity file (any form) for encrypted datasets, instead of "
                              "the manifest's encrypt.identity.file.")
@@ -78,15 +82,19 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @DATASET
 @PROGRESS
 @IDENTITY
+@POLICIES
 @click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
-        progress: bool, identity_file: str | None, dry_run: bool, reverify: bool) -> None:
+        progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
+        reverify: bool) -> None:
     """Copy every dataset in MANIFEST; verify each object; never copy twice.
 
-    Encrypted datasets need only their recipients; an identity is used to verify
-    by decryption (verify: full, --reverify).
+    Policies are checked first (`datamove policy check`): a denial ends the run
+    with exit 3 before anything moves. Encrypted datasets need only their
+    recipients; an identity is used to verify by decryption (verify: full,
+    --reverify).
     """
     def go() -> Report:
         loaded = api.load_manifest(manifest)
@@ -95,7 +103,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
         return api.run(loaded, scheduler=scheduler, reverify=reverify,
                        datasets=list(datasets) or None,
                        progress=progress_for(progress and not as_json),
-                       identity=identity_file)
+                       identity=identity_file, policies=list(policies) or None)
 
     _finish(go, as_json)
 
@@ -255,6 +263,38 @@ def _kms_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 PASSPHRASE_HELP = "the passphrase in the environment variable DATAMOVE_PASSPHRASE"
+
+
+@main.group()
+def policy() -> None:
+    """Policies as code: rules a manifest must satisfy before anything moves.
+
+    Rule files (docs/POLICIES.md) select datasets by classification, tags or
+    name and require encryption, recipients, destination regions, storage
+    classes, tags or a verify mode. Regions are discovered from the stores; a
+    declared region the store contradicts is always refused.
+    """
+
+
+@policy.command("check")
+@MANIFEST
+@POLICIES
+@JSON
+@DATASET
+def policy_check(manifest: str, policies: tuple[str, ...], as_json: bool,
+                 datasets: tuple[str, ...]) -> None:
+    """Evaluate the policies for MANIFEST: every decision with its rule, dataset,
+    field and reason. Exit 0 allowed (warnings included), 3 refused, 2 bad input
+    (manifest or policy file)."""
+    from .policy import check
+
+    report = _call(lambda: check(api.load_manifest(manifest), list(policies) or None,
+                                 datasets=list(datasets) or None), as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        report.render(sys.stdout)
+    sys.exit(report.exit_code)
 
 
 @main.group()

@@ -73,6 +73,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
     key_failures: int = 0  # objects no key we hold could open: bad input, exit 2
+    policy_warnings: list[str] = field(default_factory=list)  # warn-severity violations
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -118,6 +119,7 @@ class Report:
             "datasets": {name: ds.to_dict(keys) for name, ds in self.datasets.items()},
             "problems": [p.to_dict() for p in self.problems],
             "problem_count": self.problem_count,
+            **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             "exit_code": self.exit_code,
         }
 
@@ -142,6 +144,9 @@ class Report:
             table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
                           human_bytes(ds.bytes[moved]))
         console.print(table)
+        for warning in self.policy_warnings:
+            console.print(f"[bold]policy warning[/bold] {warning}", markup=True,
+                          highlight=False)
         for problem in self.problems:
             console.print(f"[bold]{problem.status}[/bold] {problem.dataset}/{problem.key}: "
                           f"{problem.error}", markup=True, highlight=False)

@@ -217,3 +217,42 @@ def test_quickstart_runs_offline_from_a_copy_of_the_repo(tmp_path):
                                  str(tmp_path / "manifests/quickstart.key"), str(stored)],
                                 capture_output=True, check=True)
         assert opened.stdout == source.read_bytes()
+
+
+def test_a_policy_denial_stops_the_run_before_anything_moves(tmp_path):
+    make_tree(tmp_path / "src", {"customers.csv": b"id,name\n1,Ada\n"})
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "customers", "source": {"url": "src/"}, "destination": {"url": "dst/"},
+         "classification": "pii", "tags": {"owner": "crm"}}])
+    shipped = str(REPO / "policies" / "eu-pii.yaml")
+    result = run_cli("run", str(manifest), "--json", "--policies", shipped)
+    assert result.returncode == 3, result.stdout + result.stderr
+    summary = last_json(result.stdout)
+    assert summary["exit_code"] == 3
+    assert "refused by policy" in summary["error"]
+    assert "eu-pii-encrypted: dataset customers" in summary["error"]
+    assert not (tmp_path / "dst").exists()
+    assert not (tmp_path / ".datamove").exists()  # no ledger: nothing ran
+    check = run_cli("policy", "check", str(manifest), "--policies", shipped, "--json")
+    assert check.returncode == 3
+    decisions = last_json(check.stdout)["decisions"]
+    violated = {d["rule_id"] for d in decisions if d["outcome"] == "violated"}
+    assert violated == {"eu-pii-encrypted", "eu-pii-residency", "eu-pii-accountable"}
+    assert {d["rule_id"] for d in decisions if d["outcome"] == "satisfied"} == {
+        "eu-pii-verified"}
+
+
+def test_policy_warnings_are_reported_and_the_run_goes_on(tmp_path):
+    make_tree(tmp_path / "src", {"model.bin": b"w" * 100})
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "owners.yaml").write_text(
+        "version: 1\nrules:\n  - id: owner-tag\n    description: every dataset has an owner\n"
+        "    severity: warn\n    require: {tags: [owner]}\n")
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "weights", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
+    result = run_cli("run", str(manifest), "--json")  # policies/ beside the manifest
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = last_json(result.stdout)
+    assert summary["datasets"]["weights"]["copied"] == 1
+    [warning] = summary["policy_warnings"]
+    assert warning.startswith("owner-tag: dataset weights: datasets[0].tags")
