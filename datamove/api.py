@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 
+from .audit import AuditWriter
+from .auditing import open_audit, record_policy, record_result
 from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .engine import Engine
 from .errors import LocationUnreachable
@@ -64,12 +66,14 @@ def with_identity_file(job: DatasetJob, path: str) -> DatasetJob:
     return replace(job, encryption=replace(job.encryption, identity=ref))
 
 
-def check_policies(manifest: Manifest, policies: list[str] | None = None,
-                   datasets: list[str] | None = None) -> PolicyReport:
-    """The policy preflight of a run: PolicyRefused (exit 3) if any rule denies."""
+def check_policies(manifest: Manifest, policies: list[str] | None,
+                   datasets: list[str] | None, audit: AuditWriter) -> PolicyReport:
+    """The policy preflight of a run: every decision goes to the audit log, then
+    PolicyRefused (exit 3) if any rule denies, before anything moves."""
     from .policy import check
 
     decided = check(manifest, policies, datasets=datasets)
+    record_policy(audit, decided)
     decided.raise_if_denied()
     return decided
 
@@ -147,7 +151,11 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
              datasets: list[str] | None, progress: Progress | None,
              identity: str | None = None, policies: list[str] | None = None) -> Report:
     jobs = jobs_of(manifest, datasets, identity)
-    decided = check_policies(manifest, policies, datasets) if command == "run" else None
+    run_id = new_run_id()
+    audit = decided = None
+    if command == "run":
+        audit = open_audit(manifest, run_id)
+        decided = check_policies(manifest, policies, datasets, audit)
     preflight(jobs)
     if command == "verify" or reverify or identity is not None:
         preflight_identities(jobs)
@@ -155,7 +163,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     spec = manifest.engine
     engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
                     window=spec.effective_window, processes=spec.processes)
-    report = Report(command, manifest.name, new_run_id(), engine=engine.description)
+    report = Report(command, manifest.name, run_id, engine=engine.description)
     if decided is not None:
         report.policy_warnings = [f"{d.rule_id}: dataset {d.dataset}: {d.field}: {d.reason}"
                                   for d in decided.warned]
@@ -174,6 +182,9 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         writer.run_event("start", command=command, manifest_name=manifest.name,
                          manifest_sha256=manifest.sha256, engine=engine.description,
                          started_at=ts(report.started))
+    if audit is not None:
+        audit.append("run.start", command=command, manifest_sha256=manifest.sha256,
+                     engine=engine.description, datasets=[job.name for job in jobs])
 
     def work() -> Iterator[Batch]:
         for job in jobs:
@@ -204,6 +215,8 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 progress.done(result)
                 if writer is not None:
                     writer.add(ledger_row(batch.job, item, result, report.run_id))
+                if audit is not None:
+                    record_result(audit, batch.job, result)
     for job in jobs:  # after the copies: resumed uploads are complete by now
         if job.name in upload_cutoffs:
             count_housekeeping(report, job, "orphan_uploads_aborted",
@@ -225,6 +238,10 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                          counts_json=json.dumps(report.to_dict()["datasets"]),
                          exit_code=report.exit_code)
         ledger.compact()
+    if audit is not None:
+        audit.append("run.end", exit_code=report.exit_code,
+                     counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
+        audit.checkpoint()  # flushes; signs when the manifest has a signing key
     return report
 
 

@@ -17,13 +17,13 @@ from typing import Any
 import click
 
 from . import __version__, api, queries
-from .errors import EXIT_BAD_INPUT, DatamoveError
+from .cli_common import JSON, MANIFEST
+from .cli_common import call as _call
+from .cli_common import fail as _fail
+from .errors import EXIT_BAD_INPUT
 from .progress import progress_for
 from .report import Report
 
-MANIFEST = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
-JSON = click.option("--json", "as_json", is_flag=True,
-                    help="Print one JSON summary object as the last line of stdout.")
 SCHEDULER = click.option("--scheduler", metavar="tcp://HOST:PORT",
                          help="Run on an existing Dask scheduler instead of the embedded one.")
 DATASET = click.option("--dataset", "datasets", multiple=True, metavar="NAME",
@@ -130,17 +130,6 @@ def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[
                                identity=identity_file), as_json)
 
 
-def _call(action: Callable[[], Any], as_json: bool) -> Any:
-    """Run an API call; a DatamoveError (or an unknown --dataset) becomes a message
-    and its exit code."""
-    try:
-        return action()
-    except DatamoveError as exc:
-        _fail(str(exc), exc.exit_code, as_json)
-    except KeyError as exc:  # an unknown --dataset name
-        _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT, as_json)
-
-
 def _finish(action: Callable[[], Report], as_json: bool) -> None:
     """Run an API call; print its report; exit with its code."""
     report = _call(action, as_json)
@@ -149,13 +138,6 @@ def _finish(action: Callable[[], Report], as_json: bool) -> None:
     else:
         report.render(sys.stdout)
     sys.exit(report.exit_code)
-
-
-def _fail(message: str, code: int, as_json: bool) -> Any:
-    click.echo(f"datamove: error: {message}", err=True)
-    if as_json:
-        click.echo(json.dumps({"error": message, "exit_code": code}))
-    sys.exit(code)
 
 
 @main.command()
@@ -470,6 +452,62 @@ def decrypt(identity_files: tuple[str, ...], passphrase: bool, kms_context: dict
     _call(lambda: decrypt_file(src, dst, list(identity_files), passphrase,
                                kms_context=kms_context, kms_region=kms_region,
                                kms_endpoint_url=kms_endpoint_url), False)
+
+
+# --- audit: the auditors' commands (audit_cli.py) plus residency and lineage ----------
+
+from .audit_cli import audit  # noqa: E402 (registered here, after the shared options)
+
+main.add_command(audit)
+
+
+@audit.command("residency")
+@MANIFEST
+@POLICIES
+@JSON
+@DATASET
+def audit_residency(manifest: str, policies: tuple[str, ...], as_json: bool,
+                    datasets: tuple[str, ...]) -> None:
+    """Where every recorded copy lives, judged against the policies' regions rules.
+
+    Per dataset and object: the region of the copy (what its store says now, else
+    what was declared when it was copied) and the rules it breaks. Exit 0 all
+    copies where allowed, 1 some outside (or unknown), 2 bad input.
+    """
+    from .residency import residency
+
+    report = _call(lambda: residency(api.load_manifest(manifest), list(policies) or None,
+                                     datasets=list(datasets) or None), as_json)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        report.render(sys.stdout)
+    sys.exit(report.exit_code)
+
+
+@audit.command("export")
+@MANIFEST
+@click.option("--format", "fmt", type=click.Choice(["openlineage"]), required=True,
+              help="openlineage: OpenLineage RunEvents as JSON Lines (docs/FORMAT.md, "
+                   "\"Lineage\").")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=str),
+              help="Write here instead of stdout.")
+@click.option("--run", "run_ids", multiple=True, metavar="RUN_ID",
+              help="Only this run (repeatable; `datamove history` lists them).")
+def audit_export(manifest: str, fmt: str, output: str | None, run_ids: tuple[str, ...]) -> None:
+    """Export the ledger's runs as lineage events: one START and one COMPLETE or FAIL
+    per run, with checksums, key fingerprints and residency as custom facets."""
+    from .lineage import write_openlineage
+
+    def go() -> int:
+        loaded = api.load_manifest(manifest)
+        if output is None:
+            return write_openlineage(loaded, sys.stdout, run_ids=list(run_ids) or None)
+        with open(output, "w", encoding="utf-8") as out:
+            return write_openlineage(loaded, out, run_ids=list(run_ids) or None)
+
+    count = _call(go, False)
+    click.echo(f"datamove: {count} {fmt} events", err=True)
 
 
 if __name__ == "__main__":

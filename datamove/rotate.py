@@ -37,6 +37,7 @@ from .api import (
     preflight_identities,
     task_failed,
 )
+from .auditing import open_audit, record_result
 from .checksum import read_chunks
 from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .crypto import (
@@ -101,6 +102,10 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
     writer.run_event("start", command="rotate", manifest_name=manifest.name,
                      manifest_sha256=manifest.sha256, engine=engine.description,
                      started_at=ts(report.started))
+    audit = open_audit(manifest, report.run_id)
+    audit.append("run.start", command="rotate", manifest_sha256=manifest.sha256,
+                 engine=engine.description, datasets=[job.name for job in jobs],
+                 new_key_fingerprints=list(target))
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
         assert job.encryption is not None
@@ -136,6 +141,8 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
                 report.record(result)
                 progress.done(result)
                 writer.add(ledger_row(batch.job, item, result, report.run_id))
+                record_result(audit, batch.job, result,
+                              "key.rotation" if result.status == "rotated" else None)
     for job in jobs:  # uploads a killed rotation left behind
         count_housekeeping(report, job, "orphan_uploads_aborted",
                abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
@@ -146,6 +153,9 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
                      started_at=ts(report.started), ended_at=ts(report.ended),
                      exit_code=report.exit_code)
     ledger.compact()
+    audit.append("run.end", exit_code=report.exit_code,
+                 counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
+    audit.checkpoint()
     return report
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from deltalake import DeltaTable
 
 from datamove import __version__
 from tests.conftest import REPO, require_tool, run_cli, s3_location, write_manifest
@@ -232,7 +233,12 @@ def test_a_policy_denial_stops_the_run_before_anything_moves(tmp_path):
     assert "refused by policy" in summary["error"]
     assert "eu-pii-encrypted: dataset customers" in summary["error"]
     assert not (tmp_path / "dst").exists()
-    assert not (tmp_path / ".datamove").exists()  # no ledger: nothing ran
+    ledger = tmp_path / ".datamove" / "ledger"
+    assert not (ledger / "objects").exists()  # nothing ran; the decision is recorded:
+    events = DeltaTable(str(ledger / "audit")).to_pyarrow_table().to_pylist()
+    actions = [e["action"] for e in sorted(events, key=lambda e: e["seq"])]
+    assert actions[0] == "audit.init" and actions[-1] == "run.refused"
+    assert "policy.decision" in actions and "run.start" not in actions
     check = run_cli("policy", "check", str(manifest), "--policies", shipped, "--json")
     assert check.returncode == 3
     decisions = last_json(check.stdout)["decisions"]

@@ -1,0 +1,246 @@
+"""The driver's side of the audit log: :class:`AuditLog` and its :class:`AuditWriter`.
+
+Same rules as the ledger (DESIGN.md, "The driver is the only ledger writer"):
+one writer at a time, events buffered and appended in batches, every batch a
+Delta app transaction ``(datamove-audit:<run id>, batch number)`` checked before
+committing, so a commit retried after an error that hid its success never
+duplicates events. Before each batch the writer also checks the table still
+ends where its chain does: a second writer would fork the chain, so it is
+refused rather than recorded.
+
+Usage (datamove/api.py, rotate.py)::
+
+    log = AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
+                   signing_key=manifest.audit.signing_key,
+                   checkpoint_every=manifest.audit.checkpoint_every)
+    writer = log.writer(run_id)
+    writer.append("object.copied", dataset="d", key="a/b", sha256="…")
+    writer.checkpoint()   # flush, sign (if a signing key is set), return the note
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import time
+import uuid
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import BadInput
+from ..ledger import Ledger, now
+from ..stores import describe
+from . import merkle
+from .events import AUDIT_SCHEMA, CHECKPOINT_SCHEMA, INIT_ACTION, make_event, row_of, sha256_hex
+from .note import Checkpoint, NoteError, Signer, check_name
+from .tables import (
+    AUDIT,
+    CHECKPOINTS,
+    META_FRONTIER,
+    META_HEAD,
+    META_SIZE,
+    ensure_table,
+    latest_checkpoint,
+    read_head,
+    table_size,
+)
+
+log = logging.getLogger(__name__)
+
+ORIGIN_PREFIX = "datamove.audit"
+FORMAT = "datamove-audit/1"
+
+
+class AuditConflict(BadInput):
+    """Another process appended to the audit log while this writer had it open."""
+
+
+class AuditLog:
+    """The audit log of one ledger. Holds the signing key (if any), never shows it."""
+
+    def __init__(self, ledger_url: str, ledger_options: dict[str, Any] | None = None, *,
+                 origin_name: str, signing_key: str | None = None,
+                 checkpoint_every: int = 10_000):
+        try:
+            self.origin_name = check_name(origin_name)
+        except NoteError as exc:
+            raise BadInput(f"audit origin name: {exc}") from None
+        if checkpoint_every < 1:
+            raise BadInput(f"audit checkpoint_every must be at least 1, not {checkpoint_every}")
+        self.ledger = Ledger(ledger_url, ledger_options or {})
+        # Loaded now, so a bad key path fails before anything moves (exit 2).
+        self.signer = Signer.load(signing_key) if signing_key else None
+        self.checkpoint_every = checkpoint_every
+
+    def writer(self, run_id: str, *, max_events: int = 2_000, max_seconds: float = 1.0,
+               retries: int = 5) -> AuditWriter:
+        return AuditWriter(self, run_id, max_events=max_events, max_seconds=max_seconds,
+                           retries=retries)
+
+    def __repr__(self) -> str:
+        return f"AuditLog({self.ledger.url!r}, signer={self.signer!r})"
+
+
+class AuditWriter:
+    """Appends events for one run, continuing the chain from the table's head."""
+
+    def __init__(self, audit_log: AuditLog, run_id: str, *, max_events: int = 2_000,
+                 max_seconds: float = 1.0, retries: int = 5):
+        self.log = audit_log
+        self.ledger = audit_log.ledger
+        self.run_id = run_id
+        self.app_id = f"datamove-audit:{run_id}"
+        self.max_events = max_events
+        self.max_seconds = max_seconds
+        self.retries = retries
+        self.actor = f"{_user()}@{socket.gethostname()}"
+        head = read_head(self.ledger)
+        self.size, self.head, self.frontier = head.size, head.hash, head.frontier
+        self.origin = head.origin
+        self.committed = head.size  # events in the table; the rest are in _pending
+        self._pending: list[bytes] = []
+        self._last_flush = time.monotonic()
+        self.batch = _transaction_version(self.ledger, AUDIT, self.app_id)
+        self.checkpoint_batch = _transaction_version(self.ledger, CHECKPOINTS,
+                                                     f"{self.app_id}:checkpoints")
+        self.checkpoint_size, self._checkpoint_note = latest_checkpoint(self.ledger)
+
+    # --- events -------------------------------------------------------------------------
+
+    def append(self, action: str, *, dataset: str | None = None, key: str | None = None,
+               **details: Any) -> int:
+        """Buffer one event; returns its seq. Flushes by count and by time, and signs a
+        checkpoint every ``checkpoint_every`` events when a signing key is set.
+
+        ``details`` values: strings, ints, bools, None, lists and dicts (no floats:
+        see events.py); anything else raises EventError (a ValueError).
+        """
+        if not isinstance(action, str) or not action:
+            raise ValueError("an audit event needs an action such as 'object.copied'")
+        if self.size == 0:
+            self._add(self._init_event())
+        seq = self._add(make_event(self.size, now(), self.run_id, action, self.actor,
+                                   dataset, key, details, self.head))
+        if len(self._pending) >= self.max_events or \
+                time.monotonic() - self._last_flush >= self.max_seconds:
+            self.flush()
+        if self.log.signer is not None and \
+                self.size - self.checkpoint_size >= self.log.checkpoint_every:
+            self.checkpoint()
+        return seq
+
+    def _init_event(self) -> bytes:
+        """Event 0: the log's random id and its origin, so checkpoints name this log
+        and no other, whatever the manifest is called later."""
+        log_id = uuid.uuid4().hex[:16]
+        self.origin = f"{ORIGIN_PREFIX}/{self.log.origin_name}/{log_id}"
+        return make_event(0, now(), self.run_id, INIT_ACTION, self.actor, None, None,
+                          {"log_id": log_id, "origin": self.origin, "format": FORMAT},
+                          self.head)
+
+    def _add(self, event: bytes) -> int:
+        seq = self.size
+        self._pending.append(event)
+        self.head = sha256_hex(event)
+        self.frontier.append(merkle.leaf_hash(event))
+        self.size += 1
+        return seq
+
+    def flush(self) -> None:
+        """Commit the buffered events as the next batch (idempotent on retry)."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        data = pa.Table.from_pylist([row_of(e) for e in self._pending], schema=AUDIT_SCHEMA)
+        metadata = {META_SIZE: str(self.size), META_HEAD: self.head,
+                    META_FRONTIER: self.frontier.encode()}
+        self._commit(AUDIT, data, self.app_id, self.batch + 1, metadata,
+                     expect_size=self.committed)
+        self.batch += 1
+        self.committed = self.size
+        self._pending = []
+
+    def __enter__(self) -> AuditWriter:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if kind is None:
+            self.flush()
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def checkpoint(self) -> str | None:
+        """Flush, then sign a checkpoint over every event (if a signing key is set).
+
+        Returns the signed note, None without a key or events. A log already
+        checkpointed at its current size returns that checkpoint's note.
+        """
+        self.flush()
+        signer = self.log.signer
+        if signer is None or self.size == 0 or self.origin is None:
+            return None
+        if self.checkpoint_size == self.size and self._checkpoint_note:
+            return self._checkpoint_note
+        body = Checkpoint(self.origin, self.size, self.frontier.root(), self.head)
+        note = signer.sign(body.text())
+        row = {"tree_size": self.size, "root_hash": body.root.hex(), "head_hash": self.head,
+               "note": note, "created_at": now(), "run_id": self.run_id}
+        data = pa.Table.from_pylist([row], schema=CHECKPOINT_SCHEMA)
+        self._commit(CHECKPOINTS, data, f"{self.app_id}:checkpoints",
+                     self.checkpoint_batch + 1, {"datamove.audit.tree_size": str(self.size)})
+        self.checkpoint_batch += 1
+        self.checkpoint_size, self._checkpoint_note = self.size, note
+        log.info("audit checkpoint: %s events, root %s", self.size, body.root.hex())
+        return note
+
+    # --- committing ---------------------------------------------------------------------
+
+    def _commit(self, name: str, data: pa.Table, app_id: str, version: int,
+                metadata: dict[str, str], expect_size: int | None = None) -> bool:
+        """Append ``data`` as app transaction ``version``; False if it had landed.
+
+        ``expect_size``: the number of events the table must hold before this
+        append (the chain continues from there); anything else is a conflict.
+        """
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        for attempt in range(1, self.retries + 2):
+            try:
+                table = ensure_table(self.ledger, name)
+                if (table.transaction_version(app_id) or 0) >= version:
+                    return False  # a previous attempt landed; never append twice
+                if expect_size is not None and (found := table_size(table)) != expect_size:
+                    raise AuditConflict(
+                        f"audit log {self.ledger.uri(name)}: it holds {found} events but "
+                        f"this writer continues from {expect_size}; another datamove wrote "
+                        "to the same ledger. Run one datamove per ledger at a time.")
+                write_deltalake(
+                    table, data, mode="append", storage_options=self.ledger.storage_options,
+                    commit_properties=CommitProperties(
+                        app_transactions=[Transaction(app_id, version)],
+                        custom_metadata={"datamove.run_id": self.run_id,
+                                         "datamove.audit.batch": str(version), **metadata}))
+                return True
+            except AuditConflict:
+                raise
+            except Exception as exc:
+                if attempt > self.retries:
+                    raise
+                log.warning("audit commit %s/%s failed (%s); retrying", app_id, version,
+                            describe(exc))
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        return False
+
+
+def _transaction_version(ledger: Ledger, name: str, app_id: str) -> int:
+    table = ledger.table(name)
+    return (table.transaction_version(app_id) or 0) if table is not None else 0
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

@@ -1,0 +1,324 @@
+"""Offline verification of the audit log: chain, Merkle roots, signed checkpoints.
+
+What is checked, and why each check exists:
+
+* every row: seq contiguous from 0, the event text is canonical JSON with the
+  event fields, ``event_hash`` = sha256(event), and the columns repeat the JSON
+  (a reader filtering on columns must see what was hashed);
+* the chain: each event's ``prev`` is the hash of the event before it, so an
+  event cannot be changed, removed, added or moved without breaking a link;
+* every stored checkpoint: its columns match its note, its origin is this log's,
+  its root is the Merkle root of the first ``tree size`` events and its head the
+  hash of the last of them, and its signature verifies with the verifier key;
+* a checkpoint the auditor held outside the ledger: the log is at least that
+  long and its first ``tree size`` events have that root (so truncating the
+  tail, or rewriting the log and its stored checkpoints, is caught).
+
+Where a link breaks, the event named is the one the evidence points at: an
+event whose successor still vouches for it is original, so the break is blamed
+on its predecessor (changed); a ``prev`` that skips one event blames the skipped
+one (inserted); otherwise the event whose ``prev`` is wrong. A change to the
+last event with its hash recomputed is visible only to a checkpoint covering it.
+Verification failures are a result (exit 1), never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..errors import EXIT_OBJECTS_FAILED, EXIT_OK
+from ..ledger import Ledger
+from . import merkle
+from .events import INIT_ACTION, ZERO_HASH, EventError, parse_event, parse_time, sha256_hex
+from .note import Checkpoint, Note, NoteError, SignedCheckpoint, Verifier
+from .tables import AUDIT, CHECKPOINTS, read_table
+
+MAX_PROBLEMS = 1_000  # a renumbered tail breaks every later link; the first ones matter
+
+
+@dataclass
+class Problem:
+    """One thing wrong. ``seq``: the event it names; ``exact`` False when the
+    evidence only bounds where the damage starts (a root that differs)."""
+
+    check: str
+    message: str
+    seq: int | None = None
+    tree_size: int | None = None
+    exact: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "message": self.message, "seq": self.seq,
+                "tree_size": self.tree_size, "exact": self.exact}
+
+    def __str__(self) -> str:
+        where = (f"seq {self.seq}" if self.seq is not None else
+                 f"checkpoint {self.tree_size}" if self.tree_size is not None else "log")
+        return f"{where}: {self.message}"
+
+
+@dataclass
+class VerifyResult:
+    ledger: str
+    size: int = 0
+    origin: str | None = None
+    checkpoints: int = 0
+    signatures_verified: int = 0
+    held_size: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    omitted: int = 0  # problems beyond MAX_PROBLEMS
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_OBJECTS_FAILED
+
+    @property
+    def first_bad(self) -> Problem | None:
+        """The problem naming the earliest event (exact evidence first)."""
+        named = [p for p in self.problems if p.seq is not None]
+        return min(named, key=lambda p: (not p.exact, p.seq)) if named else None
+
+    def add(self, problem: Problem) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        else:
+            self.omitted += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_bad
+        return {"ledger": self.ledger, "ok": self.ok, "events": self.size,
+                "origin": self.origin, "checkpoints": self.checkpoints,
+                "signatures_verified": self.signatures_verified,
+                "held_checkpoint_size": self.held_size,
+                "first_bad_seq": first.seq if first else None,
+                "first_bad": first.to_dict() if first else None,
+                "problems": [p.to_dict() for p in self.problems],
+                "problems_omitted": self.omitted, "notes": self.notes,
+                "exit_code": self.exit_code}
+
+    def render(self, out: TextIO) -> None:
+        out.write(f"audit log {self.ledger}: {self.size} events, origin {self.origin}\n")
+        held = f", held checkpoint at size {self.held_size}" if self.held_size else ""
+        out.write(f"checkpoints: {self.checkpoints} stored, {self.signatures_verified} "
+                  f"signatures verified{held}\n")
+        for note in self.notes:
+            out.write(f"note: {note}\n")
+        if self.ok:
+            out.write("OK: chain, Merkle roots and checkpoints verify\n")
+            return
+        first = self.first_bad
+        out.write(f"FAILED: {len(self.problems) + self.omitted} problems\n")
+        if first is not None:
+            at = "" if first.exact else "at or after "
+            out.write(f"first bad event: {at}seq {first.seq}: {first.message}\n")
+        for problem in self.problems[:20]:
+            out.write(f"  {problem}\n")
+        if len(self.problems) + self.omitted > 20:
+            out.write(f"  … and {len(self.problems) + self.omitted - 20} more\n")
+
+
+@dataclass
+class _Entry:
+    seq: int
+    hash: str
+    prev: str
+    gap_before: bool
+
+
+def verify_log(ledger: Ledger, verifiers: list[Verifier] | None = None,
+               held: SignedCheckpoint | None = None) -> VerifyResult:
+    """Verify the audit log of ``ledger``; ``held``: a checkpoint kept by the auditor."""
+    result = VerifyResult(ledger.url)
+    entries, leaves, fields0 = _check_rows(ledger, result)
+    result.size = len(entries)
+    result.origin = _origin(fields0, result)
+    stored = _stored_checkpoints(ledger, result, verifiers or [])
+    if held is not None:
+        result.held_size = held.body.size
+        _check_signature(held.note, "held checkpoint", held.body.size, verifiers or [], result)
+        if held.body.origin != result.origin:
+            result.add(Problem("held.origin", f"held checkpoint is for log {held.body.origin}, "
+                               f"not {result.origin}", tree_size=held.body.size))
+        stored.append((held.body, "held checkpoint"))
+    heads = {cp.size: cp.head for cp, _ in stored}
+    _check_chain(entries, heads, result)
+    _check_trees(stored, entries, leaves, result)
+    if not entries:
+        result.notes.append(f"the audit log has no events ({ledger.uri(AUDIT)})")
+    if not verifiers:
+        result.notes.append("checkpoint signatures not checked: no verifier key given")
+    if not stored:
+        result.notes.append("no signed checkpoint: a rewrite of the whole log or of its "
+                            "tail cannot be told from the original")
+    return result
+
+
+def _check_rows(ledger: Ledger, result: VerifyResult
+                ) -> tuple[list[_Entry], list[bytes], dict[str, Any] | None]:
+    """Per-row checks; returns the chain entries, leaf hashes and event 0's fields."""
+    rows = read_table(ledger, AUDIT)
+    columns = {name: rows[name].to_pylist() for name in rows.column_names}
+    entries: list[_Entry] = []
+    leaves: list[bytes] = []
+    fields0: dict[str, Any] | None = None
+    expected = 0
+    for i, seq in enumerate(columns["seq"]):
+        if seq is None or seq < expected:
+            result.add(Problem("seq", f"seq {seq} appears more than once" if seq is not None
+                               else "a row has no seq", seq=seq))
+            continue
+        if seq > expected:
+            missing = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+            result.add(Problem("seq", f"event {missing} missing (deleted?)", seq=expected))
+        text = columns["event"][i] or ""
+        data = text.encode("utf-8")
+        digest = sha256_hex(data)
+        fields: dict[str, Any] | None = None
+        try:
+            fields = parse_event(text)
+        except EventError as exc:
+            result.add(Problem("event", f"event text is damaged: {exc}", seq=seq))
+        if columns["event_hash"][i] != digest:
+            result.add(Problem("event_hash", "event_hash is not sha256 of the event text "
+                               "(the event was changed)", seq=seq))
+        prev = fields["prev"] if fields else columns["prev_hash"][i]
+        if fields is not None:
+            for what in _column_mismatches(fields, columns, i):
+                result.add(Problem("columns", what, seq=seq))
+            if seq == 0:
+                fields0 = fields
+        entries.append(_Entry(seq, digest, prev, seq != expected))
+        leaves.append(merkle.leaf_hash(data))
+        expected = seq + 1
+    return entries, leaves, fields0
+
+
+def _column_mismatches(fields: dict[str, Any], columns: dict[str, list[Any]],
+                       i: int) -> list[str]:
+    out = []
+    if fields["seq"] != columns["seq"][i]:
+        out.append(f"row seq {columns['seq'][i]} but the event says seq {fields['seq']} "
+                   "(moved?)")
+    if fields["prev"] != columns["prev_hash"][i]:
+        out.append("prev_hash column differs from the event's prev")
+    column_time = columns["time"][i]
+    if column_time is None or parse_time(fields["time"]) != column_time:
+        out.append(f"time column {column_time} differs from the event's {fields['time']}")
+    for name in ("run_id", "action", "dataset", "key"):
+        if fields[name] != columns[name][i]:
+            out.append(f"{name} column {columns[name][i]!r} differs from the event's "
+                       f"{fields[name]!r}")
+    return out
+
+
+def _origin(fields0: dict[str, Any] | None, result: VerifyResult) -> str | None:
+    if fields0 is None:
+        return None
+    details = fields0["details"]
+    if fields0["action"] != INIT_ACTION or not isinstance(details.get("origin"), str):
+        result.add(Problem("init", f"event 0 is not {INIT_ACTION} with an origin", seq=0))
+        return None
+    return details["origin"]
+
+
+def _check_chain(entries: list[_Entry], heads: dict[int, str], result: VerifyResult) -> None:
+    def vouched(p: int) -> bool:  # does something later still commit to entry p's hash?
+        if heads.get(entries[p].seq + 1) == entries[p].hash:
+            return True
+        return p + 1 < len(entries) and not entries[p + 1].gap_before \
+            and entries[p + 1].prev == entries[p].hash
+
+    def hash_before(p: int) -> str:  # what entry p's prev must be
+        return entries[p - 1].hash if p else ZERO_HASH
+
+    for p, entry in enumerate(entries):
+        if entry.prev == hash_before(p) or entry.gap_before:
+            continue  # a gap is reported once, as the missing seq
+        if p >= 1 and entry.prev == hash_before(p - 1):
+            blamed, why = p - 1, (f"not in the chain: event {entry.seq}'s prev skips it "
+                                  "(inserted?)")
+        elif p >= 1 and vouched(p):
+            blamed, why = p - 1, (f"hash differs from the prev recorded by event {entry.seq} "
+                                  "(changed?)")
+        else:
+            blamed, why = p, (f"prev is not the hash of event {entries[p - 1].seq}"
+                              if p else "prev of the first event is not 64 zeros")
+        result.add(Problem("chain", why, seq=entries[blamed].seq))
+
+
+def _stored_checkpoints(ledger: Ledger, result: VerifyResult, verifiers: list[Verifier]
+                        ) -> list[tuple[Checkpoint, str]]:
+    rows = read_table(ledger, CHECKPOINTS).to_pylist()
+    result.checkpoints = len(rows)
+    parsed = []
+    for row in rows:
+        size = row["tree_size"]
+        try:
+            signed = SignedCheckpoint.parse(row["note"] or "")
+        except NoteError as exc:
+            result.add(Problem("checkpoint.note", f"stored note is damaged: {exc}",
+                               tree_size=size))
+            continue
+        body = signed.body
+        if (body.size, body.root.hex(), body.head) != \
+                (size, row["root_hash"], row["head_hash"]):
+            result.add(Problem("checkpoint.columns", "tree_size, root_hash or head_hash "
+                               "column differs from the signed note", tree_size=size))
+        if body.origin != result.origin:
+            result.add(Problem("checkpoint.origin", f"origin {body.origin} is not this "
+                               f"log's ({result.origin})", tree_size=body.size))
+        _check_signature(signed.note, "checkpoint", body.size, verifiers, result)
+        parsed.append((body, "checkpoint"))
+    return parsed
+
+
+def _check_signature(note: Note, what: str, size: int, verifiers: list[Verifier],
+                     result: VerifyResult) -> None:
+    if not verifiers:
+        return
+    answers = [note.verified_by(v) for v in verifiers]
+    if any(answers):
+        result.signatures_verified += 1
+    elif False in answers:
+        result.add(Problem(f"{what.split()[0]}.signature", f"{what} signature does not "
+                           "verify (the note or its signature was altered)", tree_size=size))
+    else:
+        names = ", ".join(v.name for v in verifiers)
+        result.add(Problem(f"{what.split()[0]}.signature",
+                           f"{what} is not signed by {names}", tree_size=size))
+
+
+def _check_trees(checkpoints: list[tuple[Checkpoint, str]], entries: list[_Entry],
+                 leaves: list[bytes], result: VerifyResult) -> None:
+    """Each checkpoint's root and head against the events (one pass over the leaves)."""
+    n = len(leaves)
+    wanted = sorted({cp.size for cp, _ in checkpoints if cp.size <= n})
+    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+    frontier = merkle.Frontier()
+    for size in wanted:
+        while frontier.size < size:
+            frontier.append(leaves[frontier.size])
+        roots[size] = frontier.root()
+    matched = sorted(cp.size for cp, _ in checkpoints
+                     if cp.size <= n and roots[cp.size] == cp.root)
+    for cp, what in checkpoints:
+        if cp.size > n:
+            result.add(Problem("truncated", f"{what} at size {cp.size} but the log has "
+                               f"{n} events: events {n}..{cp.size - 1} are gone "
+                               "(truncated?)", seq=n, tree_size=cp.size))
+            continue
+        if cp.size and entries[cp.size - 1].hash != cp.head:
+            result.add(Problem("head", f"hash differs from the head signed by the {what} at "
+                               f"size {cp.size} (changed?)", seq=entries[cp.size - 1].seq,
+                               tree_size=cp.size))
+        if roots[cp.size] != cp.root:
+            start = max([m for m in matched if m < cp.size], default=0)
+            result.add(Problem("root", f"the first {cp.size} events do not have the Merkle "
+                               f"root of the {what}: an event in {start}..{cp.size - 1} "
+                               "differs", seq=start, tree_size=cp.size, exact=False))

@@ -1,0 +1,71 @@
+"""What the commands record in the audit log, in one place.
+
+The audit package (``datamove/audit/``) knows how to chain, store, sign and
+verify events; this module decides which events a run or a rotation emits and
+what each carries, so the event vocabulary is written down once
+(docs/FORMAT.md, "Audit log"):
+
+* ``policy.decision``: every rule judged in a run's preflight (also the
+  satisfied ones: auditors want to see what was checked), before anything moves;
+* ``run.start`` / ``run.refused`` / ``run.end``;
+* ``object.<status>`` for each object a run settles (``copied``, ``verified``,
+  ``repaired``, ``failed``), ``key.rotation`` for each object ``keys rotate``
+  re-wrapped (or ``object.failed``).
+
+Events carry checksums, key fingerprints, region and storage class, never
+secrets or object contents.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .audit import AuditLog, AuditWriter
+from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .plan import DatasetJob
+    from .policy import PolicyReport
+    from .transfer import ObjectResult
+
+
+def open_audit(manifest: Manifest, run_id: str) -> AuditWriter:
+    """The run's audit writer (driver only); a bad signing key path is exit 2 here."""
+    log = AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
+                   signing_key=manifest.audit.signing_key,
+                   checkpoint_every=manifest.audit.checkpoint_every)
+    return log.writer(run_id)
+
+
+def record_policy(audit: AuditWriter, decided: PolicyReport) -> None:
+    for d in decided.decisions:
+        audit.append("policy.decision", dataset=d.dataset, rule=d.rule_id,
+                     severity=d.severity, outcome=d.outcome, field=d.field, reason=d.reason,
+                     origin=d.origin)
+    if decided.denied:
+        audit.append("run.refused", denied=[d.rule_id for d in decided.denied],
+                     datasets=sorted({d.dataset for d in decided.denied}))
+        audit.checkpoint()
+
+
+def record_result(audit: AuditWriter, job: DatasetJob, result: ObjectResult,
+                  action: str | None = None) -> None:
+    """One settled object: what it is, where it went, how it was checked."""
+    details: dict[str, Any] = {
+        "destination_url": result.destination_url, "size": result.size,
+        "sha256": result.sha256, "attempts": result.attempts,
+        "region": job.destination.region,
+    }
+    if result.stored_sha256 is not None:
+        details.update(stored_size=result.stored_size, stored_sha256=result.stored_sha256,
+                       payload_sha256=result.payload_sha256)
+    if job.encryption is not None:
+        details["key_fingerprints"] = list(result.key_fingerprints)
+    if result.previous_key_fingerprints:
+        details["previous_key_fingerprints"] = list(result.previous_key_fingerprints)
+    if job.storage_class or job.destination.is_s3:
+        details["storage_class"] = job.storage_class or "STANDARD"
+    if result.error:
+        details["error"] = result.error
+    audit.append(action or f"object.{result.status}", dataset=job.name, key=result.key,
+                 **details)

@@ -1,0 +1,36 @@
+"""What every command group shares: the MANIFEST argument, --json, and the one
+error path that turns a DatamoveError into its message and exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .errors import EXIT_BAD_INPUT, DatamoveError
+
+MANIFEST = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
+JSON = click.option("--json", "as_json", is_flag=True,
+                    help="Print one JSON summary object as the last line of stdout.")
+
+
+def call(action: Callable[[], Any], as_json: bool) -> Any:
+    """Run an API call; a DatamoveError (or an unknown --dataset) becomes a message
+    and its exit code."""
+    try:
+        return action()
+    except DatamoveError as exc:
+        fail(str(exc), exc.exit_code, as_json)
+    except KeyError as exc:  # an unknown --dataset name
+        fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT, as_json)
+
+
+def fail(message: str, code: int, as_json: bool) -> Any:
+    """Print the error on stderr (and as the JSON last line) and exit with ``code``."""
+    click.echo(f"datamove: error: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
+    sys.exit(code)
