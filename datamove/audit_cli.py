@@ -35,6 +35,15 @@ def _ledger_of(manifest_path: str) -> Any:
     return manifest, Ledger(manifest.ledger, manifest.ledger_options)
 
 
+def _emit(result: Any, as_json: bool) -> None:
+    """Print a result (with --json: one object, the last line) and exit with its code."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        result.render(sys.stdout)
+    sys.exit(result.exit_code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def audit() -> None:
     """The tamper-evident audit log: keys, verify, show, prove, checkpoint.
@@ -104,12 +113,7 @@ def verify(manifest: str, pubkey_files: tuple[str, ...], checkpoint_file: str | 
         held = read_note_file(checkpoint_file) if checkpoint_file else None
         return verify_log(ledger, verifiers, held)
 
-    result = _call(go, as_json)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
-        result.render(sys.stdout)
-    sys.exit(result.exit_code)
+    _emit(_call(go, as_json), as_json)
 
 
 @audit.command("show")
@@ -167,13 +171,7 @@ def prove(manifest: str, key: str, dataset: str | None, checkpoint_file: str | N
     proof = _call(go, as_json)
     if proof.error:
         click.echo(f"datamove: {proof.error}", err=True)
-    if as_json:
-        out = proof.to_dict() if not proof.error else {"error": proof.error,
-                                                       "exit_code": proof.exit_code}
-        click.echo(json.dumps(out, ensure_ascii=False))
-    else:
-        proof.render(sys.stdout)
-    sys.exit(proof.exit_code)
+    _emit(proof, as_json)
 
 
 @audit.command("checkpoint")

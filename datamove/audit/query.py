@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -101,14 +101,15 @@ class Proof:
     checkpoint: str
     exit_code: int = EXIT_OK
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"error": self.error, "exit_code": self.exit_code}
         return {"origin": self.origin, "leaf_index": self.leaf_index,
                 "tree_size": self.tree_size, "event": self.event,
                 "leaf_hash": merkle.leaf_hash(self.event.encode("utf-8")).hex(),
                 "audit_path": self.audit_path, "root_hash": self.root_hash,
-                "checkpoint": self.checkpoint, **self.extra, "exit_code": self.exit_code}
+                "checkpoint": self.checkpoint, "exit_code": self.exit_code}
 
     def render(self, out: TextIO) -> None:
         if self.error:
