@@ -18,7 +18,9 @@ Where a link breaks, the event named is the one the evidence points at: an
 event whose successor still vouches for it is original, so the break is blamed
 on its predecessor (changed); a ``prev`` that skips one event blames the skipped
 one (inserted); otherwise the event whose ``prev`` is wrong. A change to the
-last event with its hash recomputed is visible only to a checkpoint covering it.
+last event with its hash recomputed is visible only to a checkpoint covering it;
+a run of events rewritten consistently (hashes and prevs recomputed) is named
+where it ends, and the checkpoint roots bound where it starts (``exact`` False).
 Verification failures are a result (exit 1), never an exception.
 """
 
