@@ -34,6 +34,7 @@ _SECRET_VALUE_RES = [
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "an AWS access key id"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
     (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+"), "an age secret key"),
+    (re.compile(r"PRIVATE\+KEY\+[^+\s]+\+[0-9a-f]{8}\+"), "an audit signing key"),
     (re.compile(r"AccountKey=|SharedAccessSignature=", re.IGNORECASE), "an Azure credential"),
 ]
 _SECRET_QUERY_PARAMS = {"sig", "signature", "x-amz-signature", "x-amz-credential",
@@ -45,6 +46,7 @@ _URL_PASSWORD_RE = re.compile(r"^[^:/?#]+://[^/?#@\s]*:[^/?#@\s]*@")
 _SCRUB_RES = [
     (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "<redacted>"),
     (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]+", re.IGNORECASE), "<redacted>"),
+    (re.compile(r"PRIVATE\+KEY\+[^+\s]+\+[0-9a-f]{8}\+\S+"), "<redacted>"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*", re.DOTALL), "<redacted>"),
     (re.compile(r"((?:AccountKey|SharedAccessSignature)=)[^;\s'\"]+", re.IGNORECASE),
      r"\1<redacted>"),

@@ -339,6 +339,11 @@ BAD = {
     "storage-class-unknown": Bad(
         ds("source: {url: ./src/}\ndestination: {url: 's3://b/p/', storage_class: COLD}\n"), 6,
         "datasets[0].destination.storage_class", "unknown S3 storage class 'COLD'"),
+    "audit-signing-key-inline": Bad(
+        ds(SRC_DST) + "audit: {signing_key: '"
+        "PRIVATE+KEY+ops+0f2e818b+AdMXLKJJY5nNINvno8kOzg0dp'}\n",
+        7, "audit.signing_key", "contains an audit signing key",
+        secret="AdMXLKJJY5nNINvno8kOzg0dp"),
     "keys-bad-recipient": Bad(ds(SRC_DST) + "keys:\n  recipients: [age1qqqq]\n", 8,
                               "keys.recipients[0]", "not a valid age recipient"),
     # types and ranges
