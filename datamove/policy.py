@@ -26,21 +26,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput, ManifestError, PolicyRefused
-from .manifest import (
-    NAME_PATTERN,
-    DatasetSpec,
-    Manifest,
-    VerifyMode,
-    _dotted,
-    _explain,
-    _finish,
-    _index_lines,
-    _line_for,
-    _shown,
-    _Strict,
-    _yaml_error,
-)
+from .manifest import NAME_PATTERN, DatasetSpec, Manifest, VerifyMode, _Strict
 from .regions import RegionFacts, discover_manifest, matches_any
+from .yaml_source import dotted, explain, finish, index_lines, line_for, shown_value, yaml_error
 
 POLICIES_ENV = "DATAMOVE_POLICIES"
 BUILTIN = "built-in"
@@ -157,24 +145,25 @@ _MODELS: dict[str, type[BaseModel]] = {
 
 
 def _explain_policy(err: dict[str, Any]) -> str:
-    """manifest._explain, in a policy file's words where they differ."""
+    """manifest.explain, in a policy file's words where they differ."""
     loc, kind = tuple(err["loc"]), err["type"]
     if kind == "extra_forbidden":
         model = _MODELS.get(([""] + [p for p in loc[:-1] if isinstance(p, str)])[-1])
         known = f" (allowed here: {', '.join(model.model_fields)})" if model else ""
         return f"unknown key; check the spelling against docs/POLICIES.md{known}"
     if loc == ("version",) and kind in ("literal_error", "value_error"):
-        return f"unsupported policy file version {_shown(err.get('input'))}; this datamove reads 1"
+        got = shown_value(err.get("input"))
+        return f"unsupported policy file version {got}; this datamove reads 1"
     if loc[-1:] == ("severity",) and kind == "literal_error":
         return f"must be 'deny' or 'warn' (got {err.get('input')!r})"
-    return _explain(err)
+    return explain(err)
 
 
 def parse_policies(raw: bytes | str, shown: str) -> list[Rule]:
     """Rules of one policy file's text; ``shown`` names it in errors and decisions."""
     rules, problems = _parse(raw, shown)
     if problems:
-        raise PolicyFileError(_finish(problems))
+        raise PolicyFileError(finish(problems))
     return rules
 
 
@@ -192,10 +181,10 @@ def _parse(raw: bytes | str, shown: str) -> tuple[list[Rule], list[tuple[int, st
                 root.start_mark.line + 1, "must be a mapping, not a list or a single value")
             return [], [(line, f"{shown}:{line}: (top level): the policy file {what}; it holds "
                                "version: 1 and rules: [...] (docs/POLICIES.md)")]
-        lines, problems = _index_lines(root, shown)
+        lines, problems = index_lines(root, shown)
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        return [], [(0, _yaml_error(exc, shown))]
+        return [], [(0, yaml_error(exc, shown))]
     except ManifestError as exc:  # alias bombs and the like, already file:line
         return [], [(0, p) for p in exc.problems]
     try:
@@ -203,9 +192,9 @@ def _parse(raw: bytes | str, shown: str) -> tuple[list[Rule], list[tuple[int, st
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
-            if err["type"] != "invalid_key" and "[key]" not in loc:  # else: _index_lines
-                line = _line_for(loc, lines)
-                problems.append((line, f"{shown}:{line}: {_dotted(loc)}: {_explain_policy(err)}"))
+            if err["type"] != "invalid_key" and "[key]" not in loc:  # else: index_lines
+                line = line_for(loc, lines)
+                problems.append((line, f"{shown}:{line}: {dotted(loc)}: {_explain_policy(err)}"))
         return [], problems
     rules = [Rule(spec, shown, lines[("rules", i)], i) for i, spec in enumerate(parsed.rules)]
     return rules, problems  # problems: duplicate or non-text keys, which pydantic cannot see
@@ -227,7 +216,7 @@ def load_policies(paths: Iterable[str | os.PathLike[str]]) -> list[Rule]:
             problems.append(f"{shown}: cannot read the policy file: {exc.strerror or exc}")
             continue
         found, bad = _parse(raw, shown)
-        problems += _finish(bad)
+        problems += finish(bad)
         rules += found
     seen: dict[str, Rule] = {}
     for rule in rules:
