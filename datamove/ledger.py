@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .errors import BadInput
+from .errors import BadInput, DatamoveError
 from .stores import describe
 
 log = logging.getLogger(__name__)
@@ -288,36 +288,56 @@ class LedgerWriter:
 
     def commit(self, table_name: str, data: pa.Table, version: int) -> bool:
         """Append ``data`` as app-transaction ``version``; False if already committed."""
-        from deltalake import CommitProperties, Transaction, write_deltalake
-
         app_id = self.app_id if table_name == OBJECTS else f"{self.app_id}:{table_name}"
-        for attempt in range(1, self.retries + 2):
-            try:
-                table = self.ledger.table(table_name)
-                if table is not None and (table.transaction_version(app_id) or 0) >= version:
-                    return False  # a previous attempt landed; never append twice
-                write_deltalake(
-                    table if table is not None else self.ledger.uri(table_name), data,
-                    mode="append", storage_options=self.ledger.storage_options,
-                    commit_properties=CommitProperties(
-                        app_transactions=[Transaction(app_id, version)],
-                        custom_metadata={"datamove.run_id": self.run_id,
-                                         "datamove.batch": str(version)}))
-                return True
-            except Exception as exc:
-                if attempt > self.retries:
-                    raise
-                log.warning("ledger commit %s/%s failed (%s); retrying", app_id, version,
-                            describe(exc))
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
-        return False
+        return append_once(self.ledger, table_name, data, app_id, version,
+                           metadata={"datamove.run_id": self.run_id,
+                                     "datamove.batch": str(version)},
+                           retries=self.retries)
 
     def run_event(self, event: str, **fields: Any) -> None:
         """Append a run start or end row (its own app transaction: 1 start, 2 end)."""
-        row = {"run_id": self.run_id, "event": event, "user": _user(),
+        row = {"run_id": self.run_id, "event": event, "user": user(),
                "host": socket.gethostname(), "datamove_version": __version__, **fields}
         self.commit(RUNS, pa.Table.from_pylist([row], schema=RUN_SCHEMA),
                     1 if event == "start" else 2)
+
+
+def append_once(ledger: Ledger, table_name: str, data: pa.Table, app_id: str, version: int,
+                *, metadata: dict[str, str], retries: int = 5,
+                before: Callable[[Any], None] | None = None) -> bool:
+    """Append ``data`` to a table under the Delta app transaction (app_id, version), once.
+
+    The transaction version is read before every attempt, so a retry after a
+    failure that hid its success appends nothing (returns False). ``before``
+    sees the table (None if it does not exist yet) and may refuse the append by
+    raising a DatamoveError, which is never retried. Other failures are retried
+    ``retries`` times with exponential backoff.
+    """
+    from deltalake import CommitProperties, Transaction, write_deltalake
+
+    for attempt in range(1, retries + 2):
+        try:
+            table = ledger.table(table_name)
+            if table is not None and (table.transaction_version(app_id) or 0) >= version:
+                return False  # a previous attempt landed; never append twice
+            if before is not None:
+                before(table)
+            write_deltalake(
+                table if table is not None else ledger.uri(table_name), data,
+                mode="append", storage_options=ledger.storage_options,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id, version)],
+                    custom_metadata=metadata))
+            return True
+        except DatamoveError:
+            raise
+        except Exception as exc:
+            if attempt > retries:
+                raise
+            log.warning("commit %s/%s to %s failed (%s); retrying", app_id, version,
+                        table_name, describe(exc))
+            time.sleep(min(5.0, 0.2 * 2 ** attempt))
+    return False
 
 
 def now() -> datetime:
@@ -328,7 +348,8 @@ def ts(seconds: float | None) -> datetime | None:
     return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
 
 
-def _user() -> str:
+def user() -> str:
+    """The OS user running datamove, for run rows and audit events."""
     try:
         return getpass.getuser()
     except Exception:

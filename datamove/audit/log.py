@@ -20,7 +20,6 @@ Usage (datamove/api.py, rotate.py)::
 
 from __future__ import annotations
 
-import getpass
 import logging
 import socket
 import time
@@ -30,8 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import BadInput
-from ..ledger import Ledger, now
-from ..stores import describe
+from ..ledger import Ledger, append_once, now, user
 from . import merkle
 from .events import AUDIT_SCHEMA, CHECKPOINT_SCHEMA, INIT_ACTION, make_event, row_of, sha256_hex
 from .note import Checkpoint, NoteError, Signer, check_name
@@ -95,7 +93,7 @@ class AuditWriter:
         self.max_events = max_events
         self.max_seconds = max_seconds
         self.retries = retries
-        self.actor = f"{_user()}@{socket.gethostname()}"
+        self.actor = f"{user()}@{socket.gethostname()}"
         head = read_head(self.ledger)
         self.size, self.head, self.frontier = head.size, head.hash, head.frontier
         self.origin = head.origin
@@ -204,43 +202,22 @@ class AuditWriter:
         ``expect_size``: the number of events the table must hold before this
         append (the chain continues from there); anything else is a conflict.
         """
-        from deltalake import CommitProperties, Transaction, write_deltalake
+        table_uri = self.ledger.uri(name)
 
-        for attempt in range(1, self.retries + 2):
-            try:
-                table = ensure_table(self.ledger, name)
-                if (table.transaction_version(app_id) or 0) >= version:
-                    return False  # a previous attempt landed; never append twice
-                if expect_size is not None and (found := table_size(table)) != expect_size:
-                    raise AuditConflict(
-                        f"audit log {self.ledger.uri(name)}: it holds {found} events but "
-                        f"this writer continues from {expect_size}; another datamove wrote "
-                        "to the same ledger. Run one datamove per ledger at a time.")
-                write_deltalake(
-                    table, data, mode="append", storage_options=self.ledger.storage_options,
-                    commit_properties=CommitProperties(
-                        app_transactions=[Transaction(app_id, version)],
-                        custom_metadata={"datamove.run_id": self.run_id,
-                                         "datamove.audit.batch": str(version), **metadata}))
-                return True
-            except AuditConflict:
-                raise
-            except Exception as exc:
-                if attempt > self.retries:
-                    raise
-                log.warning("audit commit %s/%s failed (%s); retrying", app_id, version,
-                            describe(exc))
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
-        return False
+        def continues_the_chain(table: Any) -> None:
+            if expect_size is not None and (found := table_size(table)) != expect_size:
+                raise AuditConflict(
+                    f"audit log {table_uri}: it holds {found} events but this writer "
+                    f"continues from {expect_size}; another datamove wrote to the same "
+                    "ledger. Run one datamove per ledger at a time.")
+
+        ensure_table(self.ledger, name)  # created with delta.appendOnly
+        return append_once(self.ledger, name, data, app_id, version, retries=self.retries,
+                           metadata={"datamove.run_id": self.run_id,
+                                     "datamove.audit.batch": str(version), **metadata},
+                           before=continues_the_chain)
 
 
 def _transaction_version(ledger: Ledger, name: str, app_id: str) -> int:
     table = ledger.table(name)
     return (table.transaction_version(app_id) or 0) if table is not None else 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
