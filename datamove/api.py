@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from .audit import AuditWriter
@@ -208,15 +208,11 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
 
     upload_cutoffs: dict[str, datetime | None] = {}
     with engine, progress:
-        for batch, outcome in engine.map_unordered(run_batch, work()):
-            results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
-            for item, result in zip(batch.items, results, strict=True):
-                report.record(result)
-                progress.done(result)
-                if writer is not None:
-                    writer.add(ledger_row(batch.job, item, result, report.run_id))
-                if audit is not None:
-                    record_result(audit, batch.job, result)
+        for batch, item, result in settle(engine, run_batch, work(), report, progress):
+            if writer is not None:
+                writer.add(ledger_row(batch.job, item, result, report.run_id))
+            if audit is not None:
+                record_result(audit, batch.job, result)
     for job in jobs:  # after the copies: resumed uploads are complete by now
         if job.name in upload_cutoffs:
             count_housekeeping(report, job, "orphan_uploads_aborted",
@@ -318,6 +314,19 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
         else:
             progress.planned(item)
             yield item
+
+
+def settle(engine: Engine, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch],
+           report: Report, progress: Progress
+           ) -> Iterator[tuple[Batch, PlanItem, ObjectResult]]:
+    """Run ``task`` over ``work`` on the engine and account each object's result (report
+    and progress) as it arrives; yields them for the caller to record."""
+    for batch, outcome in engine.map_unordered(task, work):
+        results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
+        for item, result in zip(batch.items, results, strict=True):
+            report.record(result)
+            progress.done(result)
+            yield batch, item, result
 
 
 def task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:

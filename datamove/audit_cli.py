@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .cli_common import JSON, MANIFEST
+from .cli_common import JSON, MANIFEST, emit
 from .cli_common import call as _call
 from .cli_common import fail as _fail
 from .errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
@@ -33,15 +33,6 @@ def _ledger_of(manifest_path: str) -> Any:
 
     manifest = api.load_manifest(manifest_path)
     return manifest, Ledger(manifest.ledger, manifest.ledger_options)
-
-
-def _emit(result: Any, as_json: bool) -> None:
-    """Print a result (with --json: one object, the last line) and exit with its code."""
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
-        result.render(sys.stdout)
-    sys.exit(result.exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,7 +104,7 @@ def verify(manifest: str, pubkey_files: tuple[str, ...], checkpoint_file: str | 
         held = read_note_file(checkpoint_file) if checkpoint_file else None
         return verify_log(ledger, verifiers, held)
 
-    _emit(_call(go, as_json), as_json)
+    emit(_call(go, as_json), as_json)
 
 
 @audit.command("show")
@@ -171,7 +162,7 @@ def prove(manifest: str, key: str, dataset: str | None, checkpoint_file: str | N
     proof = _call(go, as_json)
     if proof.error:
         click.echo(f"datamove: {proof.error}", err=True)
-    _emit(proof, as_json)
+    emit(proof, as_json)
 
 
 @audit.command("checkpoint")

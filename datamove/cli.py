@@ -7,7 +7,6 @@ that always carries ``exit_code``, errors included.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import click
 
 from . import __version__, api, queries
-from .cli_common import JSON, MANIFEST
+from .cli_common import JSON, MANIFEST, emit
 from .cli_common import call as _call
 from .cli_common import fail as _fail
 from .errors import EXIT_BAD_INPUT
@@ -132,12 +131,7 @@ def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[
 
 def _finish(action: Callable[[], Report], as_json: bool) -> None:
     """Run an API call; print its report; exit with its code."""
-    report = _call(action, as_json)
-    if as_json:
-        click.echo(report.to_json())
-    else:
-        report.render(sys.stdout)
-    sys.exit(report.exit_code)
+    emit(_call(action, as_json), as_json)
 
 
 @main.command()
@@ -203,11 +197,7 @@ def _answer(action: Callable[[], Any], as_json: bool) -> None:
     result = _call(action, as_json)
     if result.error:
         click.echo(f"datamove: {result.error}", err=True)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-    else:
-        result.render(sys.stdout)
-    sys.exit(result.exit_code)
+    emit(result, as_json)
 
 
 # --- keys, encrypt, decrypt ------------------------------------------------------------
@@ -270,13 +260,8 @@ def policy_check(manifest: str, policies: tuple[str, ...], as_json: bool,
     (manifest or policy file)."""
     from .policy import check
 
-    report = _call(lambda: check(api.load_manifest(manifest), list(policies) or None,
-                                 datasets=list(datasets) or None), as_json)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
-    else:
-        report.render(sys.stdout)
-    sys.exit(report.exit_code)
+    emit(_call(lambda: check(api.load_manifest(manifest), list(policies) or None,
+                             datasets=list(datasets) or None), as_json), as_json)
 
 
 @main.group()
@@ -476,13 +461,8 @@ def audit_residency(manifest: str, policies: tuple[str, ...], as_json: bool,
     """
     from .residency import residency
 
-    report = _call(lambda: residency(api.load_manifest(manifest), list(policies) or None,
-                                     datasets=list(datasets) or None), as_json)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
-    else:
-        report.render(sys.stdout)
-    sys.exit(report.exit_code)
+    emit(_call(lambda: residency(api.load_manifest(manifest), list(policies) or None,
+                                 datasets=list(datasets) or None), as_json), as_json)
 
 
 @audit.command("export")

@@ -34,3 +34,14 @@ def fail(message: str, code: int, as_json: bool) -> Any:
     if as_json:
         click.echo(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
     sys.exit(code)
+
+
+def emit(result: Any, as_json: bool) -> None:
+    """Print a result (a report, a query answer: anything with ``to_dict``,
+    ``render`` and ``exit_code``), as one JSON object on the last line with
+    ``--json``, and exit with its code."""
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        result.render(sys.stdout)
+    sys.exit(result.exit_code)

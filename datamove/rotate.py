@@ -35,7 +35,7 @@ from .api import (
     ledger_row,
     new_run_id,
     preflight_identities,
-    task_failed,
+    settle,
 )
 from .auditing import open_audit, record_result
 from .checksum import read_chunks
@@ -135,14 +135,10 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
         progress.listing_done()
 
     with engine, progress:
-        for batch, outcome in engine.map_unordered(rotate_batch, work()):
-            results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
-            for item, result in zip(batch.items, results, strict=True):
-                report.record(result)
-                progress.done(result)
-                writer.add(ledger_row(batch.job, item, result, report.run_id))
-                record_result(audit, batch.job, result,
-                              "key.rotation" if result.status == "rotated" else None)
+        for batch, item, result in settle(engine, rotate_batch, work(), report, progress):
+            writer.add(ledger_row(batch.job, item, result, report.run_id))
+            record_result(audit, batch.job, result,
+                          "key.rotation" if result.status == "rotated" else None)
     for job in jobs:  # uploads a killed rotation left behind
         count_housekeeping(report, job, "orphan_uploads_aborted",
                abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))

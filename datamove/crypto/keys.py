@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
@@ -191,28 +192,27 @@ def parse_identities(text: str, source: str = "identity file") -> list[X25519Ide
 
     Errors name the line, never its content (it may be a mistyped secret key).
     """
-    identities = []
-    for number, line in _key_lines(text):
-        try:
-            identities.append(X25519Identity.parse(line))
-        except InvalidKey as exc:
-            raise InvalidKey(f"{source}, line {number}: {exc}") from None
-    if not identities:
-        raise InvalidKey(f"{source}: no AGE-SECRET-KEY-1… identity found")
-    return identities
+    return _parse_key_file(text, source, X25519Identity.parse, "AGE-SECRET-KEY-1… identity")
 
 
 def parse_recipients(text: str, source: str = "recipients file") -> list[X25519Recipient]:
     """Parse a recipients file: one ``age1…`` per line; at least one required."""
-    recipients = []
+    return _parse_key_file(text, source, X25519Recipient.parse, "age1… recipient")
+
+
+def _parse_key_file(text: str, source: str, parse: Callable[[str], K], what: str) -> list[K]:
+    keys = []
     for number, line in _key_lines(text):
         try:
-            recipients.append(X25519Recipient.parse(line))
+            keys.append(parse(line))
         except InvalidKey as exc:
             raise InvalidKey(f"{source}, line {number}: {exc}") from None
-    if not recipients:
-        raise InvalidKey(f"{source}: no age1… recipient found")
-    return recipients
+    if not keys:
+        raise InvalidKey(f"{source}: no {what} found")
+    return keys
+
+
+K = TypeVar("K", X25519Identity, X25519Recipient)
 
 
 def load_identities(path: str | os.PathLike[str]) -> list[X25519Identity]:
