@@ -270,27 +270,29 @@ def _check_encrypted_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
     stored_key = job.stored_key(item.key)
     base = {"dataset": job.name, "key": item.key, "action": item.action.value, "size": item.size,
             "destination_url": job.destination.url_of(stored_key)}
-    if stat(job.destination, stored_key) is None:
+    info = stat(job.destination, stored_key)
+    if info is None:
         return ObjectResult(**base, status="missing", error="missing at the destination")
     source_sha = None
     if job.verify != VerifyMode.size:
         with contextlib.closing(open_read(job.source, item.key)) as reader:
             source_sha = hash_stream(reader).sha256
     try:
-        checked = check_encrypted(job, item, source_sha, item.size)
+        checked = check_encrypted(job, item, source_sha, item.size, info)
     except VerifyMismatch as exc:
         return ObjectResult(**base, status="differs", sha256=source_sha, error=str(exc))
     return _with(checked, status="matched")
 
 
 def check_encrypted(job: DatasetJob, item: PlanItem, source_sha: str | None,
-                    source_size: int) -> ObjectResult:
+                    source_size: int, info: ObjectInfo | None = None) -> ObjectResult:
     """Does the encrypted object hold the source's bytes? Raises VerifyMismatch if not.
 
     With an identity: stream-decrypt it and compare the plaintext's sha256 with
     the source's (nothing is written). Without one: compare the stored bytes'
     sha256 with the ledger's, and the source with what the ledger says was
-    encrypted. ``source_sha`` None (verify mode ``size``): sizes only.
+    encrypted. ``source_sha`` None (verify mode ``size``): sizes only, from
+    ``info`` when the caller already has the stored object's stat.
     """
     assert job.encryption is not None
     stored_key = job.stored_key(item.key)
@@ -303,7 +305,7 @@ def check_encrypted(job: DatasetJob, item: PlanItem, source_sha: str | None,
         raise VerifyMismatch(f"{url}: the source has {source_size} bytes, the ledger says "
                              f"{row.size} were encrypted")
     if source_sha is None:  # verify: size
-        info = stat(job.destination, stored_key)
+        info = info or stat(job.destination, stored_key)
         if row is None or info is None or info.size != row.stored_size:
             raise VerifyMismatch(f"{url}: stored size {info.size if info else 'missing'} is "
                                  f"not the recorded {row.stored_size if row else 'unknown'}")
