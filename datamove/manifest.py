@@ -11,9 +11,11 @@ docs/MANIFEST.md.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -23,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ManifestError
+from .lifecycle import parse_duration, tiers_of
 from .redact import Path_, find_secrets
 from .yaml_source import (
     UNKNOWN_KEY,
@@ -59,6 +62,33 @@ class LocationSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     region: str | None = None
     storage_class: str | None = None  # destination: the class new objects are written in
+    # Tabular datasets (docs/MANIFEST.md, "Tabular datasets"): a destination
+    # ``format: delta`` loads the source's rows into a Delta table; a source may
+    # name its file format (parquet, csv, jsonl), otherwise file suffixes tell.
+    format: Literal["files", "delta", "parquet", "csv", "jsonl"] | None = None
+    partition_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    schema_mode: Literal["strict", "merge"] | None = None
+
+
+class LifecycleRule(_Strict):
+    """After an age, move to a tier (docs/MANIFEST.md, "Lifecycle").
+
+    ``tier`` is a storage class changed in place (S3, GCS); ``location`` is a cold
+    place for stores without classes. For ``format: delta`` datasets ``column``
+    names the partition column whose value is the age, and ``location`` the cold
+    Delta table.
+    """
+
+    after: timedelta
+    since: Literal["copied", "modified"] = "copied"
+    tier: Annotated[str | None, Field(min_length=1)] = None
+    location: LocationSpec | None = None
+    column: Annotated[str | None, Field(min_length=1)] = None
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
 
 class EngineSpec(_Strict):
@@ -153,6 +183,7 @@ class DatasetSpec(_Strict):
     classification: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     encrypt: EncryptSpec | None = None
+    lifecycle: list[LifecycleRule] = Field(default_factory=list)
 
     @field_validator("encrypt", mode="before")
     @classmethod
@@ -184,6 +215,7 @@ class Manifest(_Strict):
     keys: KeysSpec | None = None
     policies: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     audit: AuditSpec = Field(default_factory=AuditSpec)
+    schedule: str | None = None  # cron: when `datamove archive` should run
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
     # Set by load_manifest: where the file was and its sha256, for provenance.
@@ -196,6 +228,16 @@ class Manifest(_Strict):
         # Literal[1] alone accepts True and 1.0 (they compare equal to 1).
         if type(value) is not int:
             raise ValueError("unsupported manifest version")  # explain adds the value
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"must be a cron expression such as '0 3 * * *' (minute hour "
+                             f"day-of-month month day-of-week); got {value!r}")
         return value
 
     def dataset(self, name: str) -> DatasetSpec:
@@ -353,11 +395,87 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         if dataset.source.storage_class is not None:
             yield ("datasets", i, "source", "storage_class"), (
                 "is for destinations only (the class objects are written in)")
+        yield from _tabular_problems(manifest, dataset, i)
+        yield from _lifecycle_problems(dataset, i, known)
         both = [p for p in dataset.exclude if p in set(dataset.include)]
         if both:
             yield ("datasets", i, "exclude"), (
                 f"{', '.join(repr(p) for p in both)} is both included and excluded; exclude "
                 "wins, so remove it from one of the lists")
+
+
+def _tabular_problems(manifest: Manifest, dataset: DatasetSpec,
+                      i: int) -> Iterator[tuple[Path_, str]]:
+    src, dst = dataset.source, dataset.destination
+    delta = dst.format == "delta"
+    if dst.format not in (None, "files", "delta"):
+        yield ("datasets", i, "destination", "format"), (
+            f"{dst.format!r} is a source format; a destination is 'files' (the default) or "
+            "'delta' (load the rows into a Delta table)")
+    if src.format in ("files", "delta"):
+        yield ("datasets", i, "source", "format"), (
+            "a source format is the files' format: parquet, csv or jsonl")
+    elif src.format is not None and not delta:
+        yield ("datasets", i, "source", "format"), (
+            "only matters when the destination has format: delta; remove it, or set "
+            "destination.format: delta")
+    for side, loc in (("source", src), ("destination", dst)):
+        for field in ("partition_by", "schema_mode"):
+            if getattr(loc, field) and (side == "source" or not delta):
+                yield ("datasets", i, side, field), (
+                    "only applies to a destination with format: delta")
+    if delta and manifest.encryption_of(dataset) is not None:
+        yield ("datasets", i, "encrypt"), (
+            "a format: delta destination cannot be encrypted: datamove encrypts whole "
+            "objects with age, which would leave the table unreadable, and has no Parquet "
+            "encryption. Remove encrypt, or copy the files as they are (format: files)")
+
+
+def _lifecycle_problems(dataset: DatasetSpec, i: int,
+                        known: set[str]) -> Iterator[tuple[Path_, str]]:
+    delta = dataset.destination.format == "delta"
+    protocol = dataset.destination.url.split("://", 1)[0].lower() \
+        if "://" in dataset.destination.url else "file"
+    tiers = tiers_of(protocol)
+    seen: dict[timedelta, int] = {}
+    for j, rule in enumerate(dataset.lifecycle):
+        at = ("datasets", i, "lifecycle", j)
+        if (rule.tier is None) == (rule.location is None):
+            yield at, ("give either tier: (a storage class, changed in place) or location: "
+                       "(a cold place for stores without classes), not both or neither")
+        if rule.after in seen:
+            yield (*at, "after"), f"is the same age as lifecycle[{seen[rule.after]}]"
+        seen.setdefault(rule.after, j)
+        if delta and (rule.column is None or rule.location is None):
+            yield at, ("a format: delta dataset tiers partitions: give column: (the "
+                       "partition column holding a date) and location: (the cold Delta table)")
+        elif not delta and rule.column is not None:
+            yield (*at, "column"), "only applies to datasets with destination format: delta"
+        partitions = dataset.destination.partition_by
+        if delta and rule.column is not None and rule.column not in partitions:
+            yield (*at, "column"), (f"{rule.column!r} is not one of the table's partition_by "
+                                    "columns; partitions move whole")
+        if rule.tier is not None and tiers is None:
+            where = "local" if protocol in ("file", "local") else f"{protocol}://"
+            yield (*at, "tier"), (f"{where} stores have no storage classes; use "
+                                  "location: {url: …} to move old objects to a cold place")
+        elif rule.tier is not None and tiers is not None and rule.tier not in tiers:
+            yield (*at, "tier"), (f"unknown {protocol} storage class {rule.tier!r}; one of "
+                                  f"{', '.join(tiers)}")
+        if rule.location is not None:
+            problem = _url_problem(rule.location.url, known)
+            if problem:
+                yield (*at, "location", "url"), problem
+            elif _comparable(rule.location.url).startswith(_comparable(dataset.destination.url)):
+                yield (*at, "location", "url"), (
+                    "lies inside the destination; a cold location must be outside it")
+    ordered = sorted((r.after, j, r.tier) for j, r in enumerate(dataset.lifecycle)
+                     if r.tier is not None and tiers is not None and r.tier in tiers)
+    for (_, _, warmer), (_, j, colder) in itertools.pairwise(ordered):
+        if tiers is not None and tiers[colder].rank < tiers[warmer].rank:
+            yield ("datasets", i, "lifecycle", j, "tier"), (
+                f"moves objects back from {warmer} to the warmer {colder}; later rules must "
+                "name colder tiers")
 
 
 def _keys_problems(keys: KeysSpec, at: Path_) -> Iterator[tuple[Path_, str]]:
@@ -452,10 +570,15 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
                 update={"file": resolve(keys.identity.file)})
         return keys.model_copy(update=update)
 
+    def fix_rule(rule: LifecycleRule) -> LifecycleRule:
+        return rule if rule.location is None else \
+            rule.model_copy(update={"location": fix(rule.location)})
+
     datasets = [
         d.model_copy(update={
             "source": fix(d.source), "destination": fix(d.destination),
-            "encrypt": fix_keys(d.encrypt) if d.encrypt is not None else None})
+            "encrypt": fix_keys(d.encrypt) if d.encrypt is not None else None,
+            "lifecycle": [fix_rule(r) for r in d.lifecycle]})
         for d in manifest.datasets
     ]
     keys = fix_keys(manifest.keys) if manifest.keys else None
