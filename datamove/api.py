@@ -311,6 +311,8 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
                                        error="only at the destination"))
         elif item.action == Action.extra:
             ds.add("extra", item.size)  # reported, never deleted
+        elif item.action == Action.archived:
+            ds.add("archived", item.size)  # in a cold tier; drills read it back
         else:
             progress.planned(item)
             yield item

@@ -44,7 +44,8 @@ OBJECT_SCHEMA = pa.schema([
     ("dataset", pa.string()),
     ("key", pa.string()),
     ("run_id", pa.string()),
-    ("status", pa.string()),  # copied | verified | repaired | rotated | failed | rotating
+    ("status", pa.string()),  # copied | verified | repaired | rotated | archived | failed
+    #                           | rotating
     ("source_url", pa.string()),
     ("size", pa.int64()),
     ("source_mtime", TS),
@@ -67,6 +68,7 @@ OBJECT_SCHEMA = pa.schema([
     ("attempts", pa.int32()),
     ("error", pa.string()),
     ("recorded_at", TS),
+    ("archive_url", pa.string()),  # lifecycle moved the bytes here (else destination_url)
 ])
 RUN_SCHEMA = pa.schema([
     ("run_id", pa.string()),
@@ -83,7 +85,7 @@ RUN_SCHEMA = pa.schema([
     ("exit_code", pa.int32()),
     ("datamove_version", pa.string()),
 ])
-DONE_STATUSES = ("copied", "verified", "repaired", "rotated")
+DONE_STATUSES = ("copied", "verified", "repaired", "rotated", "archived")
 ROTATING = "rotating"  # journal: a rotation to key_fingerprints is about to rewrite this object
 
 
@@ -101,6 +103,17 @@ class LedgerRow:
     payload_sha256: str | None = None
     key_fingerprints: tuple[str, ...] = ()
     recorded_at: float | None = None
+    status: str = "copied"
+    destination_url: str | None = None
+    storage_class: str | None = None
+    archive_url: str | None = None  # a lifecycle rule moved the bytes to this cold location
+    encrypted: bool = False
+    copied_at: float | None = None  # when these bytes were first recorded (lifecycle ages)
+
+    @property
+    def stored_url(self) -> str | None:
+        """Where the object's bytes are now."""
+        return self.archive_url or self.destination_url
 
 
 def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
@@ -188,7 +201,8 @@ class Ledger:
         grows with the number of rows of the dataset, about 200 bytes each.
         """
         columns = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
-                   "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at"]
+                   "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at",
+                   "status", "destination_url", "storage_class", "archive_url", "encrypted"]
         where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(statuses))
         if destination_prefix:
             where &= pc.starts_with(pc.field("destination_url"), destination_prefix)
@@ -197,13 +211,17 @@ class Ledger:
             return
         rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
         previous: dict[str, Any] | None = None
+        copied_at = None  # the first row of the latest run of rows with the same content
         for batch in rows.to_batches(max_chunksize=10_000):
             for row in batch.to_pylist():
                 if previous is not None and previous["key"] != row["key"]:
-                    yield _ledger_row(previous)
+                    yield _ledger_row(previous, copied_at)
+                    previous = None
+                if previous is None or previous["sha256"] != row["sha256"]:
+                    copied_at = row["recorded_at"]
                 previous = row
         if previous is not None:
-            yield _ledger_row(previous)
+            yield _ledger_row(previous, copied_at)
 
     def runs(self) -> pa.Table:
         table = self.table(RUNS)
@@ -245,7 +263,7 @@ def scan(table: Any, filter_expr: Any = None, columns: list[str] | None = None) 
                                                use_threads=False)
 
 
-def _ledger_row(row: dict[str, Any]) -> LedgerRow:
+def _ledger_row(row: dict[str, Any], copied_at: datetime | None = None) -> LedgerRow:
     mtime = row["source_mtime"]
     return LedgerRow(key=row["key"], size=row["size"],
                      source_mtime=mtime.timestamp() if mtime else None,
@@ -253,7 +271,11 @@ def _ledger_row(row: dict[str, Any]) -> LedgerRow:
                      sha256=row["sha256"], stored_sha256=row["stored_sha256"],
                      payload_sha256=row["payload_sha256"],
                      key_fingerprints=tuple(row["key_fingerprints"] or ()),
-                     recorded_at=row["recorded_at"].timestamp() if row["recorded_at"] else None)
+                     recorded_at=row["recorded_at"].timestamp() if row["recorded_at"] else None,
+                     status=row["status"], destination_url=row["destination_url"],
+                     storage_class=row["storage_class"], archive_url=row["archive_url"],
+                     encrypted=bool(row["encrypted"]),
+                     copied_at=copied_at.timestamp() if copied_at else None)
 
 
 class LedgerWriter:

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 from .encryption import Encryption, stored_listing
 from .ledger import LedgerRow
+from .lifecycle import needs_restore
 from .manifest import DatasetSpec, EncryptSpec, VerifyMode
 from .stores import Entry, KeyFilter, Location, check_readable, list_entries
 
@@ -37,6 +38,7 @@ class Action(StrEnum):
     check = "check"  # compare only, never write (``datamove verify``)
     extra = "extra"  # only at the destination; reported, never deleted
     rotate = "rotate"  # re-wrap an encrypted object's header (``datamove keys rotate``)
+    archived = "archived"  # in a cold tier: not read here (``restore`` and ``drill`` read it)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,11 @@ def _decide(source: Entry | None, destination: Entry | None, *, destination_is_l
             "only at the destination"
         return PlanItem(Action.extra, entry.key, None, destination, reason)
     key = source.key
+    if recorded is not None and _archived(recorded, destination) and \
+            _same_version(source, recorded):
+        where = recorded.archive_url or f"{recorded.storage_class} in place"
+        return PlanItem(Action.archived, key, source, destination,
+                        f"archived ({where}); read back with datamove restore or drill")
     if check_only:
         reason = "missing at the destination" if destination is None else "compare"
         return PlanItem(Action.check, key, source, destination, reason)
@@ -188,6 +195,16 @@ def _decide(source: Entry | None, destination: Entry | None, *, destination_is_l
     if reverify:
         return PlanItem(Action.verify, key, source, destination, "re-verify")
     return PlanItem(Action.skip, key, source, destination, "up to date")
+
+
+def _archived(recorded: LedgerRow, destination: Entry | None) -> bool:
+    """A lifecycle rule moved the object where a run must not read or re-copy it:
+    to a cold location (the destination no longer has it, or will not once the
+    move finishes), or in place to a class that needs a restore before reading."""
+    if recorded.archive_url is not None:
+        return True
+    return needs_restore(recorded.storage_class) and destination is not None and \
+        destination.size == recorded.stored_size
 
 
 def _same_version(source: Entry, recorded: LedgerRow) -> bool:
