@@ -24,7 +24,7 @@ from .audit import AuditLog, AuditWriter
 from .manifest import Manifest
 
 if TYPE_CHECKING:
-    from .plan import DatasetJob
+    from .plan import DatasetJob, PlanItem
     from .policy import PolicyReport
     from .transfer import ObjectResult
 
@@ -69,3 +69,24 @@ def record_result(audit: AuditWriter, job: DatasetJob, result: ObjectResult,
         details["error"] = result.error
     audit.append(action or f"object.{result.status}", dataset=job.name, key=result.key,
                  **details)
+
+
+# --- lifecycle ---
+
+def record_tier_change(audit: AuditWriter, job: DatasetJob, item: PlanItem, target: str,
+                       region: str | None, result: ObjectResult) -> None:
+    """``tier.change`` for a verified move to a colder tier, else ``object.failed``."""
+    row = item.recorded
+    assert row is not None
+    details: dict[str, Any] = {
+        "from": row.archive_url or row.storage_class or "STANDARD", "to": target,
+        "stored_size": row.stored_size, "stored_sha256": row.stored_sha256,
+        "region": region or job.destination.region, "location": result.destination_url,
+    }
+    if result.native_checksum:
+        details["server_checksum"] = result.native_checksum
+    if result.status == "moved":
+        audit.append("tier.change", dataset=job.name, key=item.key, **details)
+    else:
+        audit.append("object.failed", dataset=job.name, key=item.key, operation="archive",
+                     error=result.error or "failed", **details)

@@ -445,6 +445,10 @@ from .audit_cli import audit  # noqa: E402 (registered here, after the shared op
 
 main.add_command(audit)
 
+from .lifecycle_cli import register  # noqa: E402 (archive, schedule, restore, drill)
+
+register(main)
+
 
 @audit.command("residency")
 @MANIFEST

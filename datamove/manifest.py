@@ -374,7 +374,7 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
             problem = _url_problem(url, known)
             if problem:
                 yield ("datasets", i, side, "url"), problem
-        src, dst = _comparable(dataset.source.url), _comparable(dataset.destination.url)
+        src, dst = comparable_url(dataset.source.url), comparable_url(dataset.destination.url)
         if src == dst:
             yield ("datasets", i, "destination", "url"), "is the same location as the source"
         elif dst.startswith(src):
@@ -466,7 +466,8 @@ def _lifecycle_problems(dataset: DatasetSpec, i: int,
             problem = _url_problem(rule.location.url, known)
             if problem:
                 yield (*at, "location", "url"), problem
-            elif _comparable(rule.location.url).startswith(_comparable(dataset.destination.url)):
+            elif comparable_url(rule.location.url).startswith(
+                    comparable_url(dataset.destination.url)):
                 yield (*at, "location", "url"), (
                     "lies inside the destination; a cold location must be outside it")
     ordered = sorted((r.after, j, r.tier) for j, r in enumerate(dataset.lifecycle)
@@ -537,7 +538,8 @@ def _local_path(url: str) -> str | None:
     return rest if scheme.lower() in ("file", "local") else None
 
 
-def _comparable(url: str) -> str:
+def comparable_url(url: str) -> str:
+    """A URL normalised for prefix tests: absolute local paths, one trailing slash."""
     local = _local_path(url)
     if local is None:
         return url.rstrip("/") + "/"

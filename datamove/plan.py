@@ -39,6 +39,7 @@ class Action(StrEnum):
     extra = "extra"  # only at the destination; reported, never deleted
     rotate = "rotate"  # re-wrap an encrypted object's header (``datamove keys rotate``)
     archived = "archived"  # in a cold tier: not read here (``restore`` and ``drill`` read it)
+    archive = "archive"  # move to a colder tier (``datamove archive``)
 
 
 @dataclass(frozen=True)

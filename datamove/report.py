@@ -24,7 +24,12 @@ RUN_KEYS = ("copied", "skipped", "verified", "repaired", "failed")
 PLAN_KEYS = ("copy", "skip", "verify", "extra")
 VERIFY_KEYS = ("matched", "missing", "differs", "extra", "failed")
 ROTATE_KEYS = ("rotated", "skipped", "failed")
-_KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS}
+ARCHIVE_KEYS = ("moved", "in_tier", "not_due", "failed")
+RESTORE_KEYS = ("restored", "failed")
+_KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS,
+         "archive": ARCHIVE_KEYS, "restore": RESTORE_KEYS}
+_MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
+          "archive": "moved", "restore": "restored"}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
 
 
@@ -74,11 +79,19 @@ class Report:
     problem_count: int = 0
     key_failures: int = 0  # objects no key we hold could open: bad input, exit 2
     policy_warnings: list[str] = field(default_factory=list)  # warn-severity violations
+    warnings: list[str] = field(default_factory=list)  # e.g. lifecycle charges; kept short
+    warning_count: int = 0
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
             self.datasets[name] = DatasetReport(name, source, destination)
         return self.datasets[name]
+
+    def warn(self, message: str) -> None:
+        """A warning shown with the report (the first MAX_LISTED_PROBLEMS; all counted)."""
+        self.warning_count += 1
+        if len(self.warnings) < MAX_LISTED_PROBLEMS:
+            self.warnings.append(message)
 
     def record(self, result: ObjectResult) -> None:
         ds = self.dataset(result.dataset)
@@ -113,13 +126,15 @@ class Report:
             "manifest": self.manifest,
             "run_id": self.run_id,
             "engine": self.engine,
-            "started": _iso(self.started),
-            "ended": _iso(self.ended) if self.ended else None,
+            "started": iso_time(self.started),
+            "ended": iso_time(self.ended) if self.ended else None,
             "seconds": round((self.ended or time.time()) - self.started, 3),
             "datasets": {name: ds.to_dict(keys) for name, ds in self.datasets.items()},
             "problems": [p.to_dict() for p in self.problems],
             "problem_count": self.problem_count,
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
+            **({"warnings": self.warnings, "warning_count": self.warning_count}
+               if self.warning_count else {}),
             "exit_code": self.exit_code,
         }
 
@@ -138,8 +153,7 @@ class Report:
         for key in keys:
             table.add_column(key, justify="right")
         table.add_column("bytes", justify="right")
-        moved = {"run": "copied", "plan": "copy", "verify": "matched",
-                 "rotate": "rotated"}[self.command]
+        moved = _MOVED[self.command]
         for name, ds in self.datasets.items():
             table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
                           human_bytes(ds.bytes[moved]))
@@ -147,6 +161,11 @@ class Report:
         for warning in self.policy_warnings:
             console.print(f"[bold]policy warning[/bold] {warning}", markup=True,
                           highlight=False)
+        for warning in self.warnings[:20]:
+            console.print(f"[bold]warning[/bold] {warning}", markup=True, highlight=False)
+        if self.warning_count > 20:
+            console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
+                          "them)")
         for problem in self.problems:
             console.print(f"[bold]{problem.status}[/bold] {problem.dataset}/{problem.key}: "
                           f"{problem.error}", markup=True, highlight=False)
@@ -161,14 +180,22 @@ class Report:
             total.update(ds.counts)
         if self.command == "plan":
             return f"plan: {total['copy']:,} to copy, {total['skip']:,} up to date"
+        archived = (f", {total['archived']:,} archived (not read: `datamove drill` reads them "
+                    "back)") if total["archived"] else ""
         if self.command == "verify":
             return (f"verify: {total['matched']:,} matched, {total['missing']:,} missing, "
-                    f"{total['differs']:,} differ, {total['extra']:,} extra")
+                    f"{total['differs']:,} differ, {total['extra']:,} extra{archived}")
         if self.command == "rotate":
             return (f"rotate: {total['rotated']:,} re-wrapped, {total['skipped']:,} already "
                     f"for the new keys, {total['failed']:,} failed")
+        if self.command == "archive":
+            return (f"archive: {total['moved']:,} moved, {total['in_tier']:,} already in "
+                    f"their tier, {total['not_due']:,} not due, {total['failed']:,} failed")
+        if self.command == "restore":
+            return f"restore: {total['restored']:,} restored, {total['failed']:,} failed"
         if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:
-            return f"nothing to copy: {total['skipped'] + total['verified']:,} objects up to date"
+            return (f"nothing to copy: {total['skipped'] + total['verified']:,} objects up to "
+                    f"date{archived}")
         return (f"copied {total['copied']:,}, skipped {total['skipped']:,}, "
                 f"repaired {total['repaired']:,}, failed {total['failed']:,}")
 
@@ -181,5 +208,5 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _iso(ts: float) -> str:
+def iso_time(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
