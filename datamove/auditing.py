@@ -79,7 +79,9 @@ def record_tier_change(audit: AuditWriter, job: DatasetJob, item: PlanItem, targ
     row = item.recorded
     assert row is not None
     details: dict[str, Any] = {
-        "from": row.archive_url or row.storage_class or "STANDARD", "to": target,
+        "from": row.archive_url or row.storage_class or
+        ("STANDARD" if job.destination.is_s3 else job.destination.url),
+        "to": target,
         "stored_size": row.stored_size, "stored_sha256": row.stored_sha256,
         "region": region or job.destination.region, "location": result.destination_url,
     }
