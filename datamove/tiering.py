@@ -102,11 +102,11 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
         if unknown:
             raise BadInput(f"no dataset named {sorted(unknown)[0]!r} in manifest {manifest.name!r}")
     ledger = ledger_of(manifest)
+    if ledger.table(OBJECTS) is None:  # checked before the lock: bad input leaves no trace
+        raise BadInput(f"ledger {ledger.url} has no objects yet: run `datamove run` first")
     report = Report("archive", manifest.name, new_run_id())
     with ledger_lock(manifest.ledger, manifest.ledger_options, command="archive",
                      wait=lock_wait):
-        if ledger.table(OBJECTS) is None:
-            raise BadInput(f"ledger {ledger.url} has no objects yet: run `datamove run` first")
         jobs = {job.name: job for job in jobs_of(manifest, [d.name for d in specs] or None)}
         if dry_run:
             for spec in specs:
