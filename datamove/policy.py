@@ -320,14 +320,21 @@ def evaluate(manifest: Manifest, rules: list[Rule],
                  or RegionFacts.declared_only(getattr(ds, side).region) for side in _SIDES}
         for side in _SIDES:
             decisions += _mismatch(ds.name, f"{at}.{side}.region", side, facts[side])
+        cold = {j: (regions or {}).get((ds.name, f"lifecycle[{j}]"))
+                or RegionFacts.declared_only(rule.location.region)
+                for j, rule in enumerate(ds.lifecycle) if rule.location is not None}
+        for j, fact in cold.items():
+            decisions += _mismatch(ds.name, f"{at}.lifecycle[{j}].location.region",
+                                   "destination", fact)
         for rule in rules:
             if rule.spec.match.selects(ds):
                 decisions += [
                     Decision(rule.spec.id, rule.spec.severity, ds.name, f"{at}.{where}", reason,
                              "satisfied" if ok else "violated", rule.spec.description,
                              rule.origin)
-                    for where, ok, reason in _checks(manifest, ds, rule.spec.require,
-                                                     facts["destination"])]
+                    for where, ok, reason in (
+                        *_checks(manifest, ds, rule.spec.require, facts["destination"]),
+                        *_lifecycle_checks(ds, rule.spec.require, cold))]
     files = list(dict.fromkeys(rule.file for rule in rules))
     return PolicyReport(decisions, manifest.name, manifest.path, files, len(rules))
 
@@ -342,6 +349,19 @@ def _mismatch(dataset: str, where: str, side: str, facts: RegionFacts) -> list[D
 
 
 Check = tuple[str, bool, str]  # (field below the dataset, satisfied?, reason)
+
+
+def _lifecycle_checks(ds: DatasetSpec, req: RequireSpec,
+                      cold: dict[int, RegionFacts]) -> Iterator[Check]:
+    """Where lifecycle rules will put the data is judged like the destination."""
+    for j, rule in enumerate(ds.lifecycle):
+        if req.regions is not None and j in cold:
+            yield (f"lifecycle[{j}].location.region", *cold[j].residency_check(req.regions))
+        if req.storage_classes is not None and rule.tier is not None:
+            ok = matches_any(rule.tier, req.storage_classes)
+            yield f"lifecycle[{j}].tier", ok, (
+                f"lifecycle moves objects to {rule.tier}, which is {'' if ok else 'not '}"
+                f"allowed (allowed: {', '.join(req.storage_classes)})")
 
 
 def _checks(manifest: Manifest, ds: DatasetSpec, req: RequireSpec,

@@ -602,3 +602,30 @@ def test_policy_examples_in_the_docs_load() -> None:
     assert blocks
     for block in blocks:
         assert parse_policies(block, "docs/POLICIES.md")
+
+
+# --- lifecycle rules: where and in which class the data will end up -------------------
+
+def test_lifecycle_locations_and_tiers_are_judged_like_the_destination(tmp_path: Path) -> None:
+    dataset = {**DATASET, "lifecycle": [
+        {"after": "30d", "tier": "GLACIER"},
+        {"after": "365d", "location": {"url": "s3://us-cold/customers/", "region": "us-east-1"}},
+    ]}
+    manifest = manifest_of(tmp_path, dataset)
+    rules = parse_policies(policy(rule("eu-only", {"regions": ["eu-*"]}),
+                                  rule("warm-only", {"storage_classes": ["STANDARD*"]})),
+                           "p.yaml")
+    report = evaluate(manifest, rules)
+    judged = {(d.rule_id, d.field): (d.outcome, d.reason) for d in report.decisions}
+    assert judged[("eu-only", "datasets[0].destination.region")][0] == "satisfied"
+    outcome, reason = judged[("eu-only", "datasets[0].lifecycle[1].location.region")]
+    assert outcome == "violated" and "us-east-1" in reason
+    outcome, reason = judged[("warm-only", "datasets[0].lifecycle[0].tier")]
+    assert outcome == "violated" and "GLACIER" in reason
+    assert report.exit_code == 3
+    discovered = {("customers", "lifecycle[1]"): RegionFacts("us-east-1", "eu-west-1",
+                                                             "s3 GetBucketLocation")}
+    contradicted = evaluate(manifest, [], discovered)
+    [mismatch] = [d for d in contradicted.decisions if d.rule_id == REGION_MISMATCH
+                  and "lifecycle" in d.field]
+    assert mismatch.outcome == "violated"
