@@ -4,6 +4,11 @@ The plaintext sha256 is the source of truth for every object (DESIGN: "checksums
 are ours"). ``PartHasher`` additionally keeps a sha256 per fixed-size part, which
 is what S3 multipart uploads report as a composite checksum, so a multipart
 destination can be checked against the source without downloading it.
+
+Stores' *native* checksums (GCS crc32c, Azure Content-MD5, S3 ChecksumSHA256)
+are written ``<algo>:<base64>`` everywhere in datamove (ledger, results), so a
+value always says what it is; ``NativeHasher`` computes the one a destination
+reports while the bytes stream past, and ``same_checksum`` compares two.
 """
 
 from __future__ import annotations
@@ -14,23 +19,89 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
+import google_crc32c
+
 READ_SIZE = 1024 * 1024
+NATIVE_ALGOS = ("crc32c", "md5", "sha256")
+"""Algorithms of stores' native checksums, as named in ``<algo>:<base64>`` values."""
+
+
+class Crc32c:
+    """CRC32C (Castagnoli), the checksum GCS keeps for every object and S3 offers.
+
+    The C implementation runs at several GB/s; a pure-Python CRC would be a
+    thousand times slower, so google-crc32c (which gcsfs needs anyway) is a
+    dependency. It takes only ``bytes``, hence the copy of each chunk.
+    """
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.value = google_crc32c.extend(self.value, bytes(data))
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")  # GCS and S3: big-endian, then base64
+
+
+def new_native_hasher(algo: str) -> Crc32c | hashlib._Hash:
+    """A hasher for a native checksum algorithm (one of ``NATIVE_ALGOS``)."""
+    if algo == "crc32c":
+        return Crc32c()
+    if algo == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    if algo == "sha256":
+        return hashlib.sha256()
+    raise ValueError(f"unknown native checksum algorithm {algo!r}; one of {NATIVE_ALGOS}")
 
 
 class StreamHasher:
-    """sha256 and byte count of everything fed to it."""
+    """sha256 and byte count of everything fed to it, plus any native checksums
+    named in ``natives`` (what the destination store reports, see ``native``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, natives: tuple[str, ...] = ()) -> None:
         self._sha256 = hashlib.sha256()
+        self._natives = {algo: new_native_hasher(algo) for algo in natives if algo != "sha256"}
         self.size = 0
 
     def update(self, data: bytes | memoryview) -> None:
         self._sha256.update(data)
+        for hasher in self._natives.values():
+            hasher.update(data)
         self.size += len(data)
 
     @property
     def sha256(self) -> str:
         return self._sha256.hexdigest()
+
+    def native(self, algo: str) -> str:
+        """``<algo>:<base64>`` of everything so far, for an algorithm asked for."""
+        if algo == "sha256":
+            return native_value("sha256", self._sha256.digest())
+        return native_value(algo, self._natives[algo].digest())
+
+
+def native_value(algo: str, digest: bytes) -> str:
+    """The ``<algo>:<base64>`` form datamove records native checksums in."""
+    return f"{algo}:{b64(digest)}"
+
+
+def native_algo(value: str | None) -> str | None:
+    """The algorithm of a ``<algo>:<value>`` checksum (None for other forms)."""
+    if not value or ":" not in value:
+        return None
+    algo = value.split(":", 1)[0]
+    return algo if algo in NATIVE_ALGOS else None
+
+
+def same_checksum(stored: str, expected: str) -> bool:
+    """Do two checksums say the same? Quotes (ETags) and a composite's ``-N`` part
+    count are ignored, since S3 may or may not suffix a composite with it; two
+    values of different algorithms are never the same."""
+    a, b = stored.strip('"'), expected.strip('"')
+    if native_algo(a) != native_algo(b):
+        return False
+    return a.split("-")[0] == b.split("-")[0]
 
 
 _buffers = threading.local()
@@ -53,9 +124,10 @@ def read_chunks(stream: BinaryIO) -> Iterator[memoryview]:
         yield buffer[:n]
 
 
-def hash_stream(stream: BinaryIO) -> StreamHasher:
-    """Hash a readable stream to its end with bounded memory."""
-    hasher = StreamHasher()
+def hash_stream(stream: BinaryIO, natives: tuple[str, ...] = ()) -> StreamHasher:
+    """Hash a readable stream to its end with bounded memory (sha256, plus the
+    native checksums named in ``natives``)."""
+    hasher = StreamHasher(natives)
     for chunk in read_chunks(stream):
         hasher.update(chunk)
     return hasher

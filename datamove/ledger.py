@@ -121,7 +121,26 @@ def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
 
     Credentials stay in the environment, where delta-rs reads them itself. A
     single writer per ledger is the rule, so S3's missing atomic rename is safe.
+    Azure: the account and blob endpoint (not secret) come from the options or
+    the connection string in the environment; delta-rs does not read connection
+    strings, so the key comes from ``AZURE_STORAGE_ACCOUNT_KEY`` (or another
+    credential delta-rs finds itself). GCS: everything from the environment
+    (``GOOGLE_APPLICATION_CREDENTIALS``); docs/BACKENDS.md says what is tested.
     """
+    if url.startswith(("az://", "abfs://", "abfss://")):
+        conn = dict(part.split("=", 1) for part in
+                    os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";") if "=" in part)
+        azure: dict[str, str] = {}
+        account = (options.get("account_name") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+                   or conn.get("AccountName"))
+        if account:
+            azure["azure_storage_account_name"] = str(account)
+        endpoint = conn.get("BlobEndpoint")
+        if endpoint:
+            azure["azure_storage_endpoint"] = endpoint.rstrip("/")
+            if endpoint.startswith("http://"):
+                azure["azure_allow_http"] = "true"
+        return azure
     if not url.startswith(("s3://", "s3a://")):
         return {}
     out = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}

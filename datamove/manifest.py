@@ -384,14 +384,17 @@ def _semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
             )
         yield from _encryption_problems(manifest, dataset, i)
         storage_class = dataset.destination.storage_class
-        if storage_class is not None and not dataset.destination.url.startswith(("s3://", "s3a://")):
+        url = dataset.destination.url
+        protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
+        store, classes = ("S3", S3_STORAGE_CLASSES) if protocol in ("s3", "s3a") else \
+            ("GCS", tuple(tiers_of(protocol) or ())) if protocol in ("gs", "gcs") else ("", ())
+        if storage_class is not None and not classes:
             yield ("datasets", i, "destination", "storage_class"), (
-                "only S3 destinations have storage classes (for now); remove it, or use an "
-                "s3:// destination")
-        elif storage_class is not None and storage_class not in S3_STORAGE_CLASSES:
+                "only S3 destinations have storage classes, and GCS destinations too; remove "
+                "it, or use an s3:// or gs:// destination")
+        elif storage_class is not None and storage_class not in classes:
             yield ("datasets", i, "destination", "storage_class"), (
-                f"unknown S3 storage class {storage_class!r}; one of "
-                f"{', '.join(S3_STORAGE_CLASSES)}")
+                f"unknown {store} storage class {storage_class!r}; one of {', '.join(classes)}")
         if dataset.source.storage_class is not None:
             yield ("datasets", i, "source", "storage_class"), (
                 "is for destinations only (the class objects are written in)")

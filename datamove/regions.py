@@ -11,7 +11,12 @@ whenever it can be:
   the copy uses. An empty ``LocationConstraint`` means us-east-1 and the legacy
   ``EU`` means eu-west-1 (AWS's documented meanings).
 - GCS: the bucket resource's ``location`` through gcsfs (``EUROPE-WEST4``, or a
-  multi-region such as ``EU``), when gcsfs is installed.
+  multi-region such as ``EU``), answered in lower case.
+- Azure Blob: the blob API has no call that names an account's region (the
+  account's ``location`` is an Azure Resource Manager property, which needs a
+  subscription and management credentials a data mover should not hold), so
+  the region is *declared* (``region:`` in the manifest) and reported as not
+  confirmed; docs/BACKENDS.md.
 - Local paths (and ``memory://``, which lives in this process): the host's
   region from ``DATAMOVE_LOCAL_REGION``, else unknown. A disk has no API to
   ask, so the operator configures it once per host; without it, a declared
@@ -33,6 +38,7 @@ from typing import Any
 
 from .manifest import Manifest
 from .stores import Location, describe
+from .stores_gcs import bucket_location
 
 LOCAL_REGION_ENV = "DATAMOVE_LOCAL_REGION"
 DECLARED = "declared"
@@ -41,7 +47,8 @@ DECLARED = "declared"
 # GetBucketLocation's legacy answers (AWS S3 API reference, GetBucketLocation).
 _S3_LEGACY_CONSTRAINTS = {"": "us-east-1", "EU": "eu-west-1"}
 _LOCAL_PROTOCOLS = ("file", "memory")
-_GCS_PROTOCOLS = ("gs", "gcs")
+_AZURE_UNKNOWN = ("unknown: Azure Blob has no API that names an account's region (it is an "
+                  "Azure Resource Manager property); declare region: in the manifest")
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,12 @@ def discover(location: Location) -> RegionFacts:
     try:
         if location.is_s3:
             return RegionFacts(declared, _s3_region(location), "s3 GetBucketLocation")
-        if location.protocol in _GCS_PROTOCOLS:
-            return _gcs_facts(location)
+        if location.is_gcs:
+            region = bucket_location(location)
+            return RegionFacts(declared, region, "gcs bucket location" if region else
+                               "unknown: the GCS bucket has no location")
+        if location.is_azure:
+            return RegionFacts(declared, None, _AZURE_UNKNOWN)
     except Exception as exc:  # the store's own words, minus anything signed
         what = "s3 GetBucketLocation" if location.is_s3 else "gcs bucket location"
         return RegionFacts(declared, None, f"unknown: {what} failed: {describe(exc)}")
@@ -149,20 +160,6 @@ def _s3_region(location: Location) -> str:
     answer: dict[str, Any] = location.fs.call_s3("get_bucket_location", Bucket=bucket)
     constraint = answer.get("LocationConstraint") or ""
     return _S3_LEGACY_CONSTRAINTS.get(constraint, constraint)
-
-
-def _gcs_facts(location: Location) -> RegionFacts:
-    try:
-        import gcsfs  # noqa: F401  (only to know whether it is there)
-    except ImportError:
-        return RegionFacts(location.region, None,
-                           "unknown: gcsfs is not installed, so GCS regions cannot be discovered")
-    bucket, _ = location.bucket_and_prefix()
-    resource = location.fs.call("GET", "b/{}", bucket, json_out=True)
-    region = str(resource.get("location") or "").lower() or None
-    if region is None:
-        return RegionFacts(location.region, None, "unknown: the GCS bucket has no location")
-    return RegionFacts(location.region, region, "gcs bucket location")
 
 
 def discover_all(locations: list[Location]) -> list[RegionFacts]:
@@ -199,4 +196,9 @@ def discover_manifest(manifest: Manifest, datasets: list[str] | None = None,
             spec = getattr(ds, side)
             keys.append((ds.name, side))
             locations.append(Location.of(spec.url, spec.options, spec.region))
+        for j, rule in enumerate(ds.lifecycle):  # cold locations hold the data too
+            if rule.location is not None:
+                keys.append((ds.name, f"lifecycle[{j}]"))
+                locations.append(Location.of(rule.location.url, rule.location.options,
+                                             rule.location.region))
     return dict(zip(keys, discover_all(locations), strict=True))

@@ -24,6 +24,15 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from .errors import LocationUnreachable
+from .redact import scrub
+from .stores_azure import AZURE_PROTOCOLS, list_azure, stat_azure
+from .stores_gcs import GCS_PROTOCOLS, list_gcs, stat_gcs
+
+# gcsfs >= 2026 probes buckets for zonal/HNS features over gRPC unless told not
+# to, which fails against emulators and costs a call per bucket. fsspec imports
+# gcsfs only when a gs:// filesystem is first made, after this (an explicit
+# setting in the environment wins).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 PARTIAL_MARKER = ".datamove-partial-"
 """Infix of temporary names; objects carrying it are never listed as data."""
@@ -54,6 +63,13 @@ class ObjectInfo:
     etag: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     checksum_sha256: str | None = None  # S3 ChecksumSHA256 (base64, maybe "-N" composite)
+    # Native checksums the store reports, algo -> "<algo>:<base64>" (checksum.py).
+    native: dict[str, str] = field(default_factory=dict)
+    # False when ``native`` is a claim some client made rather than what the
+    # store computed (an Azure blob committed from blocks): never proof then.
+    native_trusted: bool = True
+    composite: bool = False  # composed/multipart: no whole-object MD5
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,14 @@ class Location:
     @property
     def is_s3(self) -> bool:
         return self.protocol in _S3_PROTOCOLS
+
+    @property
+    def is_gcs(self) -> bool:
+        return self.protocol in GCS_PROTOCOLS
+
+    @property
+    def is_azure(self) -> bool:
+        return self.protocol in AZURE_PROTOCOLS
 
     @cached_property
     def root(self) -> str:
@@ -192,6 +216,10 @@ def list_entries(location: Location, key_filter: KeyFilter | None = None,
         entries = _walk_local(location.root)
     elif location.is_s3:
         entries = _list_s3(location)
+    elif location.is_gcs:
+        entries = list_gcs(location)
+    elif location.is_azure:
+        entries = list_azure(location)
     else:
         entries = _walk_fs(location)
     for entry in entries:
@@ -319,7 +347,13 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
                           mtime=head["LastModified"].timestamp(),
                           etag=head.get("ETag", "").strip('"') or None,
                           metadata=dict(head.get("Metadata") or {}),
-                          checksum_sha256=head.get("ChecksumSHA256"))
+                          checksum_sha256=head.get("ChecksumSHA256"),
+                          native=_s3_natives(head), storage_class=head.get("StorageClass"),
+                          composite="-" in head.get("ETag", ""))
+    if location.is_gcs:
+        return stat_gcs(location, key)
+    if location.is_azure:
+        return stat_azure(location, key)
     fs = location.fs
     try:
         info = fs.info(path)
@@ -328,6 +362,19 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
     if info.get("type") == "directory":
         return None
     return ObjectInfo(size=int(info.get("size") or 0), mtime=_info_mtime(info))
+
+
+def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
+    """S3's checksums of one object: ChecksumSHA256 (whole, or a composite of the
+    parts' with "-N"), and ChecksumCRC32C when it covers the whole object (a
+    composite CRC32C of parts cannot be compared without the part sizes)."""
+    out = {}
+    if head.get("ChecksumSHA256"):
+        out["sha256"] = f"sha256:{head['ChecksumSHA256']}"
+    crc = head.get("ChecksumCRC32C")
+    if crc and "-" not in crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+        out["crc32c"] = f"crc32c:{crc}"
+    return out
 
 
 def open_read(location: Location, key: str) -> BinaryIO:
@@ -346,8 +393,8 @@ def check_readable(location: Location) -> None:
                 raise LocationUnreachable(
                     f"{location.url}: source directory does not exist; check the path")
             return
-        if location.is_s3:
-            next(iter(_list_s3(location)), None)
+        if location.is_s3 or location.is_gcs or location.is_azure:
+            next(iter(list_entries(location)), None)
             return
         if not location.fs.exists(location.root):
             raise LocationUnreachable(f"{location.url}: source does not exist; check the URL")
@@ -361,5 +408,6 @@ def check_readable(location: Location) -> None:
 def describe(exc: BaseException) -> str:
     """One line about an exception, free of request signatures and credentials."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = scrub(text)
     text = re.sub(r"(Signature|Credential|X-Amz-[A-Za-z-]+|token)=[^&\s'\"]+", r"\1=…", text)
     return text.splitlines()[0][:500] if text else type(exc).__name__

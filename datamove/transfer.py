@@ -22,7 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .checksum import b64_sha256, composite_of_stream, hash_stream, read_chunks
+from .checksum import (
+    b64_sha256,
+    composite_of_stream,
+    hash_stream,
+    native_algo,
+    read_chunks,
+    same_checksum,
+)
 from .encryption import Sealer, decrypt_digest, stored_size_bound
 from .errors import IdentityMismatch, KeyProblem, SourceChanged, TransferError, VerifyMismatch
 from .manifest import VerifyMode
@@ -216,14 +223,17 @@ def _resume_id(source: Entry, settings: TransferSettings) -> str | None:
 
 def reverify_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:
     """Re-check an up-to-date object against its source; re-copy it if it differs."""
+    natives = () if job.encryption or job.verify != VerifyMode.checksum else \
+        native_algos_of(job.destination)
     with contextlib.closing(open_read(job.source, item.key)) as reader:
-        source_hash = hash_stream(reader)
+        source_hash = hash_stream(reader, natives)
     try:
         if job.encryption is not None:
             return _with(check_encrypted(job, item, source_hash.sha256, source_hash.size),
                          action=item.action.value, status="verified")
         native = verify_destination(job.destination, item.key, source_hash.sha256,
-                                    source_hash.size, job.verify, None)
+                                    source_hash.size, job.verify, None,
+                                    source_natives={a: source_hash.native(a) for a in natives})
     except VerifyMismatch as exc:
         repaired = copy_object(job, item, settings, status="repaired")
         return _with(repaired, error=f"destination differed and was re-copied: {exc}")
@@ -247,19 +257,30 @@ def check_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
         if info.size != item.size:
             return ObjectResult(**base, status="differs",
                                 error=f"size {info.size} at the destination, {item.size} at source")
-        return ObjectResult(**base, status="matched")
+        recorded = _recorded_native(item)
+        stored = info.native.get(native_algo(recorded) or "")
+        if recorded and stored and not same_checksum(stored, recorded):
+            return ObjectResult(**base, status="differs",
+                                error=f"the store's {stored.split(':')[0]} is not the one "
+                                      "recorded when it was copied")
+        return ObjectResult(**base, status="matched",
+                            native_checksum=stored if recorded and stored else None)
     part_size = _int(info.metadata.get(META_PART_SIZE))
+    natives = tuple(a for a in info.native if a != "sha256") \
+        if info.native_trusted and job.verify == VerifyMode.checksum else ()
+    source_natives: dict[str, str] = {}
     with contextlib.closing(open_read(job.source, item.key)) as reader:
         if info.checksum_sha256 and part_size and "-" in info.checksum_sha256:
             digest, composite, size = composite_of_stream(reader, part_size)
         else:
-            hashed = hash_stream(reader)
+            hashed = hash_stream(reader, natives)
             digest, composite, size = hashed.sha256, None, hashed.size
-    committed = Committed(size=size, native=info.checksum_sha256, expected=composite,
-                          multipart=True) if composite else None
+            source_natives = {a: hashed.native(a) for a in natives}
+    committed = Committed(size=size, native=f"sha256:{info.checksum_sha256}",
+                          expected=f"sha256:{composite}", multipart=True) if composite else None
     try:
         native = verify_destination(job.destination, item.key, digest, size, job.verify,
-                                    committed, info=info)
+                                    committed, info=info, source_natives=source_natives)
     except VerifyMismatch as exc:
         return ObjectResult(**base, status="differs", sha256=digest, error=str(exc))
     return ObjectResult(**base, status="matched", sha256=digest, native_checksum=native)
@@ -331,50 +352,88 @@ def check_encrypted(job: DatasetJob, item: PlanItem, source_sha: str | None,
 
 def verify_destination(location: Location, key: str, sha256: str, size: int,
                        mode: VerifyMode, committed: Committed | None,
-                       info: ObjectInfo | None = None) -> str | None:
+                       info: ObjectInfo | None = None,
+                       source_natives: dict[str, str] | None = None) -> str | None:
     """Check the destination holds ``size`` bytes with ``sha256``; raise VerifyMismatch.
 
-    ``size``: the stored size. ``checksum``: a checksum the store computed
-    (S3 ChecksumSHA256, whole or composite-of-parts) when there is one we can
-    compare with, otherwise a re-read. ``full``: always a re-read. Returns the
-    native checksum that was compared, if any.
+    A checksum the store computed at commit is compared in every mode (it costs
+    nothing, and a mismatch is a failure). Then ``size``: the stored size.
+    ``checksum``: a native checksum the store computed (S3 ChecksumSHA256 whole or
+    composite-of-parts, GCS crc32c/md5Hash, an Azure Content-MD5 from one Put
+    Blob) when there is one we computed from the source's bytes to compare it
+    with (at commit, or ``source_natives``), otherwise a re-read. ``full``:
+    always a re-read. Returns the native checksum that was compared, if any
+    (``<algo>:<base64>``; a local read-back's sha256 in hex).
     """
-    if info is None and committed and committed.native and committed.expected and (
-            mode == VerifyMode.checksum or (mode == VerifyMode.full and committed.reread)):
+    proven: str | None = None
+    if info is None and committed and committed.native and committed.expected:
         # Checked at commit: the store's own checksum of what it received, or
         # every byte read back before the object became visible.
-        if not _same_checksum(committed.native, committed.expected) or committed.size != size:
+        if not same_checksum(committed.native, committed.expected) or committed.size != size:
             raise VerifyMismatch(f"{location.url_of(key)}: store checksum differs")
-        return committed.native
+        if mode == VerifyMode.checksum or (mode == VerifyMode.full and committed.reread):
+            return committed.native
+        proven = committed.native
     info = info or stat(location, key)
     if info is None:
         raise VerifyMismatch(f"{location.url_of(key)}: missing after commit")
     if info.size != size:
         raise VerifyMismatch(f"{location.url_of(key)}: {info.size} bytes stored, {size} expected")
     if mode == VerifyMode.size:
-        return None
-    native = info.checksum_sha256
-    if mode == VerifyMode.checksum and native:
-        multipart = META_PART_SIZE in info.metadata or (committed and committed.multipart)
-        if not multipart:
-            expected: str | None = b64_sha256(sha256)
-        else:
-            expected = committed.expected if committed else None
-        if expected:
-            if not _same_checksum(native, expected):
-                raise VerifyMismatch(f"{location.url_of(key)}: store checksum differs")
+        return proven
+    if mode == VerifyMode.checksum:
+        native = _native_match(location, key, info, sha256, committed, source_natives or {})
+        if native:
             return native
     with contextlib.closing(open_read(location, key)) as reader:
         stored = hash_stream(reader)
     if stored.sha256 != sha256 or stored.size != size:
         raise VerifyMismatch(f"{location.url_of(key)}: sha256 of the stored bytes differs "
                              f"({stored.sha256[:16]}… ≠ {sha256[:16]}…)")
+    return proven
+
+
+def _native_match(location: Location, key: str, info: ObjectInfo, sha256: str,
+                  committed: Committed | None, source_natives: dict[str, str]) -> str | None:
+    """The store's native checksum, if it could be compared with one computed from
+    the source's bytes and equals it; raises VerifyMismatch if it differs; None
+    when there was nothing trustworthy to compare (the caller re-reads)."""
+    if info.checksum_sha256:  # S3
+        native = f"sha256:{info.checksum_sha256}"
+        multipart = META_PART_SIZE in info.metadata or (committed and committed.multipart)
+        expected = committed.expected if multipart and committed else \
+            None if multipart else f"sha256:{b64_sha256(sha256)}"
+        if expected:
+            if not same_checksum(native, expected):
+                raise VerifyMismatch(f"{location.url_of(key)}: store checksum differs")
+            return native
+    if not info.native_trusted:
+        return None
+    for algo in ("md5", "crc32c"):  # the stronger first
+        stored, ours = info.native.get(algo), source_natives.get(algo)
+        if stored and ours:
+            if not same_checksum(stored, ours):
+                raise VerifyMismatch(f"{location.url_of(key)}: the store's {algo} differs from "
+                                     "the source's")
+            return stored
     return None
 
 
-def _same_checksum(native: str, expected: str) -> bool:
-    """Compare store and client checksums; S3 may or may not suffix a composite with -N."""
-    return native.strip('"').split("-")[0] == expected.strip('"').split("-")[0]
+def native_algos_of(location: Location) -> tuple[str, ...]:
+    """The native checksums worth computing from a source for this destination:
+    what the store reports and trusts besides S3's sha256 (docs/BACKENDS.md)."""
+    if location.is_gcs:
+        return ("crc32c",)
+    if location.is_azure:
+        return ("md5",)
+    return ()
+
+
+def _recorded_native(item: PlanItem) -> str | None:
+    """The native checksum recorded with the object's last copy, when the ledger
+    row carries one (``LedgerRow.native_checksum``)."""
+    value = getattr(item.recorded, "native_checksum", None)
+    return value if native_algo(value) else None
 
 
 def _remove_bad_copy(location: Location, key: str) -> None:

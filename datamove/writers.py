@@ -10,6 +10,10 @@ picks the writer for the store:
   completed only after every part succeeded and aborted on any failure. A plain
   ``with s3fs.open(p, "wb")`` would publish a truncated object if an exception
   hits it, which is why this module talks to the S3 API directly.
+* GCS (stores_gcs.GCSWriter): one multipart request, or a resumable session
+  finalized only on commit.
+* Azure Blob (stores_azure.AzureWriter): one Put Blob, or staged blocks whose
+  list is committed only on commit.
 * any other fsspec store: a hidden temporary name, then ``fs.mv``.
 
 Writers record the plaintext sha256 as object metadata where the store has it, so
@@ -29,15 +33,18 @@ from typing import Any, Protocol
 from .checksum import b64, b64_sha256, chunk_buffer, composite_sha256
 from .errors import VerifyMismatch
 from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MARKER, Location
+from .stores_azure import AzureWriter
+from .stores_gcs import GCSWriter
 
 
 @dataclass(frozen=True)
 class Committed:
     """What the store reported when the object was published.
 
-    ``native`` is a checksum the store computed over the bytes it received (an
-    S3 ETag that is an MD5, or a ChecksumSHA256, whole or composite); ``expected``
-    is what it must equal, computed here from the bytes read at the source.
+    ``native`` is a checksum the store computed over the bytes it received, as
+    ``<algo>:<base64>`` (an S3 ETag that is an MD5, a ChecksumSHA256 whole or
+    composite, a GCS crc32c, an Azure Content-MD5); ``expected`` is what it must
+    equal, computed here from the bytes sent. A local read-back is a sha256 hex.
     """
 
     size: int
@@ -385,8 +392,10 @@ class S3Writer:
             self.sent = len(body)
             etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
                 and not response.get("SSECustomerAlgorithm")
-            return Committed(size=self.size, native=response.get("ETag", "").strip('"') or None,
-                             expected=md5.hex() if etag_is_md5 else None, sent=self.sent)
+            etag = response.get("ETag", "").strip('"')
+            native = f"md5:{b64(bytes.fromhex(etag))}" if etag_is_md5 and _is_hex(etag) else None
+            return Committed(size=self.size, native=native,
+                             expected=f"md5:{b64(md5)}" if native else None, sent=self.sent)
         if self._buffer:
             self._upload_part(bytes(self._buffer))
             self._buffer = bytearray()
@@ -395,8 +404,9 @@ class S3Writer:
             UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
         self._upload_id = None
         self.committed = True
-        return Committed(size=self.size, native=response.get("ChecksumSHA256"),
-                         expected=composite_sha256(self._digests), multipart=True,
+        stored = response.get("ChecksumSHA256")
+        return Committed(size=self.size, native=f"sha256:{stored}" if stored else None,
+                         expected=f"sha256:{composite_sha256(self._digests)}", multipart=True,
                          sent=self.sent)
 
     def abort(self) -> None:
@@ -406,6 +416,14 @@ class S3Writer:
                 self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key,
                                 UploadId=self._upload_id)
             self._upload_id = None
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return len(text) == 32
 
 
 class FsspecWriter:
@@ -448,7 +466,7 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
 
     ``resumable=False``: never continue an earlier attempt's upload (the bytes
     will differ, as with encryption under a fresh file key). ``storage_class``:
-    the S3 class new objects are written in (manifest ``destination.storage_class``).
+    the S3 or GCS class new objects are written in (manifest ``destination.storage_class``).
     """
     writer: AtomicWriter
     if location.is_local and resume_id:
@@ -460,6 +478,10 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
     elif location.is_s3:
         writer = S3Writer(location, key, part_size, size_hint, resume=resumable,
                           storage_class=storage_class)
+    elif location.is_gcs:
+        writer = GCSWriter(location, key, part_size, storage_class=storage_class)
+    elif location.is_azure:
+        writer = AzureWriter(location, key, part_size)
     else:
         writer = FsspecWriter(location, key, run_token)
     try:

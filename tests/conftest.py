@@ -1,8 +1,9 @@
 """Shared fixtures: real components started as subprocesses, manifests on disk.
 
 S3 runs on ``moto_server`` in its own process (the in-process threaded server can
-deadlock with delta-rs). In CI (CI=true) a component that cannot start fails
-the test run; it is never skipped.
+deadlock with delta-rs); GCS on ``gcp-storage-emulator``; Azure Blob on Azurite
+(from the npm registry, installed by .ci/run into .ci/node). In CI (CI=true) a
+component that cannot start fails the test run; it is never skipped.
 """
 
 from __future__ import annotations
@@ -40,10 +41,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+NODE_BIN = REPO / ".ci" / "node" / "node_modules" / ".bin"
+
+
 def require_tool(name: str) -> str:
-    """The path of a tool the tests need; missing, it fails in CI and skips elsewhere."""
+    """The path of a tool the tests need; missing, it fails in CI and skips elsewhere.
+    Looked for beside this Python, in .ci/node (npm tools), then on PATH."""
     here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
+    found = next((str(p) for p in (here, NODE_BIN / name) if p.exists()), None) \
+        or shutil.which(name)
     if not found:
         message = f"{name} is not installed; .ci/run installs it"
         if os.environ.get("CI"):
@@ -70,30 +76,130 @@ class MotoServer:
         return name
 
 
+def start_server(name: str, args: list[str], port: int,
+                 timeout: float = 30) -> subprocess.Popen[bytes]:
+    """Start a server subprocess and wait until it accepts connections on ``port``."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}")
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"{name} did not start within {timeout:.0f} s")
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     for key, value in AWS_ENV.items():
         os.environ.setdefault(key, value)
     port = free_port()
-    process = subprocess.Popen([require_tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"moto_server exited with {process.returncode}")
-            time.sleep(0.1)
-    else:
-        process.kill()
-        pytest.fail("moto_server did not start within 30 s")
+    process = start_server("moto_server", [require_tool("moto_server"), "-H", "127.0.0.1",
+                                           "-p", str(port)], port)
     try:
         yield MotoServer(port, process)
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
+
+
+class GcsEmulator:
+    """gcp-storage-emulator: buckets are made through gcsfs, as a user's would be."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        # What a manifest gives: the endpoint, anonymous access, a project name.
+        self.options = {"endpoint_url": self.endpoint, "token": "anon", "project": "test"}
+
+    def fs(self):  # type: ignore[no-untyped-def]
+        from datamove.stores import Location
+
+        return Location.of("gs://x", self.options).fs
+
+    def new_bucket(self) -> str:
+        name = f"g-{uuid.uuid4().hex[:12]}"
+        self.fs().mkdir(name)
+        return name
+
+    def location(self, bucket: str, prefix: str = "data/") -> dict:
+        return {"url": f"gs://{bucket}/{prefix}", "options": dict(self.options)}
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    port = free_port()
+    process = start_server("gcp-storage-emulator", [
+        require_tool("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
+        str(port), "--in-memory"], port)
+    try:
+        yield GcsEmulator(port)
+    finally:
+        stop_server(process)
+
+
+# Azurite's published development account (docs: "Azurite: well-known storage
+# account and key"). Not a secret, but handled like one: it reaches datamove only
+# through the environment, as a real key would.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr"
+               "/KBHBeksoGMGw==")
+
+
+class Azurite:
+    def __init__(self, port: int):
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+        self.connection_string = (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};")
+        self.env = {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def fs(self):  # type: ignore[no-untyped-def]
+        from datamove.stores import Location
+
+        return Location.of("az://x").fs
+
+    def new_container(self) -> str:
+        name = f"c-{uuid.uuid4().hex[:12]}"
+        self.fs().mkdir(name)
+        return name
+
+    def location(self, container: str, prefix: str = "data/") -> dict:
+        return {"url": f"az://{container}/{prefix}"}
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    port = free_port()
+    process = start_server("azurite-blob", [
+        require_tool("azurite-blob"), "--inMemoryPersistence", "--loose",
+        "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)], port)
+    server = Azurite(port)
+    # Workers (threads here, processes in CLI tests) read it from the environment.
+    previous = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
+        else:
+            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = previous
+        stop_server(process)
 
 
 def file_sha(path: Path) -> str:

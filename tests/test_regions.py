@@ -19,7 +19,7 @@ from datamove.policy import REGION_MISMATCH, check
 from datamove.regions import RegionFacts, discover, discover_all, discover_manifest
 from datamove.stores import Location
 
-from .conftest import MotoServer, s3_location, write_manifest
+from .conftest import GcsEmulator, MotoServer, s3_location, write_manifest
 
 S3 = "s3 GetBucketLocation"
 
@@ -91,16 +91,43 @@ def test_local_paths_are_in_the_configured_host_region(
     assert discover(Location.of("memory://scratch/")).discovered == "eu-central-1"
 
 
-def test_stores_without_discovery_are_unknown() -> None:
+def test_azure_regions_are_declared_not_discovered() -> None:
+    """The blob API has no call that names an account's region: the declaration
+    stands, said to be unconfirmed, and nothing is asked of the store."""
     facts = discover(Location.of("az://container/data/", region="westeurope"))
-    assert facts == RegionFacts("westeurope", None,
-                                "unknown: datamove cannot discover the region of az://")
+    assert facts.declared == "westeurope" and facts.discovered is None
+    assert facts.source.startswith("unknown: Azure Blob has no API that names an account's "
+                                   "region")
     assert facts.effective == "westeurope"
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        assert discover(Location.of("gs://bucket/x/")) == RegionFacts(
-            None, None, "unknown: gcsfs is not installed, so GCS regions cannot be discovered")
+    assert facts.how.startswith("declared, not confirmed: Azure Blob has no API")
+    assert facts.residency_check(["westeurope"])[0]
+    assert not discover(Location.of("az://container/data/")).residency_check(["*"])[0]
+
+
+def test_gcs_bucket_location_is_discovered(gcs_emulator: GcsEmulator) -> None:
+    """The emulator creates every bucket in US (it ignores ``location`` on create,
+    which real GCS honours), and lets a PATCH set the location (which real GCS
+    refuses): enough to prove discovery reads the bucket resource and judges it."""
+    bucket = gcs_emulator.new_bucket()
+    declared_eu = Location.of(f"gs://{bucket}/data/", gcs_emulator.options, "europe-west4")
+    facts = discover(declared_eu)
+    assert facts == RegionFacts("europe-west4", "us", "gcs bucket location")
+    assert facts.mismatch and facts.declaration_check("destination")[0] is False
+    gcs_emulator.fs().call("PATCH", "b/{}", bucket, json={"location": "EUROPE-WEST4"})
+    facts = discover(declared_eu)
+    assert facts == RegionFacts("europe-west4", "europe-west4", "gcs bucket location")
+    assert not facts.mismatch and facts.residency_check(["europe-*"])[0]
+    # Datasets sharing the bucket ask once; each keeps its own declaration.
+    other = Location.of(f"gs://{bucket}/other/", gcs_emulator.options, "us")
+    assert [f.discovered for f in discover_all([declared_eu, other])] == ["europe-west4"] * 2
+    assert discover_all([declared_eu, other])[1].mismatch
+
+
+def test_a_missing_gcs_bucket_leaves_the_region_unknown(gcs_emulator: GcsEmulator) -> None:
+    facts = discover(Location.of("gs://no-such-bucket-anywhere/x/", gcs_emulator.options,
+                                 "europe-west4"))
+    assert facts.discovered is None and facts.effective == "europe-west4"
+    assert facts.source.startswith("unknown: gcs bucket location failed: FileNotFoundError")
 
 
 # --- the built-in rule, end to end -----------------------------------------------------

@@ -281,18 +281,19 @@ def test_s3_commit_publishes_exact_bytes_with_checksums(moto_server, bucket, kin
         # native: the ETag S3 computed (MD5 of the bytes it stored); expected: ours.
         assert committed.native and committed.expected
         assert base(committed.native) == base(committed.expected)
-        assert committed.expected == hashlib.md5(data, usedforsecurity=False).hexdigest()
+        assert committed.expected == "md5:" + b64(hashlib.md5(data, usedforsecurity=False)
+                                                  .digest())
     else:
         assert committed.multipart
         assert metadata[META_PART_SIZE] == str(PART)
-        assert committed.expected == composite(data, PART)
+        assert committed.expected == "sha256:" + composite(data, PART)
         # The store's own composite checksum of the parts it received. moto (5.2)
         # does not return it in the CompleteMultipartUpload response (native is None
         # then), but does report it on HEAD/GET with ChecksumMode.
         if committed.native is not None:
             assert base(committed.native) == base(committed.expected)
         assert got.get("ChecksumSHA256"), "moto stored no checksum for the multipart object"
-        assert base(got["ChecksumSHA256"]) == base(committed.expected)
+        assert base("sha256:" + got["ChecksumSHA256"]) == base(committed.expected)
 
 
 # --- 3. SIGKILL half-way -------------------------------------------------------------
