@@ -24,6 +24,7 @@ from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from .engine import Engine
 from .errors import LocationUnreachable
 from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
+from .locks import ledger_lock
 from .manifest import Manifest, load_manifest
 from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
 from .policy import PolicyReport
@@ -130,9 +131,10 @@ def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = Fa
     (exit 3) before anything moves. ``policies``: policy files, directories or
     globs instead of the default search.
     """
-    return _execute("run", manifest, scheduler=scheduler, reverify=reverify,
-                    datasets=datasets, progress=progress, identity=identity,
-                    policies=policies)
+    with ledger_lock(manifest.ledger, manifest.ledger_options, command="run"):
+        return _execute("run", manifest, scheduler=scheduler, reverify=reverify,
+                        datasets=datasets, progress=progress, identity=identity,
+                        policies=policies)
 
 
 def verify(manifest: Manifest, *, scheduler: str | None = None,

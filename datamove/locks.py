@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -50,8 +51,14 @@ def ledger_lock(ledger_url: str, options: dict[str, Any] | None = None, *,
     url = ledger_url.rstrip("/")
     if "://" not in url or url.startswith(("file://", "local://")):
         path = url.split("://", 1)[1] if "://" in url else url
-        with _flock(os.path.join(path, LOCK_DIR, "writer.lock"), command, wait):
-            yield
+        existed = os.path.exists(path)
+        try:
+            with _flock(os.path.join(path, LOCK_DIR, "writer.lock"), command, wait):
+                yield
+        finally:
+            if not existed and os.listdir(path) == [LOCK_DIR]:
+                # The command failed before writing anything: leave no trace of it.
+                shutil.rmtree(path, ignore_errors=True)
     elif url.startswith(("s3://", "s3a://")):
         lease = _S3Lease(url, options or {}, command, ttl)
         lease.acquire(wait)

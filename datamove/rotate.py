@@ -53,6 +53,7 @@ from .encryption import fingerprints_of
 from .engine import Engine
 from .errors import BadInput, IdentityMismatch, KeyProblem, TransferError
 from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerRow, LedgerWriter, ts
+from .locks import ledger_lock
 from .manifest import Manifest, VerifyMode
 from .plan import Action, DatasetJob, PlanItem, batches, march
 from .progress import Progress
@@ -77,6 +78,14 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
            datasets: list[str] | None = None, scheduler: str | None = None,
            progress: Progress | None = None) -> Report:
     """Re-wrap every recorded encrypted object for the recipients in ``recipients_file``."""
+    with ledger_lock(manifest.ledger, manifest.ledger_options, command="keys rotate"):
+        return _rotate(manifest, recipients_file, identity_file=identity_file,
+                       datasets=datasets, scheduler=scheduler, progress=progress)
+
+
+def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | None,
+            datasets: list[str] | None, scheduler: str | None,
+            progress: Progress | None) -> Report:
     try:
         new_recipients = tuple(r.encode() for r in load_recipients(recipients_file))
     except OSError as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from datamove.locks import LockTimeout, ledger_lock
+from tests.conftest import AWS_ENV, write_manifest
 
 
 def test_local_lock_excludes_a_second_holder_until_released(tmp_path):
@@ -92,3 +94,22 @@ def test_s3_lease_of_a_dead_process_is_taken_over(moto_server):
     with pytest.raises(LockTimeout, match="elsewhere"), \
             ledger_lock(url, options, command="archive", wait=1):
         pass  # a live lease elsewhere is honoured
+
+
+def test_run_waits_for_the_ledger_while_another_writer_holds_it(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(b"a" * 1000)
+    manifest = write_manifest(tmp_path / "m.yaml", [{
+        "name": "d", "source": {"url": str(tmp_path / "src") + "/"},
+        "destination": {"url": str(tmp_path / "dst") + "/"}}], ledger=str(tmp_path / "ledger"))
+    with ledger_lock(str(tmp_path / "ledger"), command="archive"):
+        run = subprocess.Popen([sys.executable, "-m", "datamove.cli", "run", str(manifest)],
+                               env={**os.environ, **AWS_ENV}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert run.poll() is None  # waiting, not writing
+        assert not (tmp_path / "dst").exists() and not (tmp_path / "ledger" / "objects").exists()
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    assert "waiting for the ledger: held by `datamove archive`" in err
+    assert (tmp_path / "dst" / "a.bin").read_bytes() == b"a" * 1000
