@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import jobs_of, new_run_id, preflight_identities
+from .api import jobs_of, new_run_id
 from .auditing import open_audit
 from .errors import BadInput
 from .ledger import LedgerRow
@@ -37,7 +37,7 @@ from .locks import ledger_lock
 from .manifest import Manifest
 from .progress import Progress
 from .report import Report, human_bytes, iso_time
-from .restore import Restored, Waiting, recorded_rows, run_restores
+from .restore import Restored, Waiting, recorded_rows, require_identities, run_restores
 from .stores import Location
 
 MAX_FAILURES_IN_EVENT = 100
@@ -193,7 +193,7 @@ def drill(manifest: Manifest, selection: Selection, *, datasets: list[str] | Non
             if manifest.dataset(j.name).destination.format != "delta"]
     if not jobs:
         raise BadInput("no dataset to drill: Delta-table datasets are read with time travel")
-    preflight_identities([j for j in jobs if j.encryption is not None])
+    require_identities(jobs)
     own_scratch = scratch is None
     root = scratch or tempfile.mkdtemp(prefix="datamove-drill-")
     base = Report("restore", manifest.name, new_run_id())

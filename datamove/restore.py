@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .api import jobs_of, ledger_of, new_run_id, preflight_identities
+from .api import jobs_of, ledger_of, new_run_id
 from .auditing import open_audit
 from .checksum import read_chunks
 from .crypto import AgeDecryptor, AgeError, NoIdentityMatch
 from .engine import Engine
-from .errors import BadInput, TransferError
+from .errors import BadInput, KeyProblem, TransferError
 from .ledger import OBJECTS, LedgerRow
 from .lifecycle import needs_restore
 from .locks import ledger_lock, s3_error_code
@@ -257,8 +257,7 @@ def restore(manifest: Manifest, dataset: str, to_url: str, *, prefix: str = "",
             raise BadInput(f"--to {to_url} overlaps the dataset's {side} {url}; restore into "
                            "a separate place")
     job = jobs_of(manifest, [dataset], identity)[0]
-    if job.encryption is not None:
-        preflight_identities([job])
+    require_identities([job])
     to = Location.of(to_url, dict(to_options or {}))
     report = Report("restore", manifest.name, new_run_id())
     report.dataset(dataset, spec.destination.url, to.url)
@@ -278,6 +277,17 @@ def restore(manifest: Manifest, dataset: str, to_url: str, *, prefix: str = "",
                      counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
         audit.checkpoint()
     return report
+
+
+def require_identities(jobs: list[DatasetJob]) -> None:
+    """Reading encrypted data back needs its identity: open each on the driver first,
+    so a missing or wrong one is one exit-2 error before anything is read."""
+    for job in jobs:
+        if job.encryption is not None:
+            try:
+                job.encryption.identities()
+            except KeyProblem as exc:
+                raise KeyProblem(f"dataset {job.name}: {exc}") from None
 
 
 def recorded_rows(manifest: Manifest, job: DatasetJob, prefix: str = "") -> Iterator[LedgerRow]:

@@ -200,3 +200,50 @@ def test_killed_archive_loses_nothing_and_a_rerun_finishes(tmp_path):
     assert {k: r["status"] for k, r in latest.items()} == dict.fromkeys(files, "archived")
     again = run_cli("archive", str(manifest), "--now", LATER, "--json")
     assert last_json(again.stdout)["datasets"]["logs"]["moved"] == 0
+
+
+def test_an_in_place_move_a_killed_run_did_not_record_is_recorded_not_redone(tmp_path,
+                                                                             moto_server):
+    files = make_source(tmp_path / "src", 4)
+    bucket = moto_server.new_bucket()
+    manifest = s3_manifest(tmp_path, moto_server, bucket)
+    assert run_cli("run", str(manifest)).returncode == 0
+    s3 = moto_server.client()
+    key = "models/part-0001.bin"  # moved by a run killed before its ledger commit
+    s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
+                   StorageClass="GLACIER", MetadataDirective="COPY", ChecksumAlgorithm="SHA256")
+    before = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    result = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    assert result.returncode == 0, result.stderr
+    assert last_json(result.stdout)["datasets"]["models"]["moved"] == 4
+    assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == before  # not copied again
+    assert per_key(object_rows(tmp_path / "ledger", "archived")) == dict.fromkeys(files, 1)
+
+
+def test_restore_writes_to_s3_and_refuses_an_encrypted_dataset_without_identity(
+        tmp_path, moto_server):
+    from datamove.crypto import X25519Identity
+
+    files = make_source(tmp_path / "src", 3)
+    recipient = X25519Identity.generate().recipient.encode()
+    manifest = cold_manifest(tmp_path, encrypt={"recipients": [recipient]})
+    assert run_cli("run", str(manifest)).returncode == 0
+    no_identity = run_cli("restore", str(manifest), "--dataset", "logs", "--to",
+                          str(tmp_path / "back"))
+    assert no_identity.returncode == 2 and "identity" in no_identity.stderr
+    assert not (tmp_path / "back").exists()
+
+    plain = make_source(tmp_path / "plain-src", 3)
+    plain_manifest = write_manifest(tmp_path / "p.yaml", [{
+        "name": "p", "source": {"url": str(tmp_path / "plain-src") + "/"},
+        "destination": {"url": str(tmp_path / "plain-dst") + "/"}}],
+        ledger=str(tmp_path / "ledger2"))
+    assert run_cli("run", str(plain_manifest)).returncode == 0
+    bucket = moto_server.new_bucket()
+    to = run_cli("restore", str(plain_manifest), "--dataset", "p", "--to", f"s3://{bucket}/r/",
+                 env={"AWS_ENDPOINT_URL": moto_server.endpoint})
+    assert to.returncode == 0, to.stderr
+    s3 = moto_server.client()
+    for key, data in plain.items():
+        assert s3.get_object(Bucket=bucket, Key=f"r/{key}")["Body"].read() == data
+    assert files  # the encrypted dataset's files were never restored
