@@ -11,6 +11,7 @@ the run's end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -31,6 +32,7 @@ from .policy import PolicyReport
 from .progress import Progress
 from .report import DatasetReport, Report
 from .stores import check_readable, describe, list_entries
+from .tabular import execute_table, preflight_tables, table_jobs
 from .transfer import Batch, ObjectResult, TransferSettings, run_batch
 
 __all__ = ["load_manifest", "plan", "run", "verify"]
@@ -152,13 +154,17 @@ def verify(manifest: Manifest, *, scheduler: str | None = None,
 def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify: bool,
              datasets: list[str] | None, progress: Progress | None,
              identity: str | None = None, policies: list[str] | None = None) -> Report:
-    jobs = jobs_of(manifest, datasets, identity)
+    # format: delta datasets are loaded and verified by tabular.py, not planned as objects.
+    tables = table_jobs(manifest, datasets)
+    jobs = [job for job in jobs_of(manifest, datasets, identity)
+            if job.name not in {table.name for table in tables}]
     run_id = new_run_id()
     audit = decided = None
     if command == "run":
         audit = open_audit(manifest, run_id)
         decided = check_policies(manifest, policies, datasets, audit)
     preflight(jobs)
+    preflight_tables(tables)
     if command == "verify" or reverify or identity is not None:
         preflight_identities(jobs)
     progress = progress or Progress()
@@ -175,6 +181,8 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                                 resume_threshold=4 * spec.part_size)
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
+    for table in tables:
+        report.dataset(table.name, table.source.url, table.table.location.url)
     check_only = command == "verify"
     ledger = ledger_of(manifest)
     writer: LedgerWriter | None = None
@@ -208,8 +216,12 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
         progress.listing_done()
 
+    for sequence, table in enumerate(tables, start=1):
+        execute_table(table, command, report, run_id=report.run_id,
+                      ledger=ledger if writer is not None else None, audit=audit,
+                      sequence=sequence)
     upload_cutoffs: dict[str, datetime | None] = {}
-    with engine, progress:
+    with engine if jobs or not tables else contextlib.nullcontext(), progress:
         for batch, item, result in settle(engine, run_batch, work(), report, progress):
             if writer is not None:
                 writer.add(ledger_row(batch.job, item, result, report.run_id))

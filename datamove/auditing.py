@@ -92,3 +92,39 @@ def record_tier_change(audit: AuditWriter, job: DatasetJob, item: PlanItem, targ
     else:
         audit.append("object.failed", dataset=job.name, key=item.key, operation="archive",
                      error=result.error or "failed", **details)
+
+
+# --- tabular ---
+# Delta table datasets (tabular.py, tabular_tiering.py): what was loaded, each
+# partition's verification (rows and order-independent digests, docs/FORMAT.md
+# "Tabular tables"), and partitions moved to a cold table.
+
+def record_table_loaded(audit: AuditWriter, dataset: str, table_url: str, loaded: Any) -> None:
+    """``table.loaded``: the version the load left and what it appended."""
+    audit.append("table.loaded", dataset=dataset, table_url=table_url,
+                 table_version=loaded.version, files_loaded=loaded.files_loaded,
+                 files_skipped=loaded.files_skipped, rows_loaded=loaded.rows_loaded,
+                 rows_read=loaded.rows_read, commits=loaded.commits)
+
+
+def record_table_partition(audit: AuditWriter, dataset: str, table_url: str,
+                           version: int | None, partition: str, outcome: Any) -> None:
+    """``table.verified`` (or ``table.failed``) for one partition: both sides' rows and digests."""
+    audit.append("table.verified" if outcome.status == "ok" else "table.failed",
+                 dataset=dataset, key=partition, table_url=table_url, table_version=version,
+                 status=outcome.status, rows=outcome.table.rows, digest=outcome.table.hex,
+                 source_rows=outcome.source.rows, source_digest=outcome.source.hex)
+
+
+def record_table_failed(audit: AuditWriter, dataset: str, table_url: str, error: str) -> None:
+    """``table.failed`` for a dataset that could not be loaded or read at all."""
+    audit.append("table.failed", dataset=dataset, table_url=table_url, error=error)
+
+
+def record_partition_moved(audit: AuditWriter, dataset: str, partition: str, *,
+                           hot_url: str, cold_url: str, hot_version: int | None,
+                           cold_version: int | None, rows: int, digest: str) -> None:
+    """``partition.moved``: a partition now lives in the cold table, verified, hot deleted."""
+    audit.append("partition.moved", dataset=dataset, key=partition, hot_url=hot_url,
+                 cold_url=cold_url, hot_version=hot_version, cold_version=cold_version,
+                 rows=rows, digest=digest)
