@@ -11,6 +11,7 @@ destination listing in one pass with constant memory (see plan.py).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -366,9 +367,14 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
 
 def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
     """S3's checksums of one object: ChecksumSHA256 (whole, or a composite of the
-    parts' with "-N"), and ChecksumCRC32C when it covers the whole object (a
-    composite CRC32C of parts cannot be compared without the part sizes)."""
+    parts' with "-N"), ChecksumCRC32C when it covers the whole object (a
+    composite CRC32C of parts cannot be compared without the part sizes), and the
+    ETag when it is the MD5 S3 computed (one PUT, no SSE-KMS or SSE-C)."""
     out = {}
+    etag = head.get("ETag", "").strip('"')
+    if re.fullmatch(r"[0-9a-f]{32}", etag) and head.get("ServerSideEncryption") != "aws:kms" \
+            and not head.get("SSECustomerAlgorithm"):
+        out["md5"] = f"md5:{base64.b64encode(bytes.fromhex(etag)).decode()}"
     if head.get("ChecksumSHA256"):
         out["sha256"] = f"sha256:{head['ChecksumSHA256']}"
     crc = head.get("ChecksumCRC32C")

@@ -166,7 +166,10 @@ class Azurite:
         self.connection_string = (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
             f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint};")
-        self.env = {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+        # adlfs reads the connection string; delta-rs (an Azure ledger) does not, and
+        # takes the key from AZURE_STORAGE_ACCOUNT_KEY (ledger.storage_options).
+        self.env = {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string,
+                    "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY}
 
     def fs(self):  # type: ignore[no-untyped-def]
         from datamove.stores import Location
@@ -190,15 +193,16 @@ def azurite() -> Iterator[Azurite]:
         "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)], port)
     server = Azurite(port)
     # Workers (threads here, processes in CLI tests) read it from the environment.
-    previous = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    os.environ["AZURE_STORAGE_CONNECTION_STRING"] = server.connection_string
+    previous = {name: os.environ.get(name) for name in server.env}
+    os.environ.update(server.env)
     try:
         yield server
     finally:
-        if previous is None:
-            os.environ.pop("AZURE_STORAGE_CONNECTION_STRING", None)
-        else:
-            os.environ["AZURE_STORAGE_CONNECTION_STRING"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         stop_server(process)
 
 
