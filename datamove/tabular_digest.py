@@ -211,7 +211,7 @@ def _bytes_hash(arr: pa.Array) -> pa.Array:
         relative = pc.subtract(offsets.slice(lo, hi - lo + 1), pa.scalar(start, pa.int64()))
         sums = _segment_sums(terms, relative)
         starts = relative.slice(0, hi - lo)
-        parts.append(pc.multiply(sums, pc.take(_powers(P_INV, end - start, "inv"), starts)))
+        parts.append(pc.multiply(sums, pc.take(_powers(P_INV, end - start + 1, "inv"), starts)))
     sums = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
     value = pc.add(sums, pc.multiply(lengths.cast(U64), _u(K_LEN)))
     if arr.null_count:
