@@ -266,11 +266,12 @@ def check_object(job: DatasetJob, item: PlanItem) -> ObjectResult:
         return ObjectResult(**base, status="matched",
                             native_checksum=stored if recorded and stored else None)
     part_size = _int(info.metadata.get(META_PART_SIZE))
-    natives = tuple(a for a in info.native if a != "sha256") \
-        if info.native_trusted and job.verify == VerifyMode.checksum else ()
+    natives = native_algos_of(job.destination, info) \
+        if info.native_trusted and job.verify == VerifyMode.checksum and \
+        not info.checksum_sha256 else ()
     source_natives: dict[str, str] = {}
     with contextlib.closing(open_read(job.source, item.key)) as reader:
-        if info.checksum_sha256 and part_size and "-" in info.checksum_sha256:
+        if info.checksum_sha256 and part_size:  # a composite, "-N" or not
             digest, composite, size = composite_of_stream(reader, part_size)
         else:
             hashed = hash_stream(reader, natives)
@@ -419,14 +420,22 @@ def _native_match(location: Location, key: str, info: ObjectInfo, sha256: str,
     return None
 
 
-def native_algos_of(location: Location) -> tuple[str, ...]:
-    """The native checksums worth computing from a source for this destination:
-    what the store reports and trusts besides S3's sha256 (docs/BACKENDS.md)."""
-    if location.is_gcs:
-        return ("crc32c",)
-    if location.is_azure:
-        return ("md5",)
-    return ()
+_NATIVE_PREFERENCE = {"gs": ("crc32c", "md5"), "gcs": ("crc32c", "md5"), "az": ("md5",),
+                      "abfs": ("md5",), "abfss": ("md5",), "s3": ("md5", "crc32c"),
+                      "s3a": ("md5", "crc32c")}
+
+
+def native_algos_of(location: Location, info: ObjectInfo | None = None) -> tuple[str, ...]:
+    """The one native checksum worth computing from a source for this destination
+    (docs/BACKENDS.md): GCS crc32c (present for every object, composite ones too),
+    Azure Content-MD5, S3's ETag MD5 or CRC32C of an object without ChecksumSHA256.
+    With ``info``: the first of those the object actually has."""
+    preferred = _NATIVE_PREFERENCE.get(location.protocol, ())
+    if info is not None:
+        preferred = tuple(a for a in preferred if a in info.native)
+    elif location.is_s3:
+        return ()  # datamove's own S3 objects carry ChecksumSHA256
+    return preferred[:1]
 
 
 def _recorded_native(item: PlanItem) -> str | None:
