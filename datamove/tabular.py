@@ -169,24 +169,29 @@ class LoadResult:
 
 
 class Rows:
-    """One source file's batches, hashed into ``digests`` as they are taken."""
+    """One source file's batches, conformed to the table's schema and hashed into
+    ``digests`` as they are taken (what is hashed is exactly what is written)."""
 
-    def __init__(self, job: TableJob, file: SourceFile, digests: PartitionDigests):
+    def __init__(self, job: TableJob, file: SourceFile, digests: PartitionDigests,
+                 schema: pa.Schema):
         self.reader = FileReader(job.source, file)
         self.batches = iter(self.reader)
         self.digests = digests
+        self.schema = schema
         self.head: pa.RecordBatch | None = None
         self.read = 0
 
     def peek(self) -> pa.RecordBatch | None:
         if self.head is None:
+            key = self.reader.file.key
             try:
                 self.head = next(self.batches, None)
+                while self.head is not None and self.head.num_rows == 0:
+                    self.head = next(self.batches, None)
             except (OSError, pa.ArrowException) as exc:
-                raise SchemaProblem(f"{self.reader.file.key}: cannot be read: "
-                                    f"{describe(exc)}") from exc
-            while self.head is not None and self.head.num_rows == 0:
-                self.head = next(self.batches, None)
+                raise SchemaProblem(f"{key}: cannot be read: {describe(exc)}") from exc
+            if self.head is not None:
+                self.head = conform(self.head, self.schema, key)
         return self.head
 
     def take(self, limit: int) -> Iterator[pa.RecordBatch]:
@@ -249,13 +254,16 @@ def _parquet_rows(job: TableJob, file: SourceFile) -> int:
         return pq.ParquetFile(reader._raw).metadata.num_rows
 
 
-def load(job: TableJob, *, run_id: str, unit_rows: int = UNIT_ROWS,
-         group_bytes: int = GROUP_BYTES) -> LoadResult:
+def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
+         group_bytes: int | None = None) -> LoadResult:
     """Append every source row not yet in the table, hashing every source row.
 
     Raises SchemaProblem (nothing of the refused files written) or any store
     error (the commits made so far stand; a rerun writes only what is missing).
+    ``unit_rows`` and ``group_bytes`` default to the module's UNIT_ROWS and GROUP_BYTES.
     """
+    unit_rows = unit_rows or UNIT_ROWS
+    group_bytes = group_bytes or GROUP_BYTES
     files = list_source_files(job.source, job.source_format, job.key_filter)
     table = job.table.open()
     plan = plan_schema(job, files, table)
@@ -281,7 +289,7 @@ def load(job: TableJob, *, run_id: str, unit_rows: int = UNIT_ROWS,
     for file in files:
         if small(file):
             if done[file.key] >= 1:
-                _hash_only(job, file, result)
+                _hash_only(job, file, result, plan.schema)
                 continue
             group.append((file, 0))
             size += file.size
@@ -289,7 +297,7 @@ def load(job: TableJob, *, run_id: str, unit_rows: int = UNIT_ROWS,
                 flush()
             continue
         flush()
-        rows = Rows(job, file, result.source)
+        rows = Rows(job, file, result.source, plan.schema)
         try:
             unit = 0
             while unit < done[file.key] and rows.peek() is not None:
@@ -313,8 +321,9 @@ def load(job: TableJob, *, run_id: str, unit_rows: int = UNIT_ROWS,
     return result
 
 
-def _hash_only(job: TableJob, file: SourceFile, result: LoadResult) -> None:
-    rows = Rows(job, file, result.source)
+def _hash_only(job: TableJob, file: SourceFile, result: LoadResult,
+               schema: pa.Schema) -> None:
+    rows = Rows(job, file, result.source, schema)
     try:
         for _ in rows.take(1 << 62):
             pass
@@ -346,15 +355,23 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
                 raise BadInput(f"dataset {job.name}: {file.key} unit {unit} was committed by "
                                "another writer during this run; run one load at a time")
     written = 0
+    failure: list[BaseException] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from unit_batches()
+        except Exception as exc:  # delta-rs would wrap it in a C Data interface error
+            failure.append(exc)
+            raise
+
+    def unit_batches() -> Iterator[pa.RecordBatch]:
         nonlocal written
         for file, _ in units:
-            source = rows if rows is not None else Rows(job, file, result.source)
+            source = rows if rows is not None else Rows(job, file, result.source, plan.schema)
             try:
                 for batch in source.take(unit_rows):
                     written += batch.num_rows
-                    yield conform(batch, plan.schema, file.key)
+                    yield batch
             finally:
                 if rows is None:
                     result.rows_read += source.read
@@ -364,14 +381,19 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
     metadata = {"datamove.run_id": run_id, "datamove.dataset": job.name,
                 "datamove.units": str(len(units))}
     started = time.monotonic()
-    write_deltalake(
-        table if table is not None else job.table.uri,
-        pa.RecordBatchReader.from_batches(plan.schema, batches()),
-        mode="append", partition_by=list(job.partition_by) or None,
-        schema_mode="merge" if job.schema_mode == "merge" and plan.evolves else None,
-        storage_options=job.table.options,
-        commit_properties=CommitProperties(app_transactions=transactions,
-                                           custom_metadata=metadata))
+    try:
+        write_deltalake(
+            table if table is not None else job.table.uri,
+            pa.RecordBatchReader.from_batches(plan.schema, batches()),
+            mode="append", partition_by=list(job.partition_by) or None,
+            schema_mode="merge" if job.schema_mode == "merge" and plan.evolves else None,
+            storage_options=job.table.options,
+            commit_properties=CommitProperties(app_transactions=transactions,
+                                               custom_metadata=metadata))
+    except Exception:
+        if failure:  # our reader's error (a source file), not delta-rs's
+            raise failure[0] from None
+        raise
     log.info("dataset %s: committed %d rows of %d unit(s) in %.2fs", job.name, written,
              len(units), time.monotonic() - started)
     result.rows_loaded += written
@@ -387,9 +409,10 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
 def source_digests(job: TableJob) -> tuple[PartitionDigests, int]:
     """Every source row hashed per partition (``verify`` reads, writes nothing)."""
     files = list_source_files(job.source, job.source_format, job.key_filter)
+    plan = plan_schema(job, files, job.table.open())
     result = LoadResult(source=PartitionDigests(job.partition_by))
     for file in files:
-        _hash_only(job, file, result)
+        _hash_only(job, file, result, plan.schema)
     return result.source, len(files)
 
 
@@ -469,8 +492,7 @@ def preflight_tables(jobs: list[TableJob]) -> None:
 
 
 def execute_table(job: TableJob, command: str, report: Report, *, run_id: str,
-                  ledger: Ledger | None, audit: AuditWriter | None, sequence: int,
-                  unit_rows: int = UNIT_ROWS) -> None:
+                  ledger: Ledger | None, audit: AuditWriter | None, sequence: int) -> None:
     """Load (``run``) or only compare (``verify``) one table dataset into ``report``."""
     from .auditing import record_table_failed, record_table_loaded, record_table_partition
 
@@ -478,7 +500,7 @@ def execute_table(job: TableJob, command: str, report: Report, *, run_id: str,
     started = time.monotonic()
     try:
         if command == "run":
-            loaded = load(job, run_id=run_id, unit_rows=unit_rows)
+            loaded = load(job, run_id=run_id)
             source = loaded.source
             ds.counts["copied"] += loaded.files_loaded
             ds.bytes["copied"] += loaded.bytes_loaded
@@ -491,7 +513,9 @@ def execute_table(job: TableJob, command: str, report: Report, *, run_id: str,
         else:
             source, _ = source_digests(job)
         stored, version = stored_digests(job)
-    except (SchemaProblem, BadInput, OSError, pa.ArrowException, ValueError) as exc:
+    except Exception as exc:  # one dataset's failure is that dataset's (exit 1)
+        if isinstance(exc, LocationUnreachable):
+            raise
         _dataset_failed(job, report, describe_problem(exc), ledger, audit, run_id, sequence,
                         command)
         if audit is not None:

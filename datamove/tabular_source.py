@@ -246,9 +246,12 @@ def widens(have: pa.DataType, table: pa.DataType) -> bool:
 
 
 def narrows_checked(have: pa.DataType, table: pa.DataType) -> bool:
-    """Casts pyarrow checks value by value (merge mode tries them, failing on a loss)."""
+    """Casts pyarrow checks value by value (merge mode tries them, failing on a loss):
+    integers to any number, and timestamps to dates (JSON has no date type, so
+    ``"2024-01-31"`` is inferred as a timestamp; only midnights convert)."""
     numeric = (_INT_RANK.keys() | _FLOAT_RANK.keys())
-    return have in _INT_RANK and table in numeric
+    return (have in _INT_RANK and table in numeric) or \
+        (pa.types.is_timestamp(have) and pa.types.is_date32(table))
 
 
 def reconcile(table: pa.Schema | None, file_schema: pa.Schema, *, mode: str,
@@ -286,7 +289,8 @@ def reconcile(table: pa.Schema | None, file_schema: pa.Schema, *, mode: str,
             continue
         if mode == "merge" and (widens(have, want.type) or narrows_checked(have, want.type)):
             continue
-        hint = ("merge casts only between numeric types, where every value converts exactly"
+        hint = ("merge casts only numbers and timestamps to dates, where every value "
+                "converts exactly"
                 if mode == "merge" else "schema_mode: strict wants the table's type")
         problems.append(f"{key}: column {f.name!r} is {f.type} but the table has "
                         f"{want.type} ({hint}; Delta cannot change a column's type in place)")

@@ -204,6 +204,7 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                                cold_url=cold.location.url, hot_version=hot.version(),
                                cold_version=cold_table.version(), rows=moved.rows,
                                digest=moved.hex)
+        audit.flush()  # on the record before the hot rows go
     _fault("record")
     hot.delete(_predicate(column, text, schema.field(column).type),
                commit_properties=CommitProperties(

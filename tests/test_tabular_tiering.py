@@ -1,0 +1,140 @@
+"""Partition tiering: old partitions move to a cold Delta table, and a kill -9 between
+any two steps loses and doubles no row (the rerun finishes the move)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from datamove.api import run, verify
+from datamove.manifest import load_manifest
+from datamove.tabular_tiering import FAULT_ENV, tier_partitions
+from tests.conftest import AWS_ENV, REPO, write_manifest
+from tests.tabular_fixtures import (
+    DAY0,
+    delta_rows,
+    duckdb_ids,
+    ids,
+    manifest,
+    polars_ids,
+    write_parquet_files,
+)
+
+NOW = datetime(2024, 1, 10, 12, tzinfo=UTC)  # with after: 5d, days 1..5 are due
+DUE = {(DAY0 + timedelta(days=i)).isoformat() for i in range(5)}
+
+
+def loaded(tmp: Path, cold: Path | None = None) -> tuple[Path, list[int]]:
+    src = write_parquet_files(tmp / "src", 2, 1_000, days=10)
+    rule = {"after": "5d", "column": "day", "location": {"url": str(cold or tmp / "cold")}}
+    path = write_manifest(tmp / "m.yaml", [manifest(
+        tmp, tmp / "src", {"url": str(tmp / "hot"), "partition_by": ["day"]},
+        lifecycle=[rule])], ledger=str(tmp / "ledger"))
+    assert run(load_manifest(path)).exit_code == 0
+    return path, ids(src)
+
+
+def days(uri: Path) -> set[str]:
+    return {d.isoformat() for d in delta_rows(str(uri)).column("day").to_pylist()}
+
+
+def test_due_partitions_move_and_the_dataset_still_verifies(tmp_path: Path) -> None:
+    path, want = loaded(tmp_path)
+    from datamove.auditing import open_audit
+
+    m = load_manifest(path)
+    audit = open_audit(m, "tier-run")
+    result = tier_partitions(m, "feat", now=NOW, audit=audit, retention=timedelta(0))
+    audit.checkpoint()
+    assert (result.partitions_moved, result.rows_moved, result.failures) == (5, 1_000, [])
+    assert result.vacuumed_files >= 5  # dry_run=False: the hot files are really gone
+    assert days(tmp_path / "cold") == DUE and not days(tmp_path / "hot") & DUE
+    hot, cold = delta_rows(str(tmp_path / "hot")), delta_rows(str(tmp_path / "cold"))
+    assert sorted(ids(hot) + ids(cold)) == want
+    assert polars_ids(str(tmp_path / "cold")) == ids(cold)
+    assert duckdb_ids(str(tmp_path / "hot")) == ids(hot)
+    report = verify(m)  # hot + cold together still equal the source
+    assert report.exit_code == 0 and report.to_dict()["datasets"]["feat"]["matched"] == 10
+    assert run(m).exit_code == 0  # and a later run neither reloads nor complains
+
+    again = tier_partitions(m, "feat", now=NOW, audit=None)
+    assert (again.partitions_moved, again.failures) == (0, [])
+
+    from deltalake import DeltaTable
+    rows = DeltaTable(str(tmp_path / "ledger" / "tables")).to_pyarrow_dataset().to_table()
+    moved = [r for r in rows.to_pylist() if r["status"] == "moved"]
+    assert sorted(json.loads(r["partition"])["day"] for r in moved) == sorted(DUE)
+    assert all(r["digest"] == r["source_digest"] and r["rows"] == 200 for r in moved)
+    from tests.test_tabular import audit_events
+    events = [e for e in audit_events(tmp_path / "ledger") if e["action"] == "partition.moved"]
+    assert len(events) == 5 and events[0]["details"]["rows"] == 200
+
+
+SCRIPT = """
+import sys
+from datetime import UTC, datetime, timedelta
+from datamove.auditing import open_audit
+from datamove.manifest import load_manifest
+from datamove.tabular_tiering import tier_partitions
+m = load_manifest(sys.argv[1])
+audit = open_audit(m, "tier-" + sys.argv[2])
+result = tier_partitions(m, "feat", now=datetime(2024, 1, 10, 12, tzinfo=UTC), audit=audit,
+                         retention=timedelta(0))
+audit.checkpoint()
+print(result.partitions_moved, result.rows_moved, len(result.failures))
+sys.exit(1 if result.failures else 0)
+"""
+
+
+def tier_process(path: Path, fault: str | None, attempt: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(REPO)}
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(path), attempt], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("step", ["append", "verify", "record", "delete", "vacuum"])
+def test_kill_9_after_each_step_then_rerun_moves_every_row_once(tmp_path: Path,
+                                                                step: str) -> None:
+    path, want = loaded(tmp_path)
+    killed = tier_process(path, step, "1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    hot_ids = ids(delta_rows(str(tmp_path / "hot")))
+    cold = tmp_path / "cold"
+    cold_ids = ids(delta_rows(str(cold))) if (cold / "_delta_log").exists() else []
+    assert set(hot_ids) | set(cold_ids) == set(want)  # nothing lost at the crash
+    if step in ("delete", "vacuum"):
+        assert len(cold_ids) >= 200 and not set(hot_ids) & set(cold_ids)
+
+    finished = tier_process(path, None, "2")
+    assert finished.returncode == 0, finished.stderr
+    hot, cold_rows = delta_rows(str(tmp_path / "hot")), delta_rows(str(cold))
+    assert sorted(ids(hot) + ids(cold_rows)) == want  # every row exactly once
+    assert days(cold) == DUE and not days(tmp_path / "hot") & DUE
+    assert verify(load_manifest(path)).exit_code == 0
+
+
+def test_rows_arriving_for_a_moved_day_stay_hot_with_a_message(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    from tests.tabular_fixtures import features
+
+    path, _ = loaded(tmp_path)
+    m = load_manifest(path)
+    assert tier_partitions(m, "feat", now=NOW, audit=None).partitions_moved == 5
+    late = features(50_000, 5, days=1)  # day 2024-01-01, already cold
+    write_deltalake(str(tmp_path / "hot"), late.cast(delta_rows(str(tmp_path / "hot")).schema),
+                    mode="append")
+    result = tier_partitions(m, "feat", now=NOW, audit=None)
+    assert result.partitions_moved == 0 and len(result.failures) == 1
+    assert "2024-01-01" in result.failures[0] and "nothing was deleted" in result.failures[0]
+    assert 50_000 in ids(delta_rows(str(tmp_path / "hot")))
