@@ -415,5 +415,7 @@ def describe(exc: BaseException) -> str:
     """One line about an exception, free of request signatures and credentials."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     text = scrub(text)
+    # An Azure Authorization header: "SharedKey <account>:<signature>".
+    text = re.sub(r"(SharedKey(?:Lite)? [^:\s]+:)\S+", r"\1…", text)
     text = re.sub(r"(Signature|Credential|X-Amz-[A-Za-z-]+|token)=[^&\s'\"]+", r"\1=…", text)
     return text.splitlines()[0][:500] if text else type(exc).__name__
