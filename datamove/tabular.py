@@ -43,7 +43,7 @@ import pyarrow as pa
 from .errors import BadInput, LocationUnreachable
 from .ledger import TS, Ledger, append_once, now, storage_options
 from .stores import KeyFilter, Location, describe
-from .tabular_digest import Digest, PartitionDigests, partition_json
+from .tabular_digest import BackgroundDigests, Digest, PartitionDigests, partition_json
 from .tabular_source import (
     FileReader,
     SchemaProblem,
@@ -172,8 +172,8 @@ class Rows:
     """One source file's batches, conformed to the table's schema and hashed into
     ``digests`` as they are taken (what is hashed is exactly what is written)."""
 
-    def __init__(self, job: TableJob, file: SourceFile, digests: PartitionDigests,
-                 schema: pa.Schema):
+    def __init__(self, job: TableJob, file: SourceFile,
+                 digests: PartitionDigests | BackgroundDigests, schema: pa.Schema):
         self.reader = FileReader(job.source, file)
         self.batches = iter(self.reader)
         self.digests = digests
@@ -271,6 +271,21 @@ def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
     ids = {f.key: app_id(job, f, unit_rows) for f in files}
     done = {f.key: (table.transaction_version(ids[f.key]) or 0) if table is not None else 0
             for f in files}
+    hasher = BackgroundDigests(result.source)
+    try:
+        _load_files(job, files, table, plan, result, hasher, ids, done, unit_rows, group_bytes,
+                    run_id)
+    finally:
+        hasher.close()
+    table = job.table.open()
+    if table is not None:
+        result.version = table.version()
+    return result
+
+
+def _load_files(job: TableJob, files: list[SourceFile], table: Any, plan: Plan,
+                result: LoadResult, hasher: BackgroundDigests, ids: dict[str, str],
+                done: dict[str, int], unit_rows: int, group_bytes: int, run_id: str) -> None:
     group: list[tuple[SourceFile, int]] = []
     size = 0
 
@@ -283,13 +298,13 @@ def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
     def flush() -> None:
         nonlocal group, size, table
         if group:
-            table = _commit(job, table, plan, group, unit_rows, ids, result, run_id)
+            table = _commit(job, table, plan, group, unit_rows, ids, result, hasher, run_id)
         group, size = [], 0
 
     for file in files:
         if small(file):
             if done[file.key] >= 1:
-                _hash_only(job, file, result, plan.schema)
+                _hash_only(job, file, result, hasher, plan.schema)
                 continue
             group.append((file, 0))
             size += file.size
@@ -297,7 +312,7 @@ def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
                 flush()
             continue
         flush()
-        rows = Rows(job, file, result.source, plan.schema)
+        rows = Rows(job, file, hasher, plan.schema)
         try:
             unit = 0
             while unit < done[file.key] and rows.peek() is not None:
@@ -307,7 +322,7 @@ def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
             wrote = False
             while rows.peek() is not None:
                 table = _commit(job, table, plan, [(file, unit)], unit_rows, ids, result,
-                                run_id, rows=rows)
+                                hasher, run_id, rows=rows)
                 unit += 1
                 wrote = True
             _count_file(result, file, wrote)
@@ -315,15 +330,11 @@ def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
         finally:
             rows.close()
     flush()
-    if table is not None:
-        table.update_incremental()
-        result.version = table.version()
-    return result
 
 
 def _hash_only(job: TableJob, file: SourceFile, result: LoadResult,
-               schema: pa.Schema) -> None:
-    rows = Rows(job, file, result.source, schema)
+               hasher: BackgroundDigests, schema: pa.Schema) -> None:
+    rows = Rows(job, file, hasher, schema)
     try:
         for _ in rows.take(1 << 62):
             pass
@@ -343,8 +354,8 @@ def _count_file(result: LoadResult, file: SourceFile, wrote: bool) -> None:
 
 
 def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile, int]],
-            unit_rows: int, ids: dict[str, str], result: LoadResult, run_id: str, *,
-            rows: Rows | None = None) -> Any:
+            unit_rows: int, ids: dict[str, str], result: LoadResult,
+            hasher: BackgroundDigests, run_id: str, *, rows: Rows | None = None) -> Any:
     """Append ``units`` in one Delta commit carrying their app transactions."""
     from deltalake import CommitProperties, Transaction, write_deltalake
 
@@ -367,7 +378,7 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
     def unit_batches() -> Iterator[pa.RecordBatch]:
         nonlocal written
         for file, _ in units:
-            source = rows if rows is not None else Rows(job, file, result.source, plan.schema)
+            source = rows if rows is not None else Rows(job, file, hasher, plan.schema)
             try:
                 for batch in source.take(unit_rows):
                     written += batch.num_rows
@@ -411,8 +422,12 @@ def source_digests(job: TableJob) -> tuple[PartitionDigests, int]:
     files = list_source_files(job.source, job.source_format, job.key_filter)
     plan = plan_schema(job, files, job.table.open())
     result = LoadResult(source=PartitionDigests(job.partition_by))
-    for file in files:
-        _hash_only(job, file, result, plan.schema)
+    hasher = BackgroundDigests(result.source)
+    try:
+        for file in files:
+            _hash_only(job, file, result, hasher, plan.schema)
+    finally:
+        hasher.close()
     return result.source, len(files)
 
 
@@ -423,8 +438,12 @@ def table_digests(table: Table, partition_by: tuple[str, ...], *, version: int |
     dt = table.open(version)
     if dt is None:
         return digests, None
-    for batch in scan_batches(dt, where):
-        digests.update(batch)
+    hasher = BackgroundDigests(digests)
+    try:
+        for batch in scan_batches(dt, where):
+            hasher.update(batch)
+    finally:
+        hasher.close()
     return digests, dt.version()
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import queue
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -42,7 +44,6 @@ P = 0x100000001B3  # the polynomial base for bytes (FNV-1's 64-bit prime, odd)
 K_LEN = 0x9E3779B97F4A7C15  # golden ratio: mixes a byte string's length in
 ROW_C = 0x2545F4914F6CDD1D  # added before a row's final mix, so an all-null row is not 0
 LIST_C = 0x27BB2EE687B0B0FD  # the same for a list value
-NAN = 0x7FF8000000000000  # every NaN hashes as this quiet NaN
 DOMAIN = b"datamove-row-digest-v1\0"
 _S33 = pa.scalar(33, U64)
 
@@ -92,18 +93,17 @@ def _scaled(arr: pa.Array, unit: str) -> pa.Array:
 def value_hash(arr: pa.Array) -> pa.Array:
     """The canonical 64-bit value of each element (uint64; null where ``arr`` is null)."""
     t = arr.type
-    if pa.types.is_dictionary(t):
-        return value_hash(arr.dictionary_decode())
+    if pa.types.is_dictionary(t):  # each distinct value once, then by index
+        return pc.take(value_hash(arr.dictionary), arr.indices)
     if pa.types.is_boolean(t) or pa.types.is_integer(t):
         if t == U64:
             return arr
         return (arr if t == pa.int64() else arr.cast(pa.int64())).view(U64)
     if pa.types.is_floating(t):
+        # NaNs by their bits: both sides hash the same conformed values (tabular.Rows),
+        # so a NaN's payload is what the table stores.
         floats = arr if t == pa.float64() else arr.cast(pa.float64())
-        bits = floats.view(U64)
-        if pc.any(pc.is_nan(floats)).as_py():
-            bits = pc.if_else(pc.is_nan(floats), _u(NAN), bits)
-        return bits
+        return floats.view(U64)
     if pa.types.is_date32(t):
         return arr.cast(pa.int32()).cast(pa.int64()).view(U64)
     if pa.types.is_date64(t):
@@ -367,3 +367,40 @@ class PartitionDigests:
         for digest in self.parts.values():
             out.merge(digest)
         return out
+
+
+class BackgroundDigests:
+    """``PartitionDigests.update`` on a thread of its own, fed through a short queue.
+
+    pyarrow compute releases the GIL, so hashing overlaps with reading the source
+    and with delta-rs encoding Parquet (or with reading the table back) instead of
+    adding to it. At most ``depth`` batches wait, so memory stays bounded.
+    """
+
+    def __init__(self, digests: PartitionDigests, depth: int = 4):
+        self.digests = digests
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="datamove-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.digests.update(batch)
+                except BaseException as exc:  # reported by update() or close()
+                    self._error = exc
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self) -> PartitionDigests:
+        """Wait for every queued batch; the digests, or the hashing error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.digests

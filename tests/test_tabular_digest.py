@@ -53,7 +53,7 @@ def reference_row(row: dict) -> int:
         if isinstance(v, bool | int):
             return int(v) & mask
         if isinstance(v, float):
-            return td.NAN if v != v else struct.unpack("<Q", struct.pack("<d", v))[0]
+            return struct.unpack("<Q", struct.pack("<d", v))[0]
         if isinstance(v, date):
             return (v - date(1970, 1, 1)).days & mask
         data = v.encode() if isinstance(v, str) else bytes(v)  # type: ignore[arg-type]

@@ -1,0 +1,126 @@
+"""Rows per second: datamove's verified Delta load against a plain ``write_deltalake``.
+
+Both sides start from the same Parquet files and end with the same Delta table:
+
+* **plain**: ``pyarrow.dataset`` reads the files and ``write_deltalake`` writes them
+  (one streaming call, partitioned the same way): what a user would write by hand;
+* **datamove**: ``tabular.load`` (schema pass, units and app transactions, the
+  source digest of every row) and the verification (the table read back and
+  hashed per partition, compared with the source).
+
+Each side runs ``--repeat`` times into a fresh table, alternating; the medians
+are compared. The issue's budget: verification overhead at most 30%, i.e.
+datamove's rows/s at least 1/1.3 of plain's.
+
+    .venv/bin/python benchmarks/bench_tabular.py [--rows 1000000] [--repeat 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from datamove.stores import KeyFilter, Location
+from datamove.tabular import Table, TableJob, compare, load, stored_digests
+
+
+def make_source(folder: Path, rows: int, files: int) -> None:
+    """A feature table: an id, 8 float features, an int and a string category, a day."""
+    per = rows // files
+    for f in range(files):
+        start = f * per
+        ids = pa.array(range(start, start + per), pa.int64())
+        columns = {"id": ids}
+        for k in range(8):
+            columns[f"f{k}"] = pc.random(per)
+        columns["bucket"] = pc.bit_wise_and(ids, pa.scalar(63, pa.int64()))
+        columns["category"] = pa.array([f"cat-{i % 37}" for i in range(start, start + per)])
+        columns["day"] = pa.array([date(2024, 1, 1) + timedelta(days=i % 30)
+                                   for i in range(start, start + per)])
+        pq.write_table(pa.table(columns), folder / f"part-{f:03d}.parquet")
+
+
+def plain(source: Path, out: Path) -> tuple[float, float]:
+    from deltalake import write_deltalake
+
+    started, cpu = time.perf_counter(), time.process_time()
+    dataset = pads.dataset(str(source), format="parquet")
+    write_deltalake(str(out), dataset.scanner(batch_size=65_536).to_reader(),
+                    partition_by=["day"], mode="append")
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def datamove(source: Path, out: Path) -> tuple[float, float]:
+    job = TableJob(name="bench", source=Location.of(str(source)), source_format=None,
+                   key_filter=KeyFilter((), ()), table=Table(Location.of(str(out))),
+                   partition_by=("day",), schema_mode="strict")
+    started, cpu = time.perf_counter(), time.process_time()
+    loaded = load(job, run_id="bench")
+    stored, _ = stored_digests(job)
+    outcomes = compare(loaded.source, stored)
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+    assert all(o.status == "ok" for o in outcomes), "verification failed"
+    return elapsed, used
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
+    try:
+        source = work / "src"
+        source.mkdir()
+        make_source(source, args.rows, args.files)
+        times: dict[str, list[float]] = {"plain": [], "datamove": []}
+        cpus: dict[str, list[float]] = {"plain": [], "datamove": []}
+        for i in range(args.repeat + 1):  # the first round warms caches and is dropped
+            for name, fn in (("plain", plain), ("datamove", datamove)):
+                out = work / f"{name}-{i}"
+                seconds, cpu = fn(source, out)
+                shutil.rmtree(out)
+                if i:
+                    times[name].append(seconds)
+                    cpus[name].append(cpu)
+        rows = (args.rows // args.files) * args.files
+        med = {name: statistics.median(v) for name, v in times.items()}
+        rate = {name: rows / med[name] for name in med}
+        overhead = med["datamove"] / med["plain"] - 1
+        cpu_med = {name: statistics.median(v) for name, v in cpus.items()}
+        cpu_overhead = cpu_med["datamove"] / cpu_med["plain"] - 1
+        result = {"rows": rows, "files": args.files, "repeat": args.repeat,
+                  "seconds": med, "cpu_seconds": cpu_med, "rows_per_second": rate,
+                  "overhead": overhead, "cpu_overhead": cpu_overhead,
+                  "budget": 0.30, "within_budget": overhead <= 0.30}
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{rows:,} rows, {args.files} Parquet files, median of {args.repeat}")
+            for name in ("plain", "datamove"):
+                print(f"  {name:9s} {med[name]:6.2f} s  {rate[name]:>12,.0f} rows/s  "
+                      f"CPU {cpu_med[name]:5.2f} s")
+            print(f"  overhead  {overhead:+.0%} wall, {cpu_overhead:+.0%} CPU (budget +30%): "
+                  f"{'within' if overhead <= 0.30 else 'OVER'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
