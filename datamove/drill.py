@@ -123,12 +123,17 @@ class DrillReport:
 
     @property
     def exit_code(self) -> int:
+        if any(r.wrong_key for r in self.objects):
+            return 2  # no identity we hold opens them: bad input, as for run and verify
         return 1 if self.failures else 0
 
     def totals(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, t in self.datasets.items():
-            rate = t.drilled_bytes / t.seconds if t.seconds > 0 else None
+            # Reading speed: the drill's wall time without its longest archive-restore
+            # wait (restores of a batch are requested together and overlap).
+            reading = t.seconds - t.longest_wait
+            rate = t.drilled_bytes / reading if reading > 0 and t.drilled_bytes else None
             out[name] = {
                 "objects": t.objects, "bytes": t.bytes, "drilled": t.drilled,
                 "drilled_bytes": t.drilled_bytes, "failed": t.failed,
@@ -216,7 +221,7 @@ def drill(manifest: Manifest, selection: Selection, *, datasets: list[str] | Non
                 totals.seconds = time.monotonic() - started
             report.ended = time.time()
             failures = report.failures
-            audit.append("drill.completed", selection=report.to_dict()["selection"],
+            audit.append("drill.completed", selection=_selection_for_audit(selection),
                          totals=_for_audit(report.totals()), failed=len(failures),
                          failures=[{"dataset": f.dataset, "key": f.key, "tier": f.tier,
                                     "error": f.error or ""}
@@ -256,19 +261,28 @@ def parse_rotate(text: str) -> tuple[int, int]:
 
 
 def _for_audit(totals: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Audit events carry no floats (canonical JSON): milliseconds and parts per million."""
+    """Audit events carry no floats (canonical JSON): seconds become milliseconds and
+    shares parts per million, under names that say so (null stays null)."""
     out: dict[str, dict[str, Any]] = {}
     for name, values in totals.items():
         row: dict[str, Any] = {}
         for key, value in values.items():
-            if isinstance(value, float) and key.startswith("coverage"):
-                row[f"{key}_ppm"] = round(value * 1_000_000)
-            elif isinstance(value, float):
-                row[key.replace("seconds", "ms")] = round(value * 1000)
+            if key.startswith("coverage"):
+                row[f"{key}_ppm"] = None if value is None else round(value * 1_000_000)
+            elif key.endswith("seconds"):
+                row[key[:-len("seconds")] + "ms"] = None if value is None else round(value * 1000)
+            elif key == "throughput_bytes_per_second":
+                row[key] = None if value is None else round(value)
             else:
                 row[key] = value
         out[name] = row
     return out
+
+
+def _selection_for_audit(selection: Selection) -> dict[str, Any]:
+    return {"sample_percent": None if selection.sample is None else f"{selection.sample:g}",
+            "count": selection.count, "seed": selection.seed,
+            "rotate": "/".join(map(str, selection.rotate)) if selection.rotate else None}
 
 
 def _remove_run_dir(root: str, run_id: str) -> None:

@@ -25,11 +25,12 @@ PLAN_KEYS = ("copy", "skip", "verify", "extra")
 VERIFY_KEYS = ("matched", "missing", "differs", "extra", "failed")
 ROTATE_KEYS = ("rotated", "skipped", "failed")
 ARCHIVE_KEYS = ("moved", "in_tier", "not_due", "failed")
+ARCHIVE_PLAN_KEYS = ("due", "in_tier", "not_due")
 RESTORE_KEYS = ("restored", "failed")
 _KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS,
-         "archive": ARCHIVE_KEYS, "restore": RESTORE_KEYS}
+         "archive": ARCHIVE_KEYS, "archive-plan": ARCHIVE_PLAN_KEYS, "restore": RESTORE_KEYS}
 _MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
-          "archive": "moved", "restore": "restored"}
+          "archive": "moved", "archive-plan": "due", "restore": "restored"}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
 
 
@@ -110,7 +111,7 @@ class Report:
         if self.key_failures:
             return EXIT_BAD_INPUT
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
-        if self.command == "plan":
+        if self.command in ("plan", "archive-plan"):
             bad = ()
         failed = any(ds.counts[k] for ds in self.datasets.values() for k in bad)
         return EXIT_OBJECTS_FAILED if failed else EXIT_OK
@@ -191,6 +192,9 @@ class Report:
         if self.command == "archive":
             return (f"archive: {total['moved']:,} moved, {total['in_tier']:,} already in "
                     f"their tier, {total['not_due']:,} not due, {total['failed']:,} failed")
+        if self.command == "archive-plan":
+            return (f"archive --dry-run: {total['due']:,} due to move, {total['in_tier']:,} "
+                    f"already in their tier, {total['not_due']:,} not due")
         if self.command == "restore":
             return f"restore: {total['restored']:,} restored, {total['failed']:,} failed"
         if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:

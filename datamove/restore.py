@@ -29,7 +29,8 @@ from .errors import BadInput, KeyProblem, TransferError
 from .ledger import OBJECTS, LedgerRow
 from .lifecycle import needs_restore
 from .locks import ledger_lock, s3_error_code
-from .manifest import Manifest, comparable_url
+from .manifest import Manifest
+from .manifest_checks import comparable_url
 from .plan import DatasetJob, batches
 from .progress import Progress
 from .report import Report
@@ -87,8 +88,8 @@ def ensure_readable(location: Location, key: str, storage_class: str | None,
         if waited >= waiting.timeout:
             raise TransferError(
                 f"{url}: in {current}; the archive restore was requested but has not completed "
-                f"after {waited:.0f} s. Run the command again later (restores take minutes to "
-                "hours), or give a longer --timeout")
+                f"after {waited:.0f} s. Run the command again once it has (restores take "
+                "minutes to hours), or give a longer --timeout")
         time.sleep(min(waiting.poll, max(0.05, waiting.timeout - waited)))
 
 
@@ -118,12 +119,13 @@ class Restored:
     waited_seconds: float = 0.0  # for an archive restore to complete
     restored_url: str = ""
     error: str | None = None
+    wrong_key: bool = False  # no identity we hold opens it: bad input (exit 2)
 
     def as_result(self) -> ObjectResult:
         return ObjectResult(dataset=self.dataset, key=self.key, action="restore",
                             status="restored" if self.ok else "failed", size=self.stored_size,
                             destination_url=self.restored_url, error=self.error,
-                            seconds=self.seconds)
+                            seconds=self.seconds, error_kind="key" if self.wrong_key else None)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,17 @@ class RestoreBatch:
 
 
 def restore_batch(batch: RestoreBatch) -> list[Restored]:
-    """The Dask task: restore each row of the batch; one result per row, in order."""
+    """The Dask task: restore each row of the batch; one result per row, in order.
+
+    Archive restores for the whole batch are requested first, so they run in S3
+    at the same time instead of one after another."""
+    if batch.job.destination.is_s3 or batch.cold:
+        for row in batch.rows:
+            if needs_restore(row.storage_class):
+                here = stored_location(batch.job, row, batch.cold)
+                with contextlib.suppress(TransferError, OSError):  # restore_object reports
+                    ensure_readable(here, batch.job.stored_key(row.key), row.storage_class,
+                                    timeout=0)
     return [restore_object(batch, row) for row in batch.rows]
 
 
@@ -197,7 +209,8 @@ def restore_object(batch: RestoreBatch, row: LedgerRow) -> Restored:
                         first_byte_seconds=first, waited_seconds=waited)
     except (TransferError, OSError, AgeError) as exc:
         return Restored(**result, ok=False, seconds=time.monotonic() - started,
-                        waited_seconds=waited, error=_explain(exc, here.url_of(stored_key)))
+                        waited_seconds=waited, error=_explain(exc, here.url_of(stored_key)),
+                        wrong_key=isinstance(exc, NoIdentityMatch))
 
 
 def _copy_back(job: DatasetJob, reader: _Timed, writer: object) -> tuple[str, int, str, int]:

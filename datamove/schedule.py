@@ -58,6 +58,6 @@ def schedule(manifest: Manifest, *, count: int = 5, after: datetime | None = Non
     program = str(argv0.resolve()) if argv0.name == "datamove" else \
         shutil.which("datamove") or f"{sys.executable} -m datamove.cli"
     log = path.parent / ".datamove" / "archive.log"
-    command = (f"cd {shlex.quote(str(path.parent))} && {program} archive "
-               f"{shlex.quote(str(path))} >> {shlex.quote(str(log))} 2>&1")
+    command = (f"cd {shlex.quote(str(path.parent))} && mkdir -p {shlex.quote(str(log.parent))} "
+               f"&& {program} archive {shlex.quote(str(path))} >> {shlex.quote(str(log))} 2>&1")
     return Schedule(manifest.name, manifest.schedule, upcoming, f"{manifest.schedule} {command}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -42,6 +43,7 @@ from .engine import Engine
 from .errors import BadInput, TransferError, VerifyMismatch
 from .ledger import OBJECTS, Ledger, LedgerRow, LedgerWriter, now, ts
 from .lifecycle import (
+    S3_TIERS,
     Tier,
     due,
     minimum_duration_warning,
@@ -71,13 +73,15 @@ class Target:
     tier: str | None
     location: Location | None
     region: str | None = None
+    storage_class: str | None = None  # a cold location on S3: the class it is written in
 
     @classmethod
     def of(cls, rule: LifecycleRule) -> Target:
         if rule.location is None:
             return cls(rule.tier, None)
         spec = rule.location
-        return cls(None, Location.of(spec.url, spec.options, spec.region), spec.region)
+        return cls(None, Location.of(spec.url, spec.options, spec.region), spec.region,
+                   spec.storage_class)
 
     def describe(self) -> str:
         return self.tier if self.location is None else self.location.url  # type: ignore[return-value]
@@ -109,6 +113,7 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
                      wait=lock_wait):
         jobs = {job.name: job for job in jobs_of(manifest, [d.name for d in specs] or None)}
         if dry_run:
+            report.command = "archive-plan"
             for spec in specs:
                 for item, _ in _due(ledger, jobs[spec.name], spec, at, report):
                     report.dataset(spec.name).add("due", item.size)
@@ -165,6 +170,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], jobs: dict[str, Datas
     writer.run_event("end", command="archive", manifest_name=manifest.name,
                      manifest_sha256=manifest.sha256, engine=engine.description,
                      started_at=ts(report.started), ended_at=ts(report.ended),
+                     counts_json=json.dumps(report.to_dict()["datasets"]),
                      exit_code=report.exit_code)
     ledger.compact()
     audit.append("run.end", exit_code=report.exit_code,
@@ -246,7 +252,8 @@ def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: Trans
                         destination_url=here.url_of(stored_key))
     try:
         if target.location is not None:
-            url = _move_to_location(here, stored_key, row, target.location, settings)
+            url = _move_to_location(here, stored_key, row, target.location, settings,
+                                    target.storage_class)
             return replace(base, destination_url=url, bytes_written=row.stored_size)
         checksum = _change_class(here, stored_key, row, target.tier or "")
         return replace(base, native_checksum=checksum)
@@ -269,10 +276,13 @@ def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> st
     current = head.get("StorageClass", "STANDARD")
     if current == tier and head.get("ChecksumSHA256") == expected:
         return f"sha256:{expected}"  # a killed run moved it before recording it
-    if needs_restore(current):
+    if current != (row.storage_class or "STANDARD") and \
+            S3_TIERS.get(current, S3_TIERS["STANDARD"]).rank >= S3_TIERS[tier].rank:
         raise TransferError(f"{url}: already in {current}, moved by something other than "
                             "datamove (an S3 lifecycle rule on the bucket?); datamove's rules "
                             "and the bucket's should not both manage this prefix")
+    if needs_restore(current):  # GLACIER → DEEP_ARCHIVE: S3 copies only a restored object
+        ensure_readable(location, key, current, timeout=0)
     if row.stored_size > MAX_COPY_OBJECT:
         raise TransferError(f"{url}: over 5 GiB; changing the class of objects this large "
                             "needs a multipart copy, which datamove does not do yet")
@@ -302,14 +312,15 @@ def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> st
 
 
 def _move_to_location(here: Location, key: str, row: LedgerRow, cold: Location,
-                      settings: TransferSettings) -> str:
+                      settings: TransferSettings, storage_class: str | None = None) -> str:
     """Copy the stored bytes to ``cold`` atomically, committing only if they hash right."""
     if here.is_s3:
         ensure_readable(here, key, row.storage_class, timeout=0)
     sha = hashlib.sha256()
     size = 0
     with atomic_writer(cold, key, part_size=settings.part_size, size_hint=row.stored_size,
-                       run_token=settings.run_token, resumable=False) as writer, \
+                       run_token=settings.run_token, resumable=False,
+                       storage_class=storage_class) as writer, \
             contextlib.closing(open_read(here, key)) as reader:
         for chunk in read_chunks(reader):
             sha.update(chunk)
@@ -343,7 +354,7 @@ def _archived_row(job: DatasetJob, item: PlanItem, target: Target, result: Objec
         "stored_size": row.stored_size, "stored_sha256": row.stored_sha256,
         "native_checksum": result.native_checksum, "encrypted": row.encrypted,
         "key_fingerprints": list(row.key_fingerprints), "payload_sha256": row.payload_sha256,
-        "storage_class": None if moved_out else target.tier,
+        "storage_class": target.storage_class if moved_out else target.tier,
         "region": target.region if moved_out else job.destination.region,
         "verify_mode": "checksum", "verify_result": "ok", "verified_at": now(),
         "attempts": result.attempts, "error": None, "recorded_at": now(),

@@ -176,3 +176,18 @@ def test_selection_rejects_bad_values():
         Selection(sample=150)
     with pytest.raises(BadInput):
         Selection(rotate=(0, 3))
+
+
+def test_a_drill_no_identity_opens_is_exit_2(tmp_path):
+    make_source(tmp_path / "src", 3)
+    owner, stranger = X25519Identity.generate(), X25519Identity.generate()
+    (tmp_path / "stranger.key").write_text(format_identity_file(stranger))
+    manifest = write_manifest(tmp_path / "m.yaml", [{
+        "name": "sealed", "source": {"url": str(tmp_path / "src") + "/"},
+        "destination": {"url": str(tmp_path / "dst") + "/"},
+        "encrypt": {"recipients": [owner.recipient.encode()]}}], ledger=str(tmp_path / "ledger"))
+    assert run_cli("run", str(manifest)).returncode == 0
+    result = run_cli("drill", str(manifest), "--identity", str(tmp_path / "stranger.key"),
+                     "--json")
+    assert result.returncode == 2
+    assert all("no identity matches" in o["error"] for o in last_json(result.stdout)["objects"])

@@ -135,3 +135,23 @@ def test_archive_bad_input_is_exit_2(tmp_path):
     empty = run_cli("archive", str(path))
     assert empty.returncode == 2 and "run `datamove run` first" in empty.stderr
     assert not (tmp_path / "cold").exists() and not (tmp_path / "ledger").exists()
+
+
+def test_one_cold_location_per_dataset_and_no_class_change_after_it(tmp_path):
+    path = write_manifest(tmp_path / "m.yaml", [{
+        "name": "d", "source": {"url": str(tmp_path)}, "destination": {"url": "s3://b/x/"},
+        "lifecycle": [{"after": "30d", "location": {"url": "s3://cold/a/", "format": "delta"}},
+                      {"after": "60d", "location": {"url": "/cold/b"}},
+                      {"after": "90d", "tier": "GLACIER"},
+                      ]}])
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    text = str(err.value)
+    assert "lifecycle[0].location.format: does not apply to a cold location" in text
+    assert "lifecycle[1].location: one cold location per dataset" in text
+    assert "lifecycle[2].tier: comes after the move to lifecycle[0]'s cold location" in text
+    since = write_manifest(tmp_path / "since.yaml", [{
+        "name": "d", "source": {"url": str(tmp_path)}, "destination": {"url": "s3://b/x/"},
+        "lifecycle": [{"after": "120d", "tier": "DEEP_ARCHIVE", "since": "created"}]}])
+    with pytest.raises(ManifestError, match=r"lifecycle\[0\]\.since: must be copied"):
+        load_manifest(since)

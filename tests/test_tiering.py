@@ -247,3 +247,55 @@ def test_restore_writes_to_s3_and_refuses_an_encrypted_dataset_without_identity(
     for key, data in plain.items():
         assert s3.get_object(Bucket=bucket, Key=f"r/{key}")["Body"].read() == data
     assert files  # the encrypted dataset's files were never restored
+
+
+def test_glacier_moves_on_to_deep_archive_and_dry_run_moves_nothing(tmp_path, moto_server):
+    files = make_source(tmp_path / "src", 3)
+    bucket = moto_server.new_bucket()
+    manifest = s3_manifest(tmp_path, moto_server, bucket,
+                           lifecycle=[{"after": "90d", "tier": "GLACIER"},
+                                      {"after": "180d", "tier": "DEEP_ARCHIVE"}])
+    assert run_cli("run", str(manifest)).returncode == 0
+    s3 = moto_server.client()
+    assert run_cli("archive", str(manifest), "--now", days_ahead(100)).returncode == 0
+    planned = run_cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run",
+                      "--json")
+    assert planned.returncode == 0
+    assert last_json(planned.stdout)["datasets"]["models"]["due"] == 3
+    assert {s3.head_object(Bucket=bucket, Key=f"models/{k}")["StorageClass"]
+            for k in files} == {"GLACIER"}
+    human = run_cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run")
+    assert "3 due to move" in human.stdout
+    deep = run_cli("archive", str(manifest), "--now", days_ahead(200), "--json")
+    assert deep.returncode == 0, deep.stdout
+    assert last_json(deep.stdout)["datasets"]["models"]["moved"] == 3
+    assert {s3.head_object(Bucket=bucket, Key=f"models/{k}")["StorageClass"]
+            for k in files} == {"DEEP_ARCHIVE"}
+    assert [e["details"]["from"] for e in audit_events(tmp_path / "ledger", "tier.change")
+            if e["details"]["to"] == "DEEP_ARCHIVE"] == ["GLACIER"] * 3
+
+
+def test_a_cold_location_on_s3_is_written_in_its_storage_class(tmp_path, moto_server):
+    files = make_source(tmp_path / "src", 3)
+    bucket = moto_server.new_bucket()
+    manifest = write_manifest(tmp_path / "m.yaml", [{
+        "name": "logs", "source": {"url": str(tmp_path / "src") + "/"},
+        "destination": {"url": str(tmp_path / "hot") + "/"},
+        "lifecycle": [{"after": "7d", "location": {
+            "url": f"s3://{bucket}/cold/", "storage_class": "STANDARD_IA",
+            "options": {"endpoint_url": moto_server.endpoint}}}]}],
+        ledger=str(tmp_path / "ledger"))
+    assert run_cli("run", str(manifest)).returncode == 0
+    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    s3 = moto_server.client()
+    for key, data in files.items():
+        head = s3.head_object(Bucket=bucket, Key=f"cold/{key}")
+        assert head["StorageClass"] == "STANDARD_IA"
+        assert s3.get_object(Bucket=bucket, Key=f"cold/{key}")["Body"].read() == data
+    assert {r["storage_class"] for r in object_rows(tmp_path / "ledger", "archived")} == {
+        "STANDARD_IA"}
+    drilled = run_cli("drill", str(manifest), "--sample", "100", "--json")
+    assert drilled.returncode == 0, drilled.stderr
+    [event] = audit_events(tmp_path / "ledger", "drill.completed")
+    assert event["details"]["selection"]["sample_percent"] == "100"
+    assert event["details"]["totals"]["logs"]["coverage_objects_ppm"] == 1_000_000
