@@ -299,3 +299,33 @@ def test_a_cold_location_on_s3_is_written_in_its_storage_class(tmp_path, moto_se
     [event] = audit_events(tmp_path / "ledger", "drill.completed")
     assert event["details"]["selection"]["sample_percent"] == "100"
     assert event["details"]["totals"]["logs"]["coverage_objects_ppm"] == 1_000_000
+
+
+def test_gcs_objects_move_to_colder_classes_verified(tmp_path, gcs_emulator):
+    files = make_source(tmp_path / "src", 4)
+    bucket = gcs_emulator.new_bucket()
+    manifest = write_manifest(tmp_path / "m.yaml", [{
+        "name": "eu", "source": {"url": str(tmp_path / "src") + "/"},
+        "destination": {"url": f"gs://{bucket}/eu/", "options": gcs_emulator.options},
+        "lifecycle": [{"after": "30d", "tier": "NEARLINE"},
+                      {"after": "365d", "tier": "ARCHIVE"}]}], ledger=str(tmp_path / "ledger"))
+    assert run_cli("run", str(manifest)).returncode == 0
+    fs = gcs_emulator.fs()
+
+    def classes() -> set[str]:
+        return {fs.info(f"{bucket}/eu/{k}")["storageClass"] for k in files}
+
+    assert classes() == {"STANDARD"}
+    nearline = run_cli("archive", str(manifest), "--now", days_ahead(40), "--json")
+    assert nearline.returncode == 0, nearline.stdout + nearline.stderr
+    assert classes() == {"NEARLINE"}
+    archive = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    assert last_json(archive.stdout)["datasets"]["eu"]["moved"] == 4
+    assert classes() == {"ARCHIVE"}
+    for key, data in files.items():  # GCS classes read without a restore
+        assert fs.cat_file(f"{bucket}/eu/{key}") == data
+    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    assert per_key(audit_events(tmp_path / "ledger", "tier.change")) == dict.fromkeys(files, 2)
+    drilled = run_cli("drill", str(manifest), "--json")
+    assert drilled.returncode == 0, drilled.stderr
+    assert {o["tier"] for o in last_json(drilled.stdout)["objects"]} == {"ARCHIVE"}
