@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from .api import check_policies, jobs_of, ledger_of, new_run_id, settle
+from .audit import AuditWriter
 from .auditing import open_audit, record_tier_change
 from .checksum import b64_sha256, hash_stream, read_chunks
 from .encryption import stored_listing
@@ -99,34 +100,36 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
             progress: Progress | None = None, lock_wait: float = 3600.0) -> Report:
     """Move every due object of the manifest's datasets with lifecycle rules."""
     at = at or datetime.now(UTC)
-    specs = [d for d in manifest.datasets if (not datasets or d.name in datasets) and d.lifecycle
-             and d.destination.format != "delta"]
+    chosen = [d for d in manifest.datasets if (not datasets or d.name in datasets) and d.lifecycle]
+    specs = [d for d in chosen if d.destination.format != "delta"]
+    tables = [d for d in chosen if d.destination.format == "delta"]  # partitions move
     if datasets:
         unknown = set(datasets) - {d.name for d in manifest.datasets}
         if unknown:
             raise BadInput(f"no dataset named {sorted(unknown)[0]!r} in manifest {manifest.name!r}")
     ledger = ledger_of(manifest)
-    if ledger.table(OBJECTS) is None:  # checked before the lock: bad input leaves no trace
+    if specs and ledger.table(OBJECTS) is None:  # before the lock: bad input leaves no trace
         raise BadInput(f"ledger {ledger.url} has no objects yet: run `datamove run` first")
     report = Report("archive", manifest.name, new_run_id())
     with ledger_lock(manifest.ledger, manifest.ledger_options, command="archive",
                      wait=lock_wait):
-        jobs = {job.name: job for job in jobs_of(manifest, [d.name for d in specs] or None)}
+        jobs = {job.name: job for job in jobs_of(manifest, [d.name for d in specs])} \
+            if specs else {}
         if dry_run:
             report.command = "archive-plan"
             for spec in specs:
                 for item, _ in _due(ledger, jobs[spec.name], spec, at, report):
                     report.dataset(spec.name).add("due", item.size)
             return report.finish()
-        return _archive(manifest, specs, jobs, ledger, report, at, scheduler, policies,
+        return _archive(manifest, specs, tables, jobs, ledger, report, at, scheduler, policies,
                         progress or Progress())
 
 
-def _archive(manifest: Manifest, specs: list[DatasetSpec], jobs: dict[str, DatasetJob],
-             ledger: Ledger, report: Report, at: datetime, scheduler: str | None,
-             policies: list[str] | None, progress: Progress) -> Report:
+def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetSpec],
+             jobs: dict[str, DatasetJob], ledger: Ledger, report: Report, at: datetime,
+             scheduler: str | None, policies: list[str] | None, progress: Progress) -> Report:
     audit = open_audit(manifest, report.run_id)
-    check_policies(manifest, policies, [s.name for s in specs] or None, audit)
+    check_policies(manifest, policies, [s.name for s in specs + tables] or None, audit)
     spec_of = manifest.engine
     engine = Engine(scheduler or spec_of.scheduler, threads=spec_of.threads,
                     window=spec_of.effective_window, processes=spec_of.processes)
@@ -138,7 +141,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], jobs: dict[str, Datas
                      manifest_sha256=manifest.sha256, engine=engine.description,
                      started_at=ts(report.started))
     audit.append("run.start", command="archive", manifest_sha256=manifest.sha256,
-                 engine=engine.description, datasets=[s.name for s in specs],
+                 engine=engine.description, datasets=[s.name for s in specs + tables],
                  as_of=at.isoformat())
     targets = {s.name: tuple(Target.of(rule) for rule in s.lifecycle) for s in specs}
     for spec in specs:
@@ -166,6 +169,8 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], jobs: dict[str, Datas
     writer.flush()  # the rows land before any hot copy is deleted
     for spec in specs:
         _finish_deletes(ledger, jobs[spec.name], targets[spec.name], report)
+    for spec in tables:
+        _tier_table(manifest, spec, at, audit, report)
     report.finish()
     writer.run_event("end", command="archive", manifest_name=manifest.name,
                      manifest_sha256=manifest.sha256, engine=engine.description,
@@ -177,6 +182,21 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], jobs: dict[str, Datas
                  counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
     audit.checkpoint()
     return report
+
+
+def _tier_table(manifest: Manifest, spec: DatasetSpec, at: datetime, audit: AuditWriter,
+                report: Report) -> None:
+    """A ``format: delta`` dataset: due partitions move to the cold table
+    (tabular_tiering.py, crash-safe step by step)."""
+    from .tabular_tiering import tier_partitions
+
+    ds = report.dataset(spec.name, spec.source.url, spec.destination.url)
+    result = tier_partitions(manifest, spec, now=at, audit=audit)
+    ds.counts["partitions_moved"] += result.partitions_moved
+    ds.counts["rows_moved"] += result.rows_moved
+    for failure in result.failures:
+        report.record(ObjectResult(dataset=spec.name, key="", action="archive",
+                                   status="failed", size=0, error=failure))
 
 
 # --- planning (driver) -----------------------------------------------------------------

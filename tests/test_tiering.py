@@ -329,3 +329,17 @@ def test_gcs_objects_move_to_colder_classes_verified(tmp_path, gcs_emulator):
     drilled = run_cli("drill", str(manifest), "--json")
     assert drilled.returncode == 0, drilled.stderr
     assert {o["tier"] for o in last_json(drilled.stdout)["objects"]} == {"ARCHIVE"}
+
+
+def test_archive_moves_due_partitions_of_a_delta_dataset(tmp_path):
+    from tests.test_tabular_tiering import DUE, days, loaded
+
+    path, _ = loaded(tmp_path)
+    moved = run_cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
+    assert moved.returncode == 0, moved.stderr
+    counts = last_json(moved.stdout)["datasets"]["feat"]
+    assert (counts["partitions_moved"], counts["rows_moved"]) == (5, 1_000)
+    assert days(tmp_path / "cold") == DUE and not days(tmp_path / "hot") & DUE
+    again = run_cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
+    assert last_json(again.stdout)["datasets"]["feat"].get("partitions_moved", 0) == 0
+    assert run_cli("audit", "verify", str(path)).returncode == 0
