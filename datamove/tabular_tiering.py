@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .ledger import Ledger
+from .lifecycle import due
 from .stores import Location, describe
 from .tabular import Table, TableJob, _ledger_row, record_ledger, scan_batches
 from .tabular_digest import PartitionDigests, partition_json, partition_text
@@ -93,12 +94,9 @@ def typed(text: str, type_: pa.DataType) -> Any:
 
 
 def due_rule(rules: list[LifecycleRule], when: datetime, now: datetime) -> LifecycleRule | None:
-    """The rule with the longest ``after`` this date has passed (lifecycle.due's choice)."""
-    best = None
-    for rule in rules:
-        if now - when >= rule.after and (best is None or rule.after >= best.after):
-            best = rule
-    return best
+    """The rule with the longest ``after`` a partition dated ``when`` has passed."""
+    index = due(rules, when, when, now)  # a partition's age counts from its date
+    return None if index is None else rules[index]
 
 
 def tier_partitions(manifest: Manifest, dataset: DatasetSpec | str, *, now: datetime,
