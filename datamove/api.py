@@ -196,8 +196,8 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         audit.append("run.start", command=command, manifest_sha256=manifest.sha256,
                      engine=engine.description, datasets=[job.name for job in jobs])
 
-    def work() -> Iterator[Batch]:
-        for job in jobs:
+    def work(stage: list[DatasetJob], last: bool) -> Iterator[Batch]:
+        for job in stage:
             recorded = sweeper = None
             if writer is not None:  # only a run writes: it records and it cleans up
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
@@ -214,19 +214,24 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 yield Batch(job, tuple(group), settings)
             if sweeper is not None:
                 count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
-        progress.listing_done()
+        if last:
+            progress.listing_done()
 
     for sequence, table in enumerate(tables, start=1):
         execute_table(table, command, report, run_id=report.run_id,
                       ledger=ledger if writer is not None else None, audit=audit,
                       sequence=sequence)
     upload_cutoffs: dict[str, datetime | None] = {}
+    staged = stages(jobs)
     with engine if jobs or not tables else contextlib.nullcontext(), progress:
-        for batch, item, result in settle(engine, run_batch, work(), report, progress):
-            if writer is not None:
-                writer.add(ledger_row(batch.job, item, result, report.run_id))
-            if audit is not None:
-                record_result(audit, batch.job, result)
+        for number, stage in enumerate(staged, start=1):  # a stage ends before the next plans
+            for batch, item, result in settle(engine, run_batch,
+                                              work(stage, number == len(staged)), report,
+                                              progress):
+                if writer is not None:
+                    writer.add(ledger_row(batch.job, item, result, report.run_id))
+                if audit is not None:
+                    record_result(audit, batch.job, result)
     for job in jobs:  # after the copies: resumed uploads are complete by now
         if job.name in upload_cutoffs:
             count_housekeeping(report, job, "orphan_uploads_aborted",
@@ -253,6 +258,25 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                      counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
         audit.checkpoint()  # flushes; signs when the manifest has a signing key
     return report
+
+
+def stages(jobs: list[DatasetJob]) -> list[list[DatasetJob]]:
+    """Datasets in the order they can run: one whose source overlaps an earlier
+    dataset's destination (a chain such as S3 → GCS → Azure) waits until that
+    dataset's copies are done, so it never plans from half-written output."""
+    from .manifest_checks import comparable_url
+
+    def overlaps(a: str, b: str) -> bool:
+        a, b = comparable_url(a), comparable_url(b)
+        return a.startswith(b) or b.startswith(a)
+
+    level: list[int] = []
+    for i, job in enumerate(jobs):
+        after = [level[j] + 1 for j in range(i)
+                 if overlaps(job.source.url, jobs[j].destination.url)]
+        level.append(max(after, default=0))
+    return [[job for job, at in zip(jobs, level, strict=True) if at == n]
+            for n in range(max(level, default=-1) + 1)]
 
 
 def count_housekeeping(report: Report, job: DatasetJob, what: str, n: int) -> None:
@@ -291,7 +315,8 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         "encrypted": encrypted, "key_fingerprints": list(fingerprints),
         "payload_sha256": payload_sha if done else None,
         "previous_key_fingerprints": list(result.previous_key_fingerprints),
-        "storage_class": (job.storage_class or "STANDARD") if job.destination.is_s3 else None,
+        "storage_class": (job.storage_class or "STANDARD")
+        if job.destination.is_s3 or job.destination.is_gcs else None,
         "region": job.destination.region,
         "verify_mode": job.verify.value,
         "verify_result": "ok" if done else (None if result.status == ROTATING else

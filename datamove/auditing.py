@@ -63,7 +63,7 @@ def record_result(audit: AuditWriter, job: DatasetJob, result: ObjectResult,
         details["key_fingerprints"] = list(result.key_fingerprints)
     if result.previous_key_fingerprints:
         details["previous_key_fingerprints"] = list(result.previous_key_fingerprints)
-    if job.storage_class or job.destination.is_s3:
+    if job.storage_class or job.destination.is_s3 or job.destination.is_gcs:
         details["storage_class"] = job.storage_class or "STANDARD"
     if result.error:
         details["error"] = result.error

@@ -225,9 +225,11 @@ def test_storage_class_where_the_store_has_them(tmp_path: Path, backend: Backend
         manifest(tmp_path, {"url": "src/"}, {**destination, "storage_class": "FROZEN"})
     src = tmp_path / "src"
     files = source_files(src)
-    report = api.run(manifest(tmp_path, {"url": f"{src}/"}, destination))
+    m = manifest(tmp_path, {"url": f"{src}/"}, destination)
+    report = api.run(m)
     assert report.exit_code == 0, report.to_dict()["problems"]
     for key in ("small", "multi/part.bin"):  # one request and multi-part both
         info = stat(backend.loc, key)
         assert info is not None and info.storage_class == wanted, key
+    assert {r["storage_class"] for r in ledger_rows(m)} == {wanted}  # and recorded
     assert len(files) == len(backend.keys())

@@ -4,9 +4,9 @@ The real ``datamove`` command in a subprocess, against moto_server, the GCS
 emulator and Azurite at once. The second dataset reads what the first wrote,
 so GCS is a destination and a source in the same run. Credentials come only
 from the environment: the manifest holds endpoints and the anonymous-token mode,
-and no account key reaches the output or the ledger. The hops run one after the other
-(``--dataset``): datasets of one run are planned while earlier ones still copy.
-A flipped byte in Azure
+and no account key reaches the output or the ledger. One ``datamove run`` does
+both hops: a dataset whose source is another's destination waits for it
+(api.stages). A flipped byte in Azure
 makes ``datamove verify`` exit 1 and name the object; ``run --reverify``
 repairs it.
 """
@@ -44,14 +44,13 @@ def test_s3_to_gcs_to_azure_run_and_verify(tmp_path: Path, moto_server, gcs_emul
          "destination": azurite.location(container, "mirror/"), "verify": "full"},
     ], engine={"threads": 4, "part_size": PART})
 
-    # One hop after the other: datasets of one run are planned while earlier ones are
-    # still copying, so a dataset reading another's destination is run after it.
-    run = run_cli("run", str(manifest), "--dataset", "s3-to-gcs", "--json", cwd=tmp_path)
+    # One run, both hops: the second dataset reads the first one's output, so it is
+    # planned only once the first one's copies are done.
+    run = run_cli("run", str(manifest), "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr + run.stdout
-    hop = run_cli("run", str(manifest), "--dataset", "gcs-to-azure", "--json", cwd=tmp_path)
-    assert hop.returncode == 0, hop.stderr + hop.stdout
-    copied = json.loads(hop.stdout.strip().splitlines()[-1])["datasets"]["gcs-to-azure"]
-    assert copied["copied"] == len(FILES)
+    copied = json.loads(run.stdout.strip().splitlines()[-1])["datasets"]
+    assert copied["s3-to-gcs"]["copied"] == len(FILES)
+    assert copied["gcs-to-azure"]["copied"] == len(FILES)
     verify = run_cli("verify", str(manifest), "--json", cwd=tmp_path)
     assert verify.returncode == 0, verify.stderr + verify.stdout
     report = json.loads(verify.stdout.strip().splitlines()[-1])
@@ -66,7 +65,7 @@ def test_s3_to_gcs_to_azure_run_and_verify(tmp_path: Path, moto_server, gcs_emul
     natives = {(r["dataset"], r["key"]): r["native_checksum"] for r in rows}
     assert all(natives[("s3-to-gcs", k)].startswith("crc32c:") for k in FILES)
     assert natives[("gcs-to-azure", "weights/config.json")].startswith("md5:")
-    for output in (run.stdout, run.stderr, hop.stdout, hop.stderr, verify.stdout,
+    for output in (run.stdout, run.stderr, verify.stdout,
                    verify.stderr, manifest.read_text()):
         assert AZURITE_KEY not in output and "AccountKey" not in output
 

@@ -202,3 +202,22 @@ def test_embedded_worker_processes_copy_encrypted_objects(tmp_path):
     assert len(list((tmp_path / "dst").glob("*.age"))) == 40
     checked = api.verify(api.load_manifest(manifest))
     assert checked.datasets["d"].counts["matched"] == 40
+
+
+def test_a_chained_dataset_waits_for_the_one_it_reads(tmp_path):
+    from datamove.api import stages
+    from datamove.manifest import VerifyMode
+    from datamove.plan import DatasetJob
+    from datamove.stores import KeyFilter, Location
+
+    def job(name: str, src: str, dst: str) -> DatasetJob:
+        return DatasetJob(name, Location.of(src), Location.of(dst), KeyFilter((), ()),
+                          VerifyMode.checksum)
+
+    a = job("a", "s3://raw/x/", "gs://land/x/")
+    b = job("b", "gs://land/x/sub/", "az://mirror/x/")
+    c = job("c", str(tmp_path / "other"), str(tmp_path / "out"))
+    d = job("d", "az://mirror/", str(tmp_path / "final"))
+    assert [[j.name for j in stage] for stage in stages([a, b, c, d])] == [
+        ["a", "c"], ["b"], ["d"]]
+    assert stages([]) == []
