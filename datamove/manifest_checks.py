@@ -137,10 +137,14 @@ def _lifecycle_problems(dataset: DatasetSpec, i: int,
                       if getattr(rule.location, f)]
             for field in unused:
                 yield (*at, "location", field), "does not apply to a cold location"
-            if rule.location.storage_class is not None and \
-                    not rule.location.url.startswith(("s3://", "s3a://")):
+            cold_class = rule.location.storage_class
+            if cold_class is not None and not rule.location.url.startswith(("s3://", "s3a://")):
                 yield (*at, "location", "storage_class"), (
                     "only S3 cold locations have a storage class")
+            elif cold_class is not None and cold_class not in S3_STORAGE_CLASSES:
+                yield (*at, "location", "storage_class"), (
+                    f"unknown S3 storage class {cold_class!r}; one of "
+                    f"{', '.join(S3_STORAGE_CLASSES)}")
         if rule.location is not None:
             problem = _url_problem(rule.location.url, known)
             if problem:

@@ -357,11 +357,13 @@ def _lifecycle_checks(ds: DatasetSpec, req: RequireSpec,
     for j, rule in enumerate(ds.lifecycle):
         if req.regions is not None and j in cold:
             yield (f"lifecycle[{j}].location.region", *cold[j].residency_check(req.regions))
-        if req.storage_classes is not None and rule.tier is not None:
-            ok = matches_any(rule.tier, req.storage_classes)
-            yield f"lifecycle[{j}].tier", ok, (
-                f"lifecycle moves objects to {rule.tier}, which is {'' if ok else 'not '}"
-                f"allowed (allowed: {', '.join(req.storage_classes)})")
+        cold_class = rule.location.storage_class if rule.location is not None else None
+        for where, tier in (("tier", rule.tier), ("location.storage_class", cold_class)):
+            if req.storage_classes is not None and tier is not None:
+                ok = matches_any(tier, req.storage_classes)
+                yield f"lifecycle[{j}].{where}", ok, (
+                    f"lifecycle moves objects to {tier}, which is {'' if ok else 'not '}"
+                    f"allowed (allowed: {', '.join(req.storage_classes)})")
 
 
 def _checks(manifest: Manifest, ds: DatasetSpec, req: RequireSpec,

@@ -89,7 +89,7 @@ def ensure_readable(location: Location, key: str, storage_class: str | None,
             raise TransferError(
                 f"{url}: in {current}; the archive restore was requested but has not completed "
                 f"after {waited:.0f} s. Run the command again once it has (restores take "
-                "minutes to hours), or give a longer --timeout")
+                "minutes to hours); restore and drill can wait longer with --timeout")
         time.sleep(min(waiting.poll, max(0.05, waiting.timeout - waited)))
 
 
@@ -151,7 +151,7 @@ def restore_batch(batch: RestoreBatch) -> list[Restored]:
                 here = stored_location(batch.job, row, batch.cold)
                 with contextlib.suppress(TransferError, OSError):  # restore_object reports
                     ensure_readable(here, batch.job.stored_key(row.key), row.storage_class,
-                                    timeout=0)
+                                    batch.waiting, timeout=0)
     return [restore_object(batch, row) for row in batch.rows]
 
 

@@ -44,6 +44,7 @@ from .engine import Engine
 from .errors import BadInput, TransferError, VerifyMismatch
 from .ledger import OBJECTS, Ledger, LedgerRow, LedgerWriter, now, ts
 from .lifecycle import (
+    GCS_TIERS,
     S3_TIERS,
     Tier,
     due,
@@ -344,6 +345,12 @@ def _rewrite_in_class(location: Location, key: str, row: LedgerRow, tier: str,
     GCS class reads without a restore, so this needs nothing more.
     """
     info = stat(location, key)
+    current = (info.storage_class if info else None) or "STANDARD"
+    if current not in (tier, row.storage_class or "STANDARD") and \
+            GCS_TIERS.get(current, GCS_TIERS["STANDARD"]).rank >= GCS_TIERS[tier].rank:
+        raise TransferError(f"{location.url_of(key)}: already in {current}, moved by something "
+                            "other than datamove (a bucket lifecycle rule?); datamove's rules "
+                            "and the bucket's should not both manage this prefix")
     if info is None or info.storage_class != tier:
         _move_to_location(location, key, row, location, settings, tier)
         return
