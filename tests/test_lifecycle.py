@@ -64,6 +64,10 @@ BAD_RULES = [
     ({"after": "30d", "tier": "GLACIER", "column": "day"}, "only applies to datasets with"),
     ({"after": "30d", "location": {"url": "s3://b/dst/old/"}}, "inside the destination"),
     ({"after": "30d", "location": {"url": "nope://x/"}}, "unknown storage scheme"),
+    ({"after": "30d", "location": {"url": "s3://c/x/", "storage_class": "GLACIERX"}},
+     "unknown S3 storage class 'GLACIERX'"),
+    ({"after": "30d", "location": {"url": "/cold", "storage_class": "GLACIER"}},
+     "only S3 cold locations have a storage class"),
 ]
 
 

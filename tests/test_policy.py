@@ -609,7 +609,8 @@ def test_policy_examples_in_the_docs_load() -> None:
 def test_lifecycle_locations_and_tiers_are_judged_like_the_destination(tmp_path: Path) -> None:
     dataset = {**DATASET, "lifecycle": [
         {"after": "30d", "tier": "GLACIER"},
-        {"after": "365d", "location": {"url": "s3://us-cold/customers/", "region": "us-east-1"}},
+        {"after": "365d", "location": {"url": "s3://us-cold/customers/", "region": "us-east-1",
+                                       "storage_class": "DEEP_ARCHIVE"}},
     ]}
     manifest = manifest_of(tmp_path, dataset)
     rules = parse_policies(policy(rule("eu-only", {"regions": ["eu-*"]}),
@@ -622,6 +623,8 @@ def test_lifecycle_locations_and_tiers_are_judged_like_the_destination(tmp_path:
     assert outcome == "violated" and "us-east-1" in reason
     outcome, reason = judged[("warm-only", "datasets[0].lifecycle[0].tier")]
     assert outcome == "violated" and "GLACIER" in reason
+    outcome, reason = judged[("warm-only", "datasets[0].lifecycle[1].location.storage_class")]
+    assert outcome == "violated" and "DEEP_ARCHIVE" in reason
     assert report.exit_code == 3
     discovered = {("customers", "lifecycle[1]"): RegionFacts("us-east-1", "eu-west-1",
                                                              "s3 GetBucketLocation")}
