@@ -123,14 +123,14 @@ def show(manifest: str, dataset: str | None, key: str | None, run_id: str | None
 
     Exit 0 (also when nothing matches), 2 for bad input.
     """
-    from .audit.query import parse_when
     from .audit.query import show as show_events
+    from .cli_common import parse_time
 
     def go() -> Any:
         _, ledger = _ledger_of(manifest)
         return show_events(ledger, dataset=dataset, key=key, run_id=run_id, action=action,
-                           since=parse_when(since, "--since") if since else None,
-                           until=parse_when(until, "--until") if until else None)
+                           since=parse_time(since, "--since") if since else None,
+                           until=parse_time(until, "--until") if until else None)
 
     _call(go, False).render(sys.stdout, fmt)
 

@@ -6,15 +6,26 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from .errors import EXIT_BAD_INPUT, DatamoveError
+from .errors import EXIT_BAD_INPUT, BadInput, DatamoveError
 
 MANIFEST = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
 JSON = click.option("--json", "as_json", is_flag=True,
                     help="Print one JSON summary object as the last line of stdout.")
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """A date or ISO 8601 time given to ``option``; without a zone it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"{option} {text!r}: not an ISO 8601 date or time; use e.g. 2025-01-31 "
+                       "or 2025-01-31T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def call(action: Callable[[], Any], as_json: bool) -> Any:

@@ -64,12 +64,12 @@ def archive(manifest: str, as_json: bool, now: str | None, datasets: tuple[str, 
     refused by policy.
     """
     from . import api
+    from .cli_common import parse_time
     from .progress import progress_for
     from .tiering import archive as run_archive
-    from .tiering import parse_at
 
     emit(call(lambda: run_archive(
-        api.load_manifest(manifest), at=parse_at(now) if now else None,
+        api.load_manifest(manifest), at=parse_time(now, "--now") if now else None,
         datasets=list(datasets) or None, dry_run=dry_run, scheduler=scheduler,
         policies=list(policies) or None, progress=progress_for(progress and not as_json)),
         as_json), as_json)

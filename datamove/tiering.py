@@ -444,13 +444,3 @@ def _finish_deletes(ledger: Ledger, job: DatasetJob, targets: tuple[Target, ...]
         removed += 1
     if removed:
         report.dataset(job.name).counts["hot_copies_removed"] += removed
-
-
-def parse_at(text: str) -> datetime:
-    """``--now``: an ISO 8601 time; without a zone it is UTC."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadInput(f"--now {text!r}: not an ISO 8601 time such as 2027-03-01T00:00:00Z or "
-                       "2027-03-01") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 import pyarrow.compute as pc
@@ -22,16 +22,6 @@ from .note import NoteError, SignedCheckpoint
 from .tables import AUDIT, CHECKPOINTS, read_table
 
 FORMATS = ("table", "json", "csv")
-
-
-def parse_when(text: str, option: str) -> datetime:
-    """A date or RFC 3339 time from the command line; no zone means UTC."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadInput(f"{option} {text!r}: not a date or time; use e.g. 2025-01-31 or "
-                       "2025-01-31T12:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass
