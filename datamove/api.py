@@ -244,11 +244,19 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 for _ in list_entries(job.destination, on_partial=sweeper):
                     pass
                 count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
+    return close_run(manifest, report, engine.description, ledger, writer, audit)
+
+
+def close_run(manifest: Manifest, report: Report, engine: str, ledger: Ledger,
+              writer: LedgerWriter | None, audit: AuditWriter | None) -> Report:
+    """End a command that wrote the ledger: its ``end`` row with the counts, a
+    compaction, the audit log's ``run.end`` and a (signed) checkpoint. Shared by
+    run, keys rotate and archive."""
     report.finish()
     if writer is not None:
         writer.flush()
-        writer.run_event("end", command=command, manifest_name=manifest.name,
-                         manifest_sha256=manifest.sha256, engine=engine.description,
+        writer.run_event("end", command=report.command, manifest_name=manifest.name,
+                         manifest_sha256=manifest.sha256, engine=engine,
                          started_at=ts(report.started), ended_at=ts(report.ended),
                          counts_json=json.dumps(report.to_dict()["datasets"]),
                          exit_code=report.exit_code)

@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import BinaryIO
 
 from .api import (
+    close_run,
     count_housekeeping,
     jobs_of,
     ledger_of,
@@ -151,17 +152,7 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
     for job in jobs:  # uploads a killed rotation left behind
         count_housekeeping(report, job, "orphan_uploads_aborted",
                abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
-    report.finish()
-    writer.flush()
-    writer.run_event("end", command="rotate", manifest_name=manifest.name,
-                     manifest_sha256=manifest.sha256, engine=engine.description,
-                     started_at=ts(report.started), ended_at=ts(report.ended),
-                     exit_code=report.exit_code)
-    ledger.compact()
-    audit.append("run.end", exit_code=report.exit_code,
-                 counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
-    audit.checkpoint()
-    return report
+    return close_run(manifest, report, engine.description, ledger, writer, audit)
 
 
 def _sweep(job: DatasetJob, run_token: str) -> int:

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from .api import check_policies, jobs_of, ledger_of, new_run_id, settle
+from .api import check_policies, close_run, jobs_of, ledger_of, new_run_id, settle
 from .audit import AuditWriter
 from .auditing import open_audit, record_tier_change
 from .checksum import b64_sha256, hash_stream, read_chunks
@@ -172,17 +171,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetS
         _finish_deletes(ledger, jobs[spec.name], targets[spec.name], report)
     for spec in tables:
         _tier_table(manifest, spec, at, audit, report)
-    report.finish()
-    writer.run_event("end", command="archive", manifest_name=manifest.name,
-                     manifest_sha256=manifest.sha256, engine=engine.description,
-                     started_at=ts(report.started), ended_at=ts(report.ended),
-                     counts_json=json.dumps(report.to_dict()["datasets"]),
-                     exit_code=report.exit_code)
-    ledger.compact()
-    audit.append("run.end", exit_code=report.exit_code,
-                 counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
-    audit.checkpoint()
-    return report
+    return close_run(manifest, report, engine.description, ledger, writer, audit)
 
 
 def _tier_table(manifest: Manifest, spec: DatasetSpec, at: datetime, audit: AuditWriter,
