@@ -81,6 +81,7 @@ class PlanItem:
     destination: Entry | None
     reason: str
     recorded: LedgerRow | None = None  # the latest good ledger row, if any
+    rule: int | None = None  # archive: the index of the lifecycle rule that is due
 
     @property
     def size(self) -> int:

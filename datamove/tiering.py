@@ -90,9 +90,13 @@ class Target:
 
 @dataclass(frozen=True)
 class TierBatch(Batch):
-    """A batch of due objects and the target each item's ``reason`` names (its index)."""
+    """A batch of due objects and the targets their ``rule`` indexes point into."""
 
     targets: tuple[Target, ...] = ()
+
+    def target_of(self, item: PlanItem) -> Target:
+        assert item.rule is not None, "archive items name their due rule"
+        return self.targets[item.rule]
 
 
 def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[str] | None = None,
@@ -161,7 +165,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetS
     with engine, progress:
         for batch, item, result in settle(engine, move_batch, work(), report, progress):
             assert isinstance(batch, TierBatch)
-            target = batch.targets[int(item.reason)]
+            target = batch.target_of(item)
             if result.status == "moved":
                 writer.add(_archived_row(batch.job, item, target, result, report.run_id))
             record_tier_change(audit, batch.job, item, target.describe(), target.region,
@@ -213,7 +217,8 @@ def _due(ledger: Ledger, job: DatasetJob, spec: DatasetSpec, at: datetime, repor
         if warning:
             report.warn(f"dataset {job.name}: {row.key}: {warning}")
         item = PlanItem(Action.archive, row.key, None, Entry(row.key, row.stored_size),
-                        str(index), recorded=row)
+                        f"due: lifecycle[{index}] → {target.describe()}", recorded=row,
+                        rule=index)
         if progress is not None:
             progress.planned(item)
         yield item, target
@@ -245,7 +250,7 @@ def _warning(row: LedgerRow, target: Target, tiers: dict[str, Tier], at: datetim
 def move_batch(batch: Batch) -> list[ObjectResult]:
     """The Dask task: move each item of a TierBatch; one result per item, in order."""
     assert isinstance(batch, TierBatch)
-    return [move_object(batch.job, item, batch.targets[int(item.reason)], batch.settings,
+    return [move_object(batch.job, item, batch.target_of(item), batch.settings,
                         batch.targets) for item in batch.items]
 
 
