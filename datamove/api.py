@@ -169,8 +169,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         preflight_identities(jobs)
     progress = progress or Progress()
     spec = manifest.engine
-    engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
-                    window=spec.effective_window, processes=spec.processes)
+    engine = Engine.of(spec, scheduler)
     report = Report(command, manifest.name, run_id, engine=engine.description)
     if decided is not None:
         report.policy_warnings = [f"{d.rule_id}: dataset {d.dataset}: {d.field}: {d.reason}"

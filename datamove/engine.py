@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .manifest import EngineSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,6 +45,12 @@ class Engine:
         self.processes = processes
         self._client: Any = None
         self._cluster: Any = None
+
+    @classmethod
+    def of(cls, spec: EngineSpec, scheduler: str | None = None) -> Engine:
+        """The engine a manifest's ``engine`` section asks for (``--scheduler`` wins)."""
+        return cls(scheduler or spec.scheduler, threads=spec.threads,
+                   window=spec.effective_window, processes=spec.processes)
 
     def __enter__(self) -> Engine:
         from distributed import Client, LocalCluster

@@ -317,8 +317,7 @@ def run_restores(manifest: Manifest, job: DatasetJob, rows: Iterator[LedgerRow] 
                  progress: Progress | None, *, keep: bool) -> Iterator[Restored]:
     """Restore ``rows`` on the engine, accounting each result in ``report``."""
     spec = manifest.engine
-    engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
-                    window=spec.effective_window, processes=spec.processes)
+    engine = Engine.of(spec, scheduler)
     report.engine = engine.description
     cold = tuple(Location.of(r.location.url, r.location.options, r.location.region)
                  for r in manifest.dataset(job.name).lifecycle if r.location is not None)

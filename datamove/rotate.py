@@ -103,8 +103,7 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
 
     progress = progress or Progress()
     spec = manifest.engine
-    engine = Engine(scheduler or spec.scheduler, threads=spec.threads,
-                    window=spec.effective_window, processes=spec.processes)
+    engine = Engine.of(spec, scheduler)
     report = Report("rotate", manifest.name, new_run_id(), engine=engine.description)
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
                                 fsync=spec.fsync, run_token=report.run_id.rsplit("-", 1)[-1])

@@ -135,8 +135,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetS
     audit = open_audit(manifest, report.run_id)
     check_policies(manifest, policies, [s.name for s in specs + tables] or None, audit)
     spec_of = manifest.engine
-    engine = Engine(scheduler or spec_of.scheduler, threads=spec_of.threads,
-                    window=spec_of.effective_window, processes=spec_of.processes)
+    engine = Engine.of(spec_of, scheduler)
     report.engine = engine.description
     settings = TransferSettings(part_size=spec_of.part_size, retries=spec_of.retries,
                                 run_token=report.run_id.rsplit("-", 1)[-1])
