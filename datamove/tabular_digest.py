@@ -164,11 +164,33 @@ def _powers(base: int, n: int, name: str) -> pa.Array:
     return have.slice(0, n)
 
 
+def _length_terms(n: int) -> pa.Array:
+    """For lengths 0 … n-1: sum_{j<len} P**j + len * K_LEN mod 2**64, the part of a byte
+    string's hash that depends on its length only (the "+ 1" of every byte and the
+    length term); cached like _powers."""
+    have = _cache.get("lengths")
+    if have is None or len(have) < n:
+        size = max(n, len(have) if have is not None else 0)
+        geometric = pa.concat_arrays([pa.array([0], U64),
+                                      pc.cumulative_sum(_powers(P, size - 1, "pow"))])
+        have = pc.add(geometric, pc.multiply(_arange(size).cast(U64), _u(K_LEN)))
+        if size <= 2 * SLICE_BYTES + 1:
+            _cache["lengths"] = have
+    return have.slice(0, n)
+
+
 def _segment_sums(values: pa.Array, offsets: pa.Array) -> pa.Array:
-    """Sum (mod 2**64) of ``values[offsets[i]:offsets[i+1]]`` for each i."""
-    sums = pa.concat_arrays([pa.array([0], U64), pc.cumulative_sum(values)])
-    return pc.subtract(pc.take(sums, offsets.slice(1)),
-                       pc.take(sums, offsets.slice(0, len(offsets) - 1)))
+    """Sum (mod 2**64) of ``values[offsets[i]:offsets[i+1]]`` for each i (offsets from 0).
+
+    From one running sum: cum[k - 1] is the sum of the first k values, and k = 0
+    (a null index, filled with 0) has none; no copy of ``values`` is made. (The
+    running sum is taken as int64, which wraps to the same bits a third faster.)"""
+    cum = pc.cumulative_sum(values.view(pa.int64())).view(U64)
+    before = pc.subtract(offsets, pa.scalar(1, pa.int64()))
+    before = pc.if_else(pc.less(before, pa.scalar(0, pa.int64())),
+                        pa.scalar(None, pa.int64()), before)
+    bounds = pc.fill_null(pc.take(cum, before), _u(0))
+    return pc.subtract(bounds.slice(1), bounds.slice(0, len(bounds) - 1))
 
 
 def _strings_hash(arr: pa.Array) -> pa.Array:
@@ -205,15 +227,18 @@ def _bytes_hash(arr: pa.Array) -> pa.Array:
             parts.append(pa.repeat(_u(0), hi - lo))
             continue
         # Each byte is weighted by P**(its position in the slice); a value's sum is then
-        # divided by P**(its start) (P is odd, so invertible mod 2**64).
+        # divided by P**(its start) (P is odd, so invertible mod 2**64), and what depends
+        # only on its length (the + 1 of each byte, the length term) is looked up.
         data = pa.Array.from_buffers(pa.uint8(), end - start, [None, bufs[2]], offset=start)
-        terms = pc.multiply(pc.add(data.cast(U64), _u(1)), _powers(P, end - start, "pow"))
+        terms = pc.multiply(data.cast(U64), _powers(P, end - start, "pow"))
         relative = pc.subtract(offsets.slice(lo, hi - lo + 1), pa.scalar(start, pa.int64()))
         sums = _segment_sums(terms, relative)
         starts = relative.slice(0, hi - lo)
-        parts.append(pc.multiply(sums, pc.take(_powers(P_INV, end - start + 1, "inv"), starts)))
-    sums = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
-    value = pc.add(sums, pc.multiply(lengths.cast(U64), _u(K_LEN)))
+        part_lengths = lengths.slice(lo, hi - lo)
+        parts.append(pc.add(
+            pc.multiply(sums, pc.take(_powers(P_INV, end - start + 1, "inv"), starts)),
+            pc.take(_length_terms(end - start + 1), part_lengths)))
+    value = parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
     if arr.null_count:
         value = pc.if_else(arr.is_valid(), value, pa.scalar(None, U64))
     return value
@@ -332,13 +357,15 @@ class PartitionDigests:
         self.partition_by = list(partition_by)
         self.parts: dict[Key, Digest] = {}
 
-    def update(self, batch: pa.RecordBatch | pa.Table) -> None:
+    def update(self, batch: pa.RecordBatch | pa.Table, key: Key | None = None) -> None:
+        """Hash ``batch``'s rows; ``key``: the partition all of them belong to, when the
+        caller knows it (a Delta file holds one partition), which saves grouping them."""
         if batch.num_rows == 0:
             return
         r = row_hashes(batch)
         square = pc.multiply(r, r)
-        if not self.partition_by:
-            self._add((), batch.num_rows, pc.sum(r).as_py(), pc.sum(square).as_py())
+        if key is not None or not self.partition_by:
+            self._add(key or (), batch.num_rows, pc.sum(r).as_py(), pc.sum(square).as_py())
             return
         columns = {name: batch.column(name) for name in self.partition_by}
         grouped = pa.table({**columns, "__r": r, "__q": square}).group_by(
@@ -379,23 +406,23 @@ class BackgroundDigests:
 
     def __init__(self, digests: PartitionDigests, depth: int = 4):
         self.digests = digests
-        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(depth)
+        self._queue: queue.Queue[tuple[pa.RecordBatch, Key | None] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="datamove-digest", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self.digests.update(batch)
+                    self.digests.update(*item)
                 except BaseException as exc:  # reported by update() or close()
                     self._error = exc
 
-    def update(self, batch: pa.RecordBatch) -> None:
+    def update(self, batch: pa.RecordBatch, key: Key | None = None) -> None:
         if self._error is not None:
             raise self._error
-        self._queue.put(batch)
+        self._queue.put((batch, key))
 
     def close(self) -> PartitionDigests:
         """Wait for every queued batch; the digests, or the hashing error."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
@@ -28,8 +28,10 @@ from .stores import KeyFilter, Location, describe, list_entries
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv",
             ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
-BATCH_ROWS = 65_536  # Parquet batch size; CSV and JSON blocks are BLOCK_BYTES
+BATCH_ROWS = 131_072  # most rows in a Parquet batch; CSV and JSON blocks are BLOCK_BYTES
+BATCH_BYTES = 32 * 1024 * 1024  # decoded size a Parquet batch aims at (wide rows: fewer)
 BLOCK_BYTES = 8 * 1024 * 1024
+PAGE_HEADERS = 1024  # bytes a column chunk's page headers may take besides its values
 
 
 class SchemaProblem(BadInput):
@@ -129,9 +131,11 @@ def _entries(source: Location, key_filter: KeyFilter | None) -> Iterator[Any]:
         yield entry.key, entry.size, entry.mtime, entry.etag
 
 
-def _open(source: Location, file: SourceFile) -> BinaryIO:
+def _open(source: Location, file: SourceFile) -> Any:
+    """A local file as Arrow's own (its reads release the GIL, which the hashing thread
+    needs), anything else as an fsspec file with read-ahead."""
     if source.is_local:
-        return open(file.path, "rb")
+        return pa.OSFile(file.path, "rb")
     return source.fs.open(file.path, "rb", block_size=8 * 1024 * 1024, cache_type="readahead")
 
 
@@ -144,8 +148,9 @@ class FileReader:
         stream: Any = self._raw
         try:
             if file.compression:
-                stream = pa.CompressedInputStream(pa.PythonFile(self._raw, mode="r"),
-                                                  file.compression)
+                if not isinstance(stream, pa.NativeFile):
+                    stream = pa.PythonFile(stream, mode="r")
+                stream = pa.CompressedInputStream(stream, file.compression)
             self._batches, self.schema = _reader(file, stream)
         except Exception:
             self._raw.close()
@@ -169,7 +174,11 @@ def _reader(file: SourceFile, stream: Any) -> tuple[Iterator[pa.RecordBatch], pa
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(stream)
-        return parquet.iter_batches(batch_size=BATCH_ROWS), parquet.schema_arrow
+        schema, metadata = parquet.schema_arrow, parquet.metadata
+        repeated = dictionary_columns(metadata, schema)
+        if repeated:  # the same file, its footer already read
+            parquet = pq.ParquetFile(stream, metadata=metadata, read_dictionary=repeated)
+        return parquet.iter_batches(batch_size=parquet_batch_rows(metadata)), schema
     if file.format == "csv":
         import pyarrow.csv as pcsv
 
@@ -182,6 +191,48 @@ def _reader(file: SourceFile, stream: Any) -> tuple[Iterator[pa.RecordBatch], pa
 
     reader = pjson.open_json(stream, read_options=pjson.ReadOptions(block_size=BLOCK_BYTES))
     return iter(reader), reader.schema
+
+
+def parquet_batch_rows(metadata: Any) -> int:
+    """Rows per batch: BATCH_ROWS, fewer when the footer says rows are wide, so that a
+    batch stays near BATCH_BYTES (memory is a few batches, whatever the rows).
+
+    The footer gives encoded sizes: a column of large values repeated under a
+    dictionary decodes bigger than it says, so this is an estimate, not a cap."""
+    rows = metadata.num_rows
+    size = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if rows <= 0 or size <= 0:
+        return BATCH_ROWS
+    return max(1, min(BATCH_ROWS, BATCH_BYTES * rows // size))
+
+
+def dictionary_columns(metadata: Any, schema: pa.Schema) -> list[str]:
+    """The string and binary columns to read dictionary-encoded, as the file stores them.
+
+    Only columns the writer kept in its dictionary (no fallback to plain pages in
+    the first row group: the data pages then hold indices, at most 4 bytes a
+    value): hashing then handles each distinct value once (tabular_digest), while
+    reading a column of mostly unique values as a dictionary would cost more.
+    """
+    if metadata.num_row_groups == 0:
+        return []
+    wanted = {f.name for f in schema if pa.types.is_string(f.type) or
+              pa.types.is_large_string(f.type) or pa.types.is_binary(f.type) or
+              pa.types.is_large_binary(f.type)}
+    group = metadata.row_group(0)
+    out = []
+    for i in range(group.num_columns):
+        chunk = group.column(i)
+        if chunk.path_in_schema not in wanted or not chunk.has_dictionary_page:
+            continue
+        # The dictionary page's stored span; what remains of the uncompressed size is
+        # at least the data pages (a dictionary that compressed well only overstates
+        # them, which errs towards reading the column plain).
+        dictionary = chunk.data_page_offset - (chunk.dictionary_page_offset or 0)
+        data = chunk.total_uncompressed_size - dictionary
+        if dictionary >= 0 and data <= 4 * chunk.num_values + PAGE_HEADERS:
+            out.append(chunk.path_in_schema)
+    return out
 
 
 def read_schema(source: Location, file: SourceFile) -> pa.Schema:
@@ -299,7 +350,12 @@ def reconcile(table: pa.Schema | None, file_schema: pa.Schema, *, mode: str,
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordBatch:
-    """``batch`` as ``schema``: columns by name, absent ones null, values cast exactly."""
+    """``batch`` as ``schema``: columns by name, absent ones null, values cast exactly.
+
+    A dictionary column of the schema's value type stays a dictionary (it hashes
+    the same, each distinct value once); ``decoded`` turns it into ``schema``'s
+    type for the writer.
+    """
     arrays = []
     names = batch.schema.names
     for field in schema:
@@ -307,7 +363,7 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordBatc
             arrays.append(pa.nulls(batch.num_rows, field.type))
             continue
         column = batch.column(field.name)
-        if column.type != field.type:
+        if column.type != field.type and not _encodes(column.type, field.type):
             try:
                 column = column.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -318,4 +374,19 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, key: str) -> pa.RecordBatc
             raise SchemaProblem(f"{key}: column {field.name!r} has {column.null_count} null "
                                 "values but is NOT NULL in the table")
         arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(
+        arrays, schema=pa.schema([f.with_type(a.type) for f, a in zip(schema, arrays,
+                                                                        strict=True)]))
+
+
+def decoded(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A ``conform``-ed batch with its dictionaries decoded: exactly ``schema``."""
+    if batch.schema == schema:
+        return batch
+    return pa.RecordBatch.from_arrays(
+        [column if column.type == field.type else column.cast(field.type)
+         for column, field in zip(batch.columns, schema, strict=True)], schema=schema)
+
+
+def _encodes(have: pa.DataType, want: pa.DataType) -> bool:
+    return pa.types.is_dictionary(have) and have.value_type == want

@@ -48,8 +48,9 @@ import pyarrow.compute as pc
 from .ledger import Ledger
 from .lifecycle import due
 from .stores import Location, describe
-from .tabular import Table, TableJob, _ledger_row, record_ledger, scan_batches
+from .tabular import Table, TableJob, _ledger_row, record_ledger
 from .tabular_digest import PartitionDigests, partition_json, partition_text
+from .tabular_scan import digest_table, scan_batches
 
 if TYPE_CHECKING:
     from .audit import AuditWriter
@@ -175,12 +176,9 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                                      "datamove.partition": text}))
         _fault("append")
     else:
-        for batch in scan_batches(hot, where):
-            hot_digests.update(batch)
+        hot_digests = digest_table(hot, (column,), where)
     cold_table = cold.open()
-    cold_digests = PartitionDigests((column,))
-    for batch in scan_batches(cold_table, where):
-        cold_digests.update(batch)
+    cold_digests = digest_table(cold_table, (column,), where)
     moved, landed = hot_digests.parts.get(key), cold_digests.parts.get(key)
     partition = partition_json((column,), key)
     if moved is None:
