@@ -159,6 +159,8 @@ class Report:
             table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
                           human_bytes(ds.bytes[moved]))
         console.print(table)
+        for line in self._table_lines():
+            console.print(line, markup=False, highlight=False)
         for warning in self.policy_warnings:
             console.print(f"[bold]policy warning[/bold] {warning}", markup=True,
                           highlight=False)
@@ -174,6 +176,25 @@ class Report:
             console.print(f"… and {self.problem_count - len(self.problems):,} more")
         seconds = (self.ended or time.time()) - self.started
         console.print(self._verdict() + f" in {seconds:.1f}s (exit {self.exit_code})")
+
+    def _table_lines(self) -> list[str]:
+        """What the table above cannot show for ``format: delta`` datasets: rows."""
+        lines = []
+        for name, ds in self.datasets.items():
+            c = ds.counts
+            if "partitions_due" in c:
+                lines.append(f"table {name}: {c['partitions_due']:,} partitions due to move")
+            if "partitions_moved" in c:
+                lines.append(f"table {name}: {c['partitions_moved']:,} partitions "
+                             f"({c['rows_moved']:,} rows) moved to cold tables")
+            if "partitions" in c:
+                loaded = (f"{c['rows_loaded']:,} rows loaded in {c['commits']:,} commits, "
+                          if self.command == "run" else "")
+                version = (f" (table version {c['table_version']})"
+                           if "table_version" in c else "")
+                lines.append(f"table {name}: {loaded}{c['rows_verified']:,} rows verified "
+                             f"in {c['partitions']:,} partitions{version}")
+        return lines
 
     def _verdict(self) -> str:
         total = Counter[str]()

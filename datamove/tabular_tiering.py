@@ -119,16 +119,7 @@ def tier_partitions(manifest: Manifest, dataset: DatasetSpec | str, *, now: date
         return result
     ledger = Ledger(manifest.ledger, manifest.ledger_options)
     schema = pa.schema(hot.schema().to_arrow())
-    moves: dict[tuple[str, str], LifecycleRule] = {}
-    columns = sorted({r.column for r in rules if r.column})
-    for values in hot.partitions():
-        for column in columns:
-            text = values.get(column)
-            when = partition_date(text) if text is not None else None
-            chosen = due_rule([r for r in rules if r.column == column], when, now) \
-                if when is not None else None
-            if chosen is not None and text is not None:
-                moves[(column, text)] = chosen
+    moves = _due_moves(hot, rules, now)
     run_id = audit.run_id if audit is not None else f"tier-{now:%Y%m%dT%H%M%SZ}"
     for (column, text), rule in sorted(moves.items()):
         try:
@@ -146,6 +137,30 @@ def tier_partitions(manifest: Manifest, dataset: DatasetSpec | str, *, now: date
         result.failures.append(f"dataset {job.name}: vacuum of {job.table.location.url}: "
                                f"{describe(exc)}")
     return result
+
+
+def due_partitions(spec: DatasetSpec, *, now: datetime) -> int:
+    """How many hot partitions of a ``format: delta`` dataset are due to move at ``now``
+    (``archive --dry-run``; reads the table's partition list, moves nothing)."""
+    rules = [r for r in spec.lifecycle if r.column and r.location is not None]
+    hot = TableJob.from_spec(spec).table.open()
+    return len(_due_moves(hot, rules, now)) if hot is not None and rules else 0
+
+
+def _due_moves(hot: Any, rules: list[LifecycleRule],
+               now: datetime) -> dict[tuple[str, str], LifecycleRule]:
+    """(column, partition value) → the rule it is due for, for every hot partition."""
+    moves: dict[tuple[str, str], LifecycleRule] = {}
+    columns = sorted({r.column for r in rules if r.column})
+    for values in hot.partitions():
+        for column in columns:
+            text = values.get(column)
+            when = partition_date(text) if text is not None else None
+            chosen = due_rule([r for r in rules if r.column == column], when, now) \
+                if when is not None else None
+            if chosen is not None and text is not None:
+                moves[(column, text)] = chosen
+    return moves
 
 
 def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,

@@ -124,6 +124,11 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
             for spec in specs:
                 for item, _ in _due(ledger, jobs[spec.name], spec, at, report):
                     report.dataset(spec.name).add("due", item.size)
+            from .tabular_tiering import due_partitions
+
+            for spec in tables:
+                report.dataset(spec.name, spec.source.url, spec.destination.url).counts[
+                    "partitions_due"] += due_partitions(spec, now=at)
             return report.finish()
         return _archive(manifest, specs, tables, jobs, ledger, report, at, scheduler, policies,
                         progress or Progress())

@@ -195,7 +195,12 @@ def test_s3_source_and_destination(moto_server, tmp_path: Path) -> None:  # type
     options = tabular.Table(tabular.Location.of(dst["url"], dst["options"])).options
     want = ids(pa.concat_tables([src, features(9_000, 100)]))
     assert ids(delta_rows(f"s3://{bucket}/tables/feat", options)) == want
-    assert run_cli("verify", str(path)).returncode == 0
+    checked = run_cli("verify", str(path))
+    assert checked.returncode == 0
+    assert "table feat: 3,100 rows verified in 5 partitions (table version" in checked.stdout
+    rerun = run_cli("run", str(path))  # nothing new: no rows loaded, every row verified
+    assert rerun.returncode == 0
+    assert "table feat: 0 rows loaded in 0 commits, 3,100 rows verified" in rerun.stdout
 
 
 def test_a_million_rows_with_bounded_memory(tmp_path: Path) -> None:
