@@ -44,6 +44,7 @@ from .errors import BadInput, LocationUnreachable
 from .ledger import TS, Ledger, append_once, now, storage_options
 from .stores import KeyFilter, Location, describe
 from .tabular_digest import BackgroundDigests, Digest, PartitionDigests, partition_json
+from .tabular_encoding import writer_properties
 from .tabular_scan import digest_table
 from .tabular_source import (
     FileReader,
@@ -52,7 +53,7 @@ from .tabular_source import (
     conform,
     decoded,
     list_source_files,
-    read_schema,
+    read_facts,
     reconcile,
 )
 
@@ -224,6 +225,7 @@ class Plan:
     schema: pa.Schema
     known_rows: dict[str, int]
     evolves: bool
+    plain_columns: frozenset[str] = frozenset()  # to write without a dictionary
 
 
 def plan_schema(job: TableJob, files: list[SourceFile], table: Any) -> Plan:
@@ -235,12 +237,13 @@ def plan_schema(job: TableJob, files: list[SourceFile], table: Any) -> Plan:
             raise BadInput(f"dataset {job.name}: the table at {job.table.location.url} is "
                            f"partitioned by {existing} but the manifest says "
                            f"partition_by: {list(job.partition_by)}; make them agree")
-    start, problems, known = current, [], {}
+    start, problems, known, plain = current, [], {}, set()
     for file in files:
-        schema = read_schema(job.source, file)
-        if file.format == "parquet":
-            known[file.key] = _parquet_rows(job, file)
-        current, wrong = reconcile(current, schema, mode=job.schema_mode,
+        facts = read_facts(job.source, file)
+        if facts.rows is not None:
+            known[file.key] = facts.rows
+        plain.update(facts.plain_columns)
+        current, wrong = reconcile(current, facts.schema, mode=job.schema_mode,
                                    partition_by=list(job.partition_by), key=file.key)
         problems.extend(wrong)
     if problems:
@@ -248,14 +251,10 @@ def plan_schema(job: TableJob, files: list[SourceFile], table: Any) -> Plan:
                             + "; ".join(problems[:20])
                             + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))
     schema = current if current is not None else pa.schema([])
-    return Plan(schema, known, start is None or schema != start)
-
-
-def _parquet_rows(job: TableJob, file: SourceFile) -> int:
-    import pyarrow.parquet as pq
-
-    with FileReader(job.source, file) as reader:
-        return pq.ParquetFile(reader._raw).metadata.num_rows
+    # Any file whose writer gave up a column's dictionary speaks for the table's
+    # files too (tabular_encoding); partition columns are not in the data files.
+    plain &= set(schema.names) - set(job.partition_by)
+    return Plan(schema, known, start is None or schema != start, frozenset(plain))
 
 
 def load(job: TableJob, *, run_id: str, unit_rows: int | None = None,
@@ -403,6 +402,7 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
             mode="append", partition_by=list(job.partition_by) or None,
             schema_mode="merge" if job.schema_mode == "merge" and plan.evolves else None,
             storage_options=job.table.options,
+            writer_properties=writer_properties(plan.plain_columns),
             commit_properties=CommitProperties(app_transactions=transactions,
                                                custom_metadata=metadata))
     except Exception:

@@ -15,7 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from .tabular_digest import BackgroundDigests, Key, PartitionDigests, partition_text
-from .tabular_source import dictionary_columns
+from .tabular_encoding import dictionary_columns, plain_columns
 
 BATCH_ROWS = 131_072
 
@@ -30,18 +30,31 @@ def scanner(dt: Any, where: Any = None, *, dictionaries: bool = False) -> pads.S
     verification's read time. Remote tables keep both, with their storage options.)
 
     ``dictionaries``: read string and binary columns that the first data file
-    keeps dictionary-encoded as dictionaries (tabular_source.dictionary_columns).
+    keeps dictionary-encoded as dictionaries (tabular_encoding.dictionary_columns).
     """
-    url = urlparse(dt.table_uri)
-    local = url.scheme == "file"
-    filesystem = pafs.SubTreeFileSystem(unquote(url.path), pafs.LocalFileSystem()) \
-        if local else None
-    dataset = dt.to_pyarrow_dataset(filesystem=filesystem)
+    dataset, local = _dataset(dt)
     if dictionaries:
         dataset = _with_dictionaries(dataset)
     return dataset.scanner(filter=where, use_threads=False, batch_size=BATCH_ROWS,
                            fragment_scan_options=pads.ParquetFragmentScanOptions(
                                pre_buffer=not local))
+
+
+def _dataset(dt: Any) -> tuple[pads.FileSystemDataset, bool]:
+    """The table's current files as a pyarrow dataset, and whether they are local."""
+    url = urlparse(dt.table_uri)
+    local = url.scheme == "file"
+    filesystem = pafs.SubTreeFileSystem(unquote(url.path), pafs.LocalFileSystem()) \
+        if local else None
+    return dt.to_pyarrow_dataset(filesystem=filesystem), local
+
+
+def table_plain_columns(dt: Any) -> list[str]:
+    """The columns the table's first data file holds without a dictionary
+    (tabular_encoding): what a copy of its rows should write the same way."""
+    dataset, _ = _dataset(dt)
+    first = next(iter(dataset.get_fragments()), None)
+    return plain_columns(first.metadata, dataset.schema) if first is not None else []
 
 
 def _with_dictionaries(dataset: pads.FileSystemDataset) -> pads.FileSystemDataset:

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from .errors import BadInput, LocationUnreachable
 from .stores import KeyFilter, Location, describe, list_entries
+from .tabular_encoding import dictionary_columns, plain_columns
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv",
             ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -31,7 +32,6 @@ COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
 BATCH_ROWS = 131_072  # most rows in a Parquet batch; CSV and JSON blocks are BLOCK_BYTES
 BATCH_BYTES = 32 * 1024 * 1024  # decoded size a Parquet batch aims at (wide rows: fewer)
 BLOCK_BYTES = 8 * 1024 * 1024
-PAGE_HEADERS = 1024  # bytes a column chunk's page headers may take besides its values
 
 
 class SchemaProblem(BadInput):
@@ -151,7 +151,7 @@ class FileReader:
                 if not isinstance(stream, pa.NativeFile):
                     stream = pa.PythonFile(stream, mode="r")
                 stream = pa.CompressedInputStream(stream, file.compression)
-            self._batches, self.schema = _reader(file, stream)
+            self._batches, self.schema, self.metadata = _reader(file, stream)
         except Exception:
             self._raw.close()
             raise
@@ -169,7 +169,9 @@ class FileReader:
         self.close()
 
 
-def _reader(file: SourceFile, stream: Any) -> tuple[Iterator[pa.RecordBatch], pa.Schema]:
+def _reader(file: SourceFile,
+            stream: Any) -> tuple[Iterator[pa.RecordBatch], pa.Schema, Any]:
+    """(batches, schema, Parquet footer or None)."""
     if file.format == "parquet":
         import pyarrow.parquet as pq
 
@@ -178,7 +180,7 @@ def _reader(file: SourceFile, stream: Any) -> tuple[Iterator[pa.RecordBatch], pa
         repeated = dictionary_columns(metadata, schema)
         if repeated:  # the same file, its footer already read
             parquet = pq.ParquetFile(stream, metadata=metadata, read_dictionary=repeated)
-        return parquet.iter_batches(batch_size=parquet_batch_rows(metadata)), schema
+        return parquet.iter_batches(batch_size=parquet_batch_rows(metadata)), schema, metadata
     if file.format == "csv":
         import pyarrow.csv as pcsv
 
@@ -186,11 +188,11 @@ def _reader(file: SourceFile, stream: Any) -> tuple[Iterator[pa.RecordBatch], pa
             ".tsv." in file.key.lower() else ","
         reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=BLOCK_BYTES),
                                parse_options=pcsv.ParseOptions(delimiter=delimiter))
-        return iter(reader), reader.schema
+        return iter(reader), reader.schema, None
     import pyarrow.json as pjson
 
     reader = pjson.open_json(stream, read_options=pjson.ReadOptions(block_size=BLOCK_BYTES))
-    return iter(reader), reader.schema
+    return iter(reader), reader.schema, None
 
 
 def parquet_batch_rows(metadata: Any) -> int:
@@ -206,40 +208,24 @@ def parquet_batch_rows(metadata: Any) -> int:
     return max(1, min(BATCH_ROWS, BATCH_BYTES * rows // size))
 
 
-def dictionary_columns(metadata: Any, schema: pa.Schema) -> list[str]:
-    """The string and binary columns to read dictionary-encoded, as the file stores them.
+@dataclass(frozen=True)
+class FileFacts:
+    """What a source file tells before its rows are read."""
 
-    Only columns the writer kept in its dictionary (no fallback to plain pages in
-    the first row group: the data pages then hold indices, at most 4 bytes a
-    value): hashing then handles each distinct value once (tabular_digest), while
-    reading a column of mostly unique values as a dictionary would cost more.
-    """
-    if metadata.num_row_groups == 0:
-        return []
-    wanted = {f.name for f in schema if pa.types.is_string(f.type) or
-              pa.types.is_large_string(f.type) or pa.types.is_binary(f.type) or
-              pa.types.is_large_binary(f.type)}
-    group = metadata.row_group(0)
-    out = []
-    for i in range(group.num_columns):
-        chunk = group.column(i)
-        if chunk.path_in_schema not in wanted or not chunk.has_dictionary_page:
-            continue
-        # The dictionary page's stored span; what remains of the uncompressed size is
-        # at least the data pages (a dictionary that compressed well only overstates
-        # them, which errs towards reading the column plain).
-        dictionary = chunk.data_page_offset - (chunk.dictionary_page_offset or 0)
-        data = chunk.total_uncompressed_size - dictionary
-        if dictionary >= 0 and data <= 4 * chunk.num_values + PAGE_HEADERS:
-            out.append(chunk.path_in_schema)
-    return out
+    schema: pa.Schema
+    rows: int | None  # Parquet's footer count; None for CSV and JSON-lines
+    plain_columns: tuple[str, ...]  # written without a dictionary (tabular_encoding)
 
 
-def read_schema(source: Location, file: SourceFile) -> pa.Schema:
-    """A file's schema: Parquet's footer, or what CSV/JSON inference makes of the first block."""
+def read_facts(source: Location, file: SourceFile) -> FileFacts:
+    """A file's schema (Parquet's footer, or what CSV/JSON inference makes of the first
+    block), and for Parquet its row count and encodings: one open of the file."""
     try:
         with FileReader(source, file) as reader:
-            return reader.schema
+            if reader.metadata is None:
+                return FileFacts(reader.schema, None, ())
+            return FileFacts(reader.schema, reader.metadata.num_rows,
+                             tuple(plain_columns(reader.metadata, reader.schema)))
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise SchemaProblem(f"{file.key}: cannot be read as {file.format}: "
                             f"{describe(exc)}") from exc

@@ -50,7 +50,8 @@ from .lifecycle import due
 from .stores import Location, describe
 from .tabular import Table, TableJob, _ledger_row, record_ledger
 from .tabular_digest import PartitionDigests, partition_json, partition_text
-from .tabular_scan import digest_table, scan_batches
+from .tabular_encoding import writer_properties
+from .tabular_scan import digest_table, scan_batches, table_plain_columns
 
 if TYPE_CHECKING:
     from .audit import AuditWriter
@@ -185,6 +186,7 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                 cold_table if cold_table is not None else cold.uri, spooled, mode="append",
                 partition_by=list(job.partition_by) or None, schema_mode="merge",
                 storage_options=cold.options,
+                writer_properties=writer_properties(table_plain_columns(hot)),
                 commit_properties=CommitProperties(
                     app_transactions=[Transaction(app, 1)],
                     custom_metadata={"datamove.dataset": job.name,

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 
 from datamove import tabular_source
 from datamove.stores import KeyFilter, Location
+from datamove.tabular_encoding import dictionary_columns
 from datamove.tabular_source import (
     FileReader,
-    dictionary_columns,
     list_source_files,
     parquet_batch_rows,
 )
