@@ -183,17 +183,18 @@ class Report:
         for name, ds in self.datasets.items():
             c = ds.counts
             if "partitions_due" in c:
-                lines.append(f"table {name}: {c['partitions_due']:,} partitions due to move")
+                lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
+                             "due to move")
             if "partitions_moved" in c:
-                lines.append(f"table {name}: {c['partitions_moved']:,} partitions "
-                             f"({c['rows_moved']:,} rows) moved to cold tables")
+                lines.append(f"table {name}: {_many(c['partitions_moved'], 'partition')} "
+                             f"({_many(c['rows_moved'], 'row')}) moved to cold tables")
             if "partitions" in c:
-                loaded = (f"{c['rows_loaded']:,} rows loaded in {c['commits']:,} commits, "
-                          if self.command == "run" else "")
+                loaded = (f"{_many(c['rows_loaded'], 'row')} loaded in "
+                          f"{_many(c['commits'], 'commit')}, " if self.command == "run" else "")
                 version = (f" (table version {c['table_version']})"
                            if "table_version" in c else "")
-                lines.append(f"table {name}: {loaded}{c['rows_verified']:,} rows verified "
-                             f"in {c['partitions']:,} partitions{version}")
+                lines.append(f"table {name}: {loaded}{_many(c['rows_verified'], 'row')} "
+                             f"verified in {_many(c['partitions'], 'partition')}{version}")
         return lines
 
     def _verdict(self) -> str:
@@ -219,10 +220,17 @@ class Report:
         if self.command == "restore":
             return f"restore: {total['restored']:,} restored, {total['failed']:,} failed"
         if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:
-            return (f"nothing to copy: {total['skipped'] + total['verified']:,} objects up to "
-                    f"date{archived}")
+            # a table's `verified` counts partitions, not objects
+            current = total["skipped"] + sum(ds.counts["verified"] for ds in self.datasets.values()
+                                             if "partitions" not in ds.counts)
+            return f"nothing to copy: {current:,} objects up to date{archived}"
         return (f"copied {total['copied']:,}, skipped {total['skipped']:,}, "
                 f"repaired {total['repaired']:,}, failed {total['failed']:,}")
+
+
+def _many(count: int, noun: str) -> str:
+    """``1 commit``, ``2 commits``, ``1,000 rows``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def human_bytes(n: float) -> str:

@@ -113,9 +113,14 @@ def test_single_file_source_and_unpartitioned_table(tmp_path: Path) -> None:
     dst = {"url": str(tmp_path / "out" / "feat")}
     write_manifest(tmp_path / "m.yaml", [manifest(tmp_path, tmp_path / "src" / "part-0000.parquet",
                                                   dst)], ledger=str(tmp_path / "ledger"))
-    report = run(load_manifest(tmp_path / "m.yaml"))
+    out = run_cli("run", str(tmp_path / "m.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "table feat: 500 rows loaded in 1 commit, 500 rows verified in 1 partition" \
+        in out.stdout
+    report = run(load_manifest(tmp_path / "m.yaml"))  # the rerun appends nothing
     ds = report.to_dict()["datasets"]["feat"]
-    assert (report.exit_code, ds["rows_verified"], ds["partitions"]) == (0, 500, 1)
+    assert (report.exit_code, ds["rows_verified"], ds["partitions"], ds["rows_loaded"]) == \
+        (0, 500, 1, 0)
 
 
 def test_unknown_files_and_missing_source_are_bad_input(tmp_path: Path) -> None:
@@ -201,6 +206,7 @@ def test_s3_source_and_destination(moto_server, tmp_path: Path) -> None:  # type
     rerun = run_cli("run", str(path))  # nothing new: no rows loaded, every row verified
     assert rerun.returncode == 0
     assert "table feat: 0 rows loaded in 0 commits, 3,100 rows verified" in rerun.stdout
+    assert "nothing to copy: 3 objects up to date" in rerun.stdout  # files, not partitions
 
 
 def test_a_million_rows_with_bounded_memory(tmp_path: Path) -> None:
