@@ -14,7 +14,10 @@ writer of a file ended up doing tells what its values are like:
   docs/TABULAR.md, "Parquet encodings").
 
 Both are judged from the first row group's column chunks: a footer read, no data.
-Only the choice of encoding follows; a value is never changed by it.
+CSV and JSON-lines files have no encodings to read; for them the first block of
+rows (already parsed to infer the schema) is the evidence: a column whose values
+are mostly distinct there is written without a dictionary. Only the choice of
+encoding follows; a value is never changed by it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 
 PAGE_HEADERS = 1024  # bytes a column chunk's page headers may take besides its values
+SAMPLE_ROWS = 1_000  # fewer non-null values in a first block say nothing
+DISTINCT_SHARE = 0.5  # more distinct values than this share: write without a dictionary
 
 
 def dictionary_columns(metadata: Any, schema: pa.Schema) -> list[str]:
@@ -48,6 +53,21 @@ def plain_columns(metadata: Any, schema: pa.Schema) -> list[str]:
     """
     flat = {f.name for f in schema if not pa.types.is_nested(f.type)}
     return [path for path, kept in _chunks(metadata) if path in flat and not kept]
+
+
+def distinct_columns(batch: pa.RecordBatch) -> list[str]:
+    """The top-level primitive columns whose values in ``batch`` (a text file's first
+    block) are mostly distinct: plain_columns for files without a footer."""
+    import pyarrow.compute as pc
+
+    out = []
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_nested(field.type) or pa.types.is_boolean(field.type):
+            continue
+        values = len(column) - column.null_count
+        if values >= SAMPLE_ROWS and pc.count_distinct(column).as_py() > DISTINCT_SHARE * values:
+            out.append(field.name)
+    return out
 
 
 def writer_properties(plain: Iterable[str]) -> Any:

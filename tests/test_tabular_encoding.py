@@ -13,10 +13,15 @@ import pyarrow.parquet as pq
 
 from datamove.api import run, verify
 from datamove.manifest import load_manifest
-from datamove.tabular_encoding import dictionary_columns, plain_columns, writer_properties
+from datamove.tabular_encoding import (
+    dictionary_columns,
+    distinct_columns,
+    plain_columns,
+    writer_properties,
+)
 from datamove.tabular_tiering import tier_partitions
 from tests.conftest import write_manifest
-from tests.tabular_fixtures import delta_rows, features, ids, manifest
+from tests.tabular_fixtures import delta_rows, features, ids, manifest, write_csv, write_jsonl
 from tests.test_tabular_tiering import NOW
 
 
@@ -45,6 +50,21 @@ def test_plain_columns_are_those_the_writer_gave_up_or_never_tried(tmp_path: Pat
 def _write(path: Path, table: pa.Table) -> Path:
     pq.write_table(table, path)
     return path
+
+
+def test_distinct_columns_judge_a_first_block_of_text_rows() -> None:
+    """Mostly distinct values (ids, measurements) vs repeated ones; a block too small to
+    say anything, booleans and nested columns are left to the writer."""
+    rows = features(0, 2_000, days=10)
+    batch = pa.record_batch({
+        **{name: rows.column(name).combine_chunks() for name in rows.column_names},
+        "flag": pa.array([i % 2 == 0 for i in range(2_000)]),
+        "tags": pa.array([[i] for i in range(2_000)]),
+        "half": pa.array([i // 2 if i % 3 else None for i in range(2_000)], pa.int64()),
+    })
+    # half: 1,333 values, 1,000 distinct (75%); x is id / 7, unique
+    assert distinct_columns(batch) == ["id", "x", "half"]
+    assert distinct_columns(batch.slice(0, 999)) == []
 
 
 def test_writer_properties_only_when_some_column_is_plain() -> None:
@@ -89,3 +109,18 @@ def test_load_and_partition_move_keep_the_source_encodings(tmp_path: Path) -> No
     hot, cold = delta_rows(str(tmp_path / "hot")), delta_rows(str(tmp_path / "cold"))
     assert sorted(ids(hot) + ids(cold)) == ids(rows)
     assert verify(m).exit_code == 0
+
+
+def test_text_sources_write_mostly_distinct_columns_without_a_dictionary(
+        tmp_path: Path) -> None:
+    rows = features(0, 3_000, days=3)
+    write_csv(tmp_path / "src" / "a.csv", rows.slice(0, 1_500))
+    write_jsonl(tmp_path / "src" / "b.jsonl", rows.slice(1_500))
+    path = write_manifest(tmp_path / "m.yaml", [manifest(
+        tmp_path, tmp_path / "src", {"url": str(tmp_path / "hot"), "partition_by": ["day"],
+                                     "schema_mode": "merge"})],
+        ledger=str(tmp_path / "ledger"))
+    assert run(load_manifest(path)).exit_code == 0
+    assert chunk_dictionaries(tmp_path / "hot") == {"id": {False}, "x": {False},
+                                                    "cat": {True}}
+    assert ids(delta_rows(str(tmp_path / "hot"))) == ids(rows)
