@@ -32,6 +32,7 @@ concurrent appenders conflict), so no Dask workers are involved.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ from .errors import BadInput, LocationUnreachable
 from .ledger import TS, Ledger, append_once, now, storage_options
 from .stores import KeyFilter, Location, describe
 from .tabular_digest import BackgroundDigests, Digest, PartitionDigests, partition_json
-from .tabular_encoding import writer_properties
+from .tabular_encoding import distinct_columns, writer_properties
 from .tabular_scan import digest_table
 from .tabular_source import (
     FileReader,
@@ -394,15 +395,22 @@ def _commit(job: TableJob, table: Any, plan: Plan, units: list[tuple[SourceFile,
     transactions = [Transaction(ids[f.key], unit + 1) for f, unit in units]
     metadata = {"datamove.run_id": run_id, "datamove.dataset": job.name,
                 "datamove.units": str(len(units))}
+    stream: Iterator[pa.RecordBatch] = batches()
+    first = next(stream, None)
+    plain = plan.plain_columns
+    if first is not None:
+        if units[0][0].format != "parquet":  # no footer: the first batch is the evidence
+            plain = plain | (set(distinct_columns(first)) - set(job.partition_by))
+        stream = itertools.chain([first], stream)
     started = time.monotonic()
     try:
         write_deltalake(
             table if table is not None else job.table.uri,
-            pa.RecordBatchReader.from_batches(plan.schema, batches()),
+            pa.RecordBatchReader.from_batches(plan.schema, stream),
             mode="append", partition_by=list(job.partition_by) or None,
             schema_mode="merge" if job.schema_mode == "merge" and plan.evolves else None,
             storage_options=job.table.options,
-            writer_properties=writer_properties(plan.plain_columns),
+            writer_properties=writer_properties(plain),
             commit_properties=CommitProperties(app_transactions=transactions,
                                                custom_metadata=metadata))
     except Exception:

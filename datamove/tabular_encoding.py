@@ -14,9 +14,9 @@ writer of a file ended up doing tells what its values are like:
   docs/TABULAR.md, "Parquet encodings").
 
 Both are judged from the first row group's column chunks: a footer read, no data.
-CSV and JSON-lines files have no encodings to read; for them the first block of
-rows (already parsed to infer the schema) is the evidence: a column whose values
-are mostly distinct there is written without a dictionary. Only the choice of
+CSV and JSON-lines files have no encodings to read; for them the first batch a
+commit writes is the evidence: a column whose values are mostly distinct there is
+written without a dictionary. Only the choice of
 encoding follows; a value is never changed by it.
 """
 
@@ -56,8 +56,8 @@ def plain_columns(metadata: Any, schema: pa.Schema) -> list[str]:
 
 
 def distinct_columns(batch: pa.RecordBatch) -> list[str]:
-    """The top-level primitive columns whose values in ``batch`` (a text file's first
-    block) are mostly distinct: plain_columns for files without a footer."""
+    """The top-level primitive columns whose values in ``batch`` (the first batch of a
+    text file) are mostly distinct: plain_columns for files without a footer."""
     import pyarrow.compute as pc
 
     out = []

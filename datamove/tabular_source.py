@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from .errors import BadInput, LocationUnreachable
 from .stores import KeyFilter, Location, describe, list_entries
-from .tabular_encoding import dictionary_columns, distinct_columns, plain_columns
+from .tabular_encoding import dictionary_columns, plain_columns
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv",
             ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -214,19 +214,17 @@ class FileFacts:
 
     schema: pa.Schema
     rows: int | None  # Parquet's footer count; None for CSV and JSON-lines
-    plain_columns: tuple[str, ...]  # to write without a dictionary (tabular_encoding)
+    plain_columns: tuple[str, ...]  # Parquet's, to write without a dictionary
 
 
 def read_facts(source: Location, file: SourceFile) -> FileFacts:
     """A file's schema (Parquet's footer, or what CSV/JSON inference makes of the first
-    block), its columns to write without a dictionary (tabular_encoding: from the
-    footer, or from that first block) and Parquet's row count: one open of the file."""
+    block), and for Parquet its row count and the columns to write without a
+    dictionary (tabular_encoding): one open of the file."""
     try:
         with FileReader(source, file) as reader:
             if reader.metadata is None:
-                first = next(iter(reader), None)
-                plain = distinct_columns(first) if first is not None else []
-                return FileFacts(reader.schema, None, tuple(plain))
+                return FileFacts(reader.schema, None, ())
             return FileFacts(reader.schema, reader.metadata.num_rows,
                              tuple(plain_columns(reader.metadata, reader.schema)))
     except (OSError, pa.ArrowException, ValueError) as exc:
