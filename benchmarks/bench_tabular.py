@@ -19,12 +19,16 @@ datamove's rows/s at least 1/1.3 of plain's. Against "same encodings" the
 difference is the cost of verifying alone.
 
     .venv/bin/python benchmarks/bench_tabular.py [--rows 1000000] [--repeat 5]
-        [--unique-strings] [--json]
+        [--unique-strings] [--csv] [--json]
+
+``--csv`` writes the same rows as CSV files (both sides then parse CSV; the
+encodings come from the first batch, as in datamove).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import statistics
@@ -43,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datamove.stores import KeyFilter, Location
 from datamove.tabular import Table, TableJob, compare, load, stored_digests
-from datamove.tabular_encoding import plain_columns, writer_properties
+from datamove.tabular_encoding import distinct_columns, plain_columns, writer_properties
 
 SIDES = ("plain", "same encodings", "datamove")
 
@@ -68,18 +72,34 @@ def make_source(folder: Path, rows: int, files: int, unique_strings: bool = Fals
         pq.write_table(pa.table(columns), folder / f"part-{f:03d}.parquet")
 
 
+def to_csv(folder: Path) -> None:
+    """Every Parquet file of ``folder`` rewritten as CSV (the Parquet files removed)."""
+    import pyarrow.csv as pcsv
+
+    for path in sorted(folder.glob("*.parquet")):
+        pcsv.write_csv(pq.read_table(path), path.with_suffix(".csv"))
+        path.unlink()
+
+
 def plain(source: Path, out: Path, *, same_encodings: bool = False) -> tuple[float, float]:
     from deltalake import write_deltalake
 
     started, cpu = time.perf_counter(), time.process_time()
-    dataset = pads.dataset(str(source), format="parquet")
+    csv = next(source.glob("*.csv"), None) is not None
+    dataset = pads.dataset(str(source), format="csv" if csv else "parquet")
+    reader = dataset.scanner().to_reader()
     properties = None
-    if same_encodings:  # the footer reads are part of the time, as in datamove
+    if same_encodings and csv:  # the evidence datamove uses: the first batch
+        first = reader.read_next_batch()
+        properties = writer_properties(set(distinct_columns(first)) - {"day"})
+        reader = pa.RecordBatchReader.from_batches(
+            reader.schema, itertools.chain([first], reader))
+    elif same_encodings:  # the footer reads are part of the time, as in datamove
         plain_set = {c for f in dataset.get_fragments()
                      for c in plain_columns(f.metadata, dataset.schema)}
         properties = writer_properties(plain_set - {"day"})
-    write_deltalake(str(out), dataset.scanner().to_reader(),
-                    partition_by=["day"], mode="append", writer_properties=properties)
+    write_deltalake(str(out), reader, partition_by=["day"], mode="append",
+                    writer_properties=properties)
     return time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -107,6 +127,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--unique-strings", action="store_true",
                         help="add a column of unique 36-character strings")
+    parser.add_argument("--csv", action="store_true", help="CSV source files, not Parquet")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
@@ -114,6 +135,8 @@ def main() -> None:
         source = work / "src"
         source.mkdir()
         make_source(source, args.rows, args.files, args.unique_strings)
+        if args.csv:
+            to_csv(source)
         times: dict[str, list[float]] = {name: [] for name in SIDES}
         cpus: dict[str, list[float]] = {name: [] for name in SIDES}
         for i in range(args.repeat + 1):  # the first round warms caches and is dropped
@@ -132,7 +155,7 @@ def main() -> None:
         cpu_overhead = cpu_med["datamove"] / cpu_med["plain"] - 1
         verifying = med["datamove"] / med["same encodings"] - 1
         result = {"rows": rows, "files": args.files, "repeat": args.repeat,
-                  "unique_strings": args.unique_strings,
+                  "unique_strings": args.unique_strings, "csv": args.csv,
                   "seconds": med, "cpu_seconds": cpu_med, "rows_per_second": rate,
                   "overhead": overhead, "cpu_overhead": cpu_overhead,
                   "overhead_vs_same_encodings": verifying,
@@ -140,7 +163,8 @@ def main() -> None:
         if args.json:
             print(json.dumps(result))
         else:
-            print(f"{rows:,} rows, {args.files} Parquet files, median of {args.repeat}"
+            kind = "CSV" if args.csv else "Parquet"
+            print(f"{rows:,} rows, {args.files} {kind} files, median of {args.repeat}"
                   + (", with a unique string column" if args.unique_strings else ""))
             for name in SIDES:
                 print(f"  {name:14s} {med[name]:6.2f} s  {rate[name]:>12,.0f} rows/s  "
