@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from datamove import tabular_source
 from datamove.stores import KeyFilter, Location
@@ -98,3 +99,59 @@ def batches_schema(folder: Path) -> pa.Schema:
         first = next(iter(reader))
     assert pa.types.is_dictionary(first.schema.field("cat").type)  # read as a dictionary
     return first.schema
+
+
+def text_rows(n: int, start: int = 0) -> pa.Table:
+    ids = range(start, start + n)
+    return pa.table({"id": pa.array(ids, pa.int64()),
+                     "x": pa.array([i / 7 for i in ids]),
+                     "name": pa.array([f"row {i}, \"quoted\"" for i in ids])})
+
+
+def test_csv_and_tsv_read_alike_whichever_reader(tmp_path: Path) -> None:
+    """A local plain file goes through the dataset scanner, a compressed one through the
+    streaming reader: the same rows and types (those of the first block) either way."""
+    import gzip
+
+    import pyarrow.csv as pcsv
+
+    rows = text_rows(120_000)  # ~4 MiB: several of the scanner's 1 MiB blocks
+    for name, delimiter in (("plain.csv", ","), ("tabs.tsv", "\t")):
+        folder = tmp_path / name.split(".")[0]
+        folder.mkdir()
+        pcsv.write_csv(rows, folder / name, pcsv.WriteOptions(delimiter=delimiter))
+        with open(folder / name, "rb") as raw, gzip.open(folder / f"{name}.gz", "wb") as out:
+            out.write(raw.read())
+        location = Location.of(str(folder))
+        files = list_source_files(location, None, KeyFilter((), ()))
+        assert [(f.key, f.compression) for f in files] == [(name, None), (f"{name}.gz", "gzip")]
+        for file in files:
+            with FileReader(location, file) as reader:
+                got = pa.Table.from_batches(list(reader))
+            assert got.equals(rows), (name, file.key)
+
+
+def test_a_csv_value_that_does_not_fit_its_column_later_is_an_error(tmp_path: Path) -> None:
+    """Types come from the first 8 MiB; a later value of another type fails the read
+    (with the file named by the load), it is never turned into a null."""
+    import pyarrow.csv as pcsv
+
+    path = tmp_path / "src" / "late.csv"
+    path.parent.mkdir()
+    pcsv.write_csv(text_rows(300_000), path)  # ~12 MiB: past the first block
+    with open(path, "a") as f:
+        f.write("oops,1.5,late\n")
+    location = Location.of(str(path.parent))
+    [file] = list_source_files(location, None, KeyFilter((), ()))
+    with FileReader(location, file) as reader, pytest.raises(pa.ArrowInvalid, match="oops"):
+        for _ in reader:
+            pass
+
+    from datamove.tabular import Table, TableJob, load
+
+    job = TableJob(name="t", source=location, source_format=None,
+                   key_filter=KeyFilter((), ()), table=Table(Location.of(str(tmp_path / "t"))),
+                   partition_by=(), schema_mode="strict")
+    with pytest.raises(tabular_source.SchemaProblem, match=r"late\.csv: cannot be read"):
+        load(job, run_id="r")
+    assert job.table.open() is None  # no commit: the files delta-rs wrote are invisible
