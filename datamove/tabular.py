@@ -195,7 +195,10 @@ class Rows:
                 while self.head is not None and self.head.num_rows == 0:
                     self.head = next(self.batches, None)
             except (OSError, pa.ArrowException) as exc:
-                raise SchemaProblem(f"{key}: cannot be read: {describe(exc)}") from exc
+                hint = ("" if self.reader.file.format == "parquet" else
+                        " (a text file's column types come from its first 8 MiB: fix the "
+                        "value, or convert the file to Parquet)")
+                raise SchemaProblem(f"{key}: cannot be read: {describe(exc)}{hint}") from exc
             if self.head is not None:
                 self.head = conform(self.head, self.schema, key)
         return self.head

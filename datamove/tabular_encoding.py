@@ -16,8 +16,8 @@ writer of a file ended up doing tells what its values are like:
 Both are judged from the first row group's column chunks: a footer read, no data.
 CSV and JSON-lines files have no encodings to read; for them the first batch a
 commit writes is the evidence: a column whose values are mostly distinct there is
-written without a dictionary. Only the choice of
-encoding follows; a value is never changed by it.
+written without a dictionary. Only the choice of encoding follows; a value is
+never changed by it.
 """
 
 from __future__ import annotations
@@ -94,7 +94,9 @@ def _chunks(metadata: Any) -> Iterable[tuple[str, bool]]:
     if metadata is None or metadata.num_row_groups == 0:
         return
     group = metadata.row_group(0)
-    for i in range(group.num_columns if group.num_rows else 0):
+    if group.num_rows == 0:
+        return
+    for i in range(group.num_columns):
         chunk = group.column(i)
         stats = chunk.statistics if chunk.is_stats_set else None
         if stats is not None and stats.has_null_count and stats.null_count >= chunk.num_values:

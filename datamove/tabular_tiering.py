@@ -121,10 +121,13 @@ def tier_partitions(manifest: Manifest, dataset: DatasetSpec | str, *, now: date
     ledger = Ledger(manifest.ledger, manifest.ledger_options)
     schema = pa.schema(hot.schema().to_arrow())
     moves = _due_moves(hot, rules, now)
+    # the cold files are written the way the hot ones are (tabular_encoding)
+    properties = writer_properties(table_plain_columns(hot)) if moves else None
     run_id = audit.run_id if audit is not None else f"tier-{now:%Y%m%dT%H%M%SZ}"
     for (column, text), rule in sorted(moves.items()):
         try:
-            _move(job, ledger, audit, run_id, schema, column, text, rule, result)
+            _move(job, ledger, audit, run_id, schema, column, text, rule, result,
+                  properties=properties)
         except Exception as exc:  # one partition's failure is that partition's
             where = partition_json((column,), (text,))
             result.failures.append(f"dataset {job.name}: partition {where}: {describe(exc)}")
@@ -165,8 +168,9 @@ def _due_moves(hot: Any, rules: list[LifecycleRule],
 
 
 def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
-          schema: pa.Schema,
-          column: str, text: str, rule: LifecycleRule, result: TierResult) -> None:
+          schema: pa.Schema, column: str, text: str, rule: LifecycleRule, result: TierResult,
+          *, properties: Any) -> None:
+    """One partition's five steps; ``properties``: the cold table's writer properties."""
     from deltalake import CommitProperties, Transaction, write_deltalake
 
     from .auditing import record_partition_moved
@@ -186,7 +190,7 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                 cold_table if cold_table is not None else cold.uri, spooled, mode="append",
                 partition_by=list(job.partition_by) or None, schema_mode="merge",
                 storage_options=cold.options,
-                writer_properties=writer_properties(table_plain_columns(hot)),
+                writer_properties=properties,
                 commit_properties=CommitProperties(
                     app_transactions=[Transaction(app, 1)],
                     custom_metadata={"datamove.dataset": job.name,

@@ -152,6 +152,7 @@ def test_a_csv_value_that_does_not_fit_its_column_later_is_an_error(tmp_path: Pa
     job = TableJob(name="t", source=location, source_format=None,
                    key_filter=KeyFilter((), ()), table=Table(Location.of(str(tmp_path / "t"))),
                    partition_by=(), schema_mode="strict")
-    with pytest.raises(tabular_source.SchemaProblem, match=r"late\.csv: cannot be read"):
+    with pytest.raises(tabular_source.SchemaProblem,
+                       match=r"late\.csv: cannot be read.*'oops'.*first 8 MiB"):
         load(job, run_id="r")
     assert job.table.open() is None  # no commit: the files delta-rs wrote are invisible
