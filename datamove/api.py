@@ -119,7 +119,8 @@ def plan(manifest: Manifest, *, reverify: bool = False,
     for job in jobs:
         ds = report.dataset(job.name, job.source.url, job.destination.url)
         recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
-        for item in plan_dataset(job, reverify=reverify, recorded=recorded):
+        for item in plan_dataset(job, reverify=reverify, recorded=recorded,
+                                 on_link=skipped_link_counter(report, job)):
             ds.add(item.action.value, item.size)
     return report.finish()
 
@@ -206,7 +207,8 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 # Verifying ciphertext without an identity compares it with the ledger.
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
-                                               recorded=recorded, on_partial=sweeper),
+                                               recorded=recorded, on_partial=sweeper,
+                                               on_link=skipped_link_counter(report, job)),
                                   job, report, progress)
             for group in batches(items, max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
@@ -284,6 +286,15 @@ def stages(jobs: list[DatasetJob]) -> list[list[DatasetJob]]:
         level.append(max(after, default=0))
     return [[job for job, at in zip(jobs, level, strict=True) if at == n]
             for n in range(max(level, default=-1) + 1)]
+
+
+def skipped_link_counter(report: Report, job: DatasetJob) -> Callable[[str], None]:
+    """Counts the source's symbolic links left out by ``links: skip`` (as rclone
+    does by default), so the report says how many were not copied."""
+    def skipped(key: str) -> None:
+        report.dataset(job.name).counts["links_skipped"] += 1
+
+    return skipped
 
 
 def count_housekeeping(report: Report, job: DatasetJob, what: str, n: int) -> None:

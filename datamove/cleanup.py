@@ -25,7 +25,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from .stores import PARTIAL_MARKER, Location, describe
+from .errors import UnsafePath
+from .safepath import key_problem
+from .stores import PARTIAL_MARKER, Location, describe, remove
 from .writers import RESUME_TOKEN
 
 RESUMABLE_FOR_SECONDS = 7 * 24 * 3600
@@ -47,20 +49,18 @@ class OrphanSweeper:
         token = key.rsplit(PARTIAL_MARKER, 1)[-1].split("-", 1)[0]
         if token == self.run_token and not self.run_is_over:
             return  # one of ours, still being written
+        if key_problem(key) is not None:
+            return  # not a name datamove writes (and not one to map to a path)
         path = self.location.path(key)
         try:
             if token == RESUME_TOKEN and self.location.is_local and \
                     time.time() - os.path.getmtime(path) < RESUMABLE_FOR_SECONDS:
                 return  # a large copy this or a later run may continue
-
-            if self.location.is_local:
-                os.unlink(path)
-            else:
-                self.location.fs.rm_file(path)
+            remove(self.location, key)
             self.removed += 1
         except FileNotFoundError:
             pass  # another cleanup got there first
-        except OSError as exc:
+        except (OSError, UnsafePath) as exc:
             log.warning("cannot remove orphaned temporary file %s: %s", path, describe(exc))
 
 

@@ -77,9 +77,18 @@ class VerifyMismatch(TransferError):
 
 
 class SourceChanged(TransferError):
-    """The source object changed size while it was being read."""
+    """The source object changed after it was listed or while it was read.
 
-    transient = True
+    Not retried: the plan was made from the listed version, and a copy of any
+    other version would be recorded under that version's size and time. The
+    next run lists the new version and copies it.
+    """
+
+
+class UnsafePath(TransferError):
+    """A key that cannot be mapped safely under a root (``..``, an absolute or
+    empty segment, a backslash), or a local path that runs through a symbolic
+    link where none may be followed. Not retried: renaming is the fix."""
 
 
 class IdentityMismatch(TransferError):

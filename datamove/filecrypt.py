@@ -56,6 +56,7 @@ from .identities import (
     passphrase_from_env,
     read_key_file,
 )
+from .safepath import PRIVATE_FILE_MODE
 from .stores import Location, describe, open_read
 from .writers import atomic_writer
 
@@ -187,7 +188,8 @@ def _transform(src: str, dst: str, codec: AgeEncryptor | AgeDecryptor,
             "the output already written to stdout is incomplete: discard it")
     with _open_source(src) as reader:
         try:
-            with _sink(dst) as sink:
+            # Plaintext written by decrypt is private (0600); ciphertext gets the default.
+            with _sink(dst, PRIVATE_FILE_MODE if verb == "decrypt" else None) as sink:
                 bytes_read = 0
                 while block := reader.read(READ_SIZE):
                     bytes_read += len(block)
@@ -208,10 +210,11 @@ def _transform(src: str, dst: str, codec: AgeEncryptor | AgeDecryptor,
 
 
 def _split(url: str) -> tuple[Location, str]:
-    """A store location and the object's key in it (a local path is a Location too)."""
+    """A store location and the object's key in it (a local path is a Location too).
+    A local file the user names may be a link: it is followed."""
     if "://" not in url:
         path = os.path.abspath(os.path.expanduser(url))
-        return Location.of(os.path.dirname(path)), os.path.basename(path)
+        return Location.of(os.path.dirname(path), links="follow"), os.path.basename(path)
     parent, _, key = url.rstrip("/").rpartition("/")
     if not key or parent.endswith(":/"):
         raise BadInput(f"{url}: not an object URL (expected scheme://bucket/key)")
@@ -255,7 +258,7 @@ class _Sink:
 
 
 @contextlib.contextmanager
-def _sink(dst: str) -> Iterator[_Sink]:
+def _sink(dst: str, mode: int | None = None) -> Iterator[_Sink]:
     """Where the output goes: stdout, or an atomic writer committed on a clean exit."""
     if dst == STDIO:
         sink = _Sink(sys.stdout.buffer)
@@ -265,7 +268,7 @@ def _sink(dst: str) -> Iterator[_Sink]:
     if "://" not in dst and os.path.isdir(dst):
         raise BadInput(f"{dst}: is a directory; give a file name for the output")
     location, key = _split(dst)
-    with atomic_writer(location, key, part_size=PART_SIZE) as writer:
+    with atomic_writer(location, key, part_size=PART_SIZE, mode=mode) as writer:
         sink = _Sink(writer)
         yield sink
         writer.commit(sink.sha.hexdigest(), None)

@@ -99,10 +99,13 @@ def schedule(manifest: str, as_json: bool, count: int) -> None:
 @POLL
 @RESTORE_TIER
 @RESTORE_DAYS
+@click.option("--mode", "file_mode", default="0600", show_default=True, metavar="OCTAL",
+              help="Permission bits of restored local files (private by default: restored "
+                   "data may be secret).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str,
             identity_file: str | None, timeout: str, poll: str, restore_tier: str,
-            restore_days: int, progress: bool) -> None:
+            restore_days: int, file_mode: str, progress: bool) -> None:
     """Read a dataset back from any tier: restore archives, decrypt, verify, write.
 
     Every object is checked against the ledger (plaintext sha256 and size) before
@@ -116,7 +119,20 @@ def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str
     emit(call(lambda: run_restore(
         api.load_manifest(manifest), dataset, to_url, prefix=prefix, identity=identity_file,
         waiting=_waiting(timeout, poll, restore_tier, restore_days),
-        progress=progress_for(progress and not as_json)), as_json), as_json)
+        progress=progress_for(progress and not as_json), mode=_octal_mode(file_mode)),
+        as_json), as_json)
+
+
+def _octal_mode(text: str) -> int:
+    """``--mode 0640``: permission bits in octal, nothing beyond rwx for all three."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise click.BadParameter(f"{text!r} is not an octal mode such as 0600 or 0640",
+                                 param_hint="--mode")
+    return mode
 
 
 @click.command()

@@ -58,6 +58,9 @@ class LocationSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     region: str | None = None
     storage_class: str | None = None  # destination: the class new objects are written in
+    # source: symbolic links in a local tree (docs/SECURITY.md): skip them (and
+    # count them), follow them, or store each as <name>.rclonelink.
+    links: Literal["skip", "follow", "copy-link"] = "skip"
     # Tabular datasets (docs/MANIFEST.md, "Tabular datasets"): a destination
     # ``format: delta`` loads the source's rows into a Delta table; a source may
     # name its file format (parquet, csv, jsonl), otherwise file suffixes tell.

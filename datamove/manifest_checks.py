@@ -62,6 +62,12 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         elif storage_class is not None and storage_class not in classes:
             yield ("datasets", i, "destination", "storage_class"), (
                 f"unknown {store} storage class {storage_class!r}; one of {', '.join(classes)}")
+        if dataset.destination.links != "skip":
+            yield ("datasets", i, "destination", "links"), (
+                "is for local sources only; a destination never follows or writes links")
+        if dataset.source.links != "skip" and local_path(dataset.source.url) is None:
+            yield ("datasets", i, "source", "links"), (
+                "applies to local sources only; object stores have no symbolic links")
         if dataset.source.storage_class is not None:
             yield ("datasets", i, "source", "storage_class"), (
                 "is for destinations only (the class objects are written in)")

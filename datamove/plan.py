@@ -21,6 +21,7 @@ from .encryption import Encryption, stored_listing
 from .ledger import LedgerRow
 from .lifecycle import needs_restore
 from .manifest import DatasetSpec, EncryptSpec, VerifyMode
+from .safepath import key_problem
 from .stores import Entry, KeyFilter, Location, check_readable, list_entries
 
 
@@ -59,7 +60,8 @@ class DatasetJob:
         """``encrypt``: the dataset's effective encryption (Manifest.encryption_of)."""
         return cls(
             name=spec.name,
-            source=Location.of(spec.source.url, spec.source.options, spec.source.region),
+            source=Location.of(spec.source.url, spec.source.options, spec.source.region,
+                               links=spec.source.links),
             destination=Location.of(spec.destination.url, spec.destination.options,
                                     spec.destination.region),
             key_filter=KeyFilter(tuple(spec.include), tuple(spec.exclude)),
@@ -221,12 +223,20 @@ def _same_version(source: Entry, recorded: LedgerRow) -> bool:
 
 def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = False,
                  recorded: Iterable[LedgerRow] | None = None,
-                 on_partial: Callable[[str], None] | None = None) -> Iterator[PlanItem]:
+                 on_partial: Callable[[str], None] | None = None,
+                 on_link: Callable[[str], None] | None = None) -> Iterator[PlanItem]:
     """Stream the plan for one dataset; ``recorded`` is the ledger's latest good
     rows for it, key-sorted; ``on_partial`` sees temporary files at the
-    destination. Raises LocationUnreachable up front."""
+    destination, ``on_link`` the source's skipped symbolic links. Raises
+    LocationUnreachable up front.
+
+    A source object whose key cannot be mapped under the destination root
+    (safepath.key_problem), or that the listing could not read, becomes a copy
+    (or check) item carrying the reason: the worker fails it without touching
+    either store, so it is reported and recorded like any failure.
+    """
     check_readable(job.source)
-    source = list_entries(job.source, job.key_filter)
+    source = list_entries(job.source, job.key_filter, on_link=on_link)
     if job.encryption is None:
         destination = list_entries(job.destination, job.key_filter, on_partial=on_partial)
     else:  # stored as key + suffix: list everything, map back, filter on the source key
@@ -237,9 +247,19 @@ def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = 
     for src, dst, row in march(source, destination, recorded or ()):
         if src is None and dst is None:
             continue  # gone from both sides: nothing to do, the ledger keeps its history
+        problem = (src.problem or _unsafe(src.key)) if src is not None else None
+        if src is not None and problem:
+            yield PlanItem(Action.check if check_only else Action.copy, src.key,
+                           replace(src, problem=problem), dst, problem)
+            continue
         yield decide(src, dst, destination_is_local=job.destination.is_local,
                      reverify=reverify, check_only=check_only, recorded=row,
                      with_ledger=with_ledger, encrypted=job.encryption is not None)
+
+
+def _unsafe(key: str) -> str | None:
+    problem = key_problem(key)
+    return f"unsafe key: {problem}" if problem else None
 
 
 def batches(items: Iterable[PlanItem], *, max_objects: int, max_bytes: int,

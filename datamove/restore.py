@@ -34,7 +34,8 @@ from .manifest_checks import comparable_url
 from .plan import DatasetJob, batches
 from .progress import Progress
 from .report import Report
-from .stores import Location, describe, open_read
+from .safepath import PRIVATE_FILE_MODE
+from .stores import Location, describe, open_read, remove
 from .transfer import ObjectResult
 from .writers import atomic_writer
 
@@ -138,6 +139,7 @@ class RestoreBatch:
     part_size: int
     run_token: str
     keep: bool = True  # drills delete each file once it verified
+    mode: int = PRIVATE_FILE_MODE  # restored local files: private unless asked otherwise
 
 
 def restore_batch(batch: RestoreBatch) -> list[Restored]:
@@ -190,7 +192,8 @@ def restore_object(batch: RestoreBatch, row: LedgerRow) -> Restored:
         requested = time.monotonic()
         url = here.url_of(stored_key)
         with atomic_writer(batch.to, row.key, part_size=batch.part_size, size_hint=row.size,
-                           run_token=batch.run_token, resumable=False) as writer, \
+                           run_token=batch.run_token, resumable=False,
+                           mode=batch.mode) as writer, \
                 contextlib.closing(open_read(here, stored_key)) as raw:
             reader = _Timed(raw)
             plain_sha, plain_size, stored_sha, stored_size = _copy_back(job, reader, writer)
@@ -203,7 +206,7 @@ def restore_object(batch: RestoreBatch, row: LedgerRow) -> Restored:
                                     f"({plain_sha[:16]}… ≠ {(row.sha256 or '')[:16]}…)")
             writer.commit(plain_sha, row.source_mtime)
         if not batch.keep:
-            batch.to.fs.rm_file(batch.to.path(row.key))
+            remove(batch.to, row.key)
         first = reader.first_byte - requested if reader.first_byte is not None else None
         return Restored(**result, ok=True, seconds=time.monotonic() - started,
                         first_byte_seconds=first, waited_seconds=waited)
@@ -255,8 +258,12 @@ def _explain(exc: BaseException, url: str) -> str:
 def restore(manifest: Manifest, dataset: str, to_url: str, *, prefix: str = "",
             identity: str | None = None, waiting: Waiting | None = None,
             scheduler: str | None = None, progress: Progress | None = None,
-            to_options: dict[str, object] | None = None) -> Report:
-    """Restore a dataset's recorded objects (those under ``prefix``) into ``to_url``."""
+            to_options: dict[str, object] | None = None,
+            mode: int = PRIVATE_FILE_MODE) -> Report:
+    """Restore a dataset's recorded objects (those under ``prefix``) into ``to_url``.
+
+    ``mode``: permission bits of restored local files; private (0600) by default
+    because restored data may be secret whatever it was at the source."""
     try:
         spec = manifest.dataset(dataset)
     except KeyError as exc:
@@ -280,7 +287,7 @@ def restore(manifest: Manifest, dataset: str, to_url: str, *, prefix: str = "",
         audit.append("run.start", command="restore", manifest_sha256=manifest.sha256,
                      datasets=[dataset], to=to.url, prefix=prefix)
         for restored in run_restores(manifest, job, rows, to, waiting or Waiting(),
-                                     report, scheduler, progress, keep=True):
+                                     report, scheduler, progress, keep=True, mode=mode):
             audit.append("object.restored" if restored.ok else "object.failed",
                          dataset=dataset, key=restored.key, tier=restored.tier,
                          stored_size=restored.stored_size, restored_url=restored.restored_url,
@@ -314,7 +321,8 @@ def recorded_rows(manifest: Manifest, job: DatasetJob, prefix: str = "") -> Iter
 
 def run_restores(manifest: Manifest, job: DatasetJob, rows: Iterator[LedgerRow] | list,
                  to: Location, waiting: Waiting, report: Report, scheduler: str | None,
-                 progress: Progress | None, *, keep: bool) -> Iterator[Restored]:
+                 progress: Progress | None, *, keep: bool,
+                 mode: int = PRIVATE_FILE_MODE) -> Iterator[Restored]:
     """Restore ``rows`` on the engine, accounting each result in ``report``."""
     spec = manifest.engine
     engine = Engine.of(spec, scheduler)
@@ -322,7 +330,7 @@ def run_restores(manifest: Manifest, job: DatasetJob, rows: Iterator[LedgerRow] 
     cold = tuple(Location.of(r.location.url, r.location.options, r.location.region)
                  for r in manifest.dataset(job.name).lifecycle if r.location is not None)
     token = report.run_id.rsplit("-", 1)[-1]
-    work = (RestoreBatch(job, tuple(group), to, cold, waiting, spec.part_size, token, keep)
+    work = (RestoreBatch(job, tuple(group), to, cold, waiting, spec.part_size, token, keep, mode)
             for group in batches(rows, max_objects=spec.batch_objects,  # type: ignore[arg-type]
                                  max_bytes=spec.batch_bytes, large=spec.part_size))
     progress = progress or Progress()

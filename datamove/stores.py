@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
+import io
 import os
 import re
 import stat as stat_mod
@@ -26,6 +28,7 @@ from fsspec import AbstractFileSystem
 
 from .errors import LocationUnreachable
 from .redact import scrub
+from .safepath import check_key, lstat_beneath, open_beneath, unlink_beneath
 from .stores_azure import AZURE_PROTOCOLS, list_azure, stat_azure
 from .stores_gcs import GCS_PROTOCOLS, list_gcs, stat_gcs
 
@@ -41,6 +44,10 @@ PARTIAL_MARKER = ".datamove-partial-"
 META_SHA256 = "datamove-sha256"
 META_PART_SIZE = "datamove-part-size"
 LOCAL_XATTR_SHA256 = "user.datamove.sha256"
+LINK_SUFFIX = ".rclonelink"
+"""``links: copy-link`` stores a symbolic link as ``<name>.rclonelink`` holding its
+target, the convention rclone's ``--links`` reads back."""
+LINK_POLICIES = ("skip", "follow", "copy-link")
 
 _S3_PROTOCOLS = ("s3", "s3a")
 
@@ -53,6 +60,9 @@ class Entry:
     size: int
     mtime: float | None = None
     etag: str | None = None
+    # Listed but not copyable (a symbolic link loop, a dangling link followed, an
+    # unreadable directory): that object fails with this reason, the rest go on.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,16 +85,23 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class Location:
-    """A root under which a dataset's objects live. Picklable; holds no secrets."""
+    """A root under which a dataset's objects live. Picklable; holds no secrets.
+
+    ``links``: what a local listing does with symbolic links (``skip``, the
+    default, as rclone does; ``follow``; ``copy-link``). Reads and writes below
+    a local root never follow a link unless ``links`` is ``follow``.
+    """
 
     url: str
     options: tuple[tuple[str, Any], ...] = ()
     region: str | None = None
+    links: str = "skip"
 
     @classmethod
     def of(cls, url: str, options: dict[str, Any] | None = None,
-           region: str | None = None) -> Location:
-        return cls(url=url, options=tuple(sorted((options or {}).items())), region=region)
+           region: str | None = None, links: str = "skip") -> Location:
+        return cls(url=url, options=tuple(sorted((options or {}).items())), region=region,
+                   links=links)
 
     @cached_property
     def protocol(self) -> str:
@@ -124,7 +141,9 @@ class Location:
         return fsspec.filesystem(self.protocol, **dict(self.options))
 
     def path(self, key: str) -> str:
-        return f"{self.root}/{key}" if key else self.root
+        """The store path of ``key``; raises UnsafePath for a key that would leave
+        the root or alias another (safepath.key_problem)."""
+        return f"{self.root}/{check_key(key)}" if key else self.root
 
     def url_of(self, key: str) -> str:
         base = self.url if "://" in self.url else self.root
@@ -205,16 +224,18 @@ def _sort_key(name: str, is_dir: bool) -> bytes:
 
 
 def list_entries(location: Location, key_filter: KeyFilter | None = None,
-                 on_partial: Callable[[str], None] | None = None) -> Iterator[Entry]:
+                 on_partial: Callable[[str], None] | None = None,
+                 on_link: Callable[[str], None] | None = None) -> Iterator[Entry]:
     """Yield every object under ``location`` in UTF-8 byte order of its key.
 
     Memory stays bounded: object stores are read page by page; directory trees
     one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped
-    and handed to ``on_partial`` (cleanup.py removes those of killed runs).
+    and handed to ``on_partial`` (cleanup.py removes those of killed runs);
+    symbolic links skipped by ``location.links`` are handed to ``on_link``.
     Raises LocationUnreachable if the root cannot be listed at all.
     """
     if location.is_local:
-        entries = _walk_local(location.root)
+        entries = _walk_local(location.root, location.links, on_link)
     elif location.is_s3:
         entries = _list_s3(location)
     elif location.is_gcs:
@@ -232,32 +253,79 @@ def list_entries(location: Location, key_filter: KeyFilter | None = None,
             yield entry
 
 
-def _walk_local(root: str) -> Iterator[Entry]:
+def _walk_local(root: str, links: str = "skip",
+                on_link: Callable[[str], None] | None = None) -> Iterator[Entry]:
+    """Depth-first walk in key byte order, one directory in memory at a time.
+
+    Symbolic links (docs/SECURITY.md): ``skip`` hands them to ``on_link`` and
+    lists nothing; ``copy-link`` lists ``<name>.rclonelink`` whose bytes are the
+    link's target; ``follow`` lists what they point to, a directory loop or a
+    dangling link becoming one entry with a ``problem``. A subdirectory that
+    cannot be read is one entry with a problem too: one object fails, not the
+    dataset.
+    """
     if not os.path.exists(root):
         return  # an absent destination is empty; sources are checked by check_readable
     if not os.path.isdir(root):
         raise LocationUnreachable(f"{root}: is not a directory")
 
-    def walk(directory: str, prefix: str) -> Iterator[Entry]:
+    def walk(directory: str, prefix: str, ancestors: frozenset[tuple[int, int]]
+             ) -> Iterator[Entry]:
         try:
             with os.scandir(directory) as it:
-                children = [(e.name, e.is_dir(follow_symlinks=False), e) for e in it]
-        except PermissionError as exc:
-            raise LocationUnreachable(f"{directory}: permission denied ({exc.strerror})") from exc
-        children.sort(key=lambda c: _sort_key(c[0], c[1]))
-        for name, is_dir, entry in children:
-            key = prefix + name
-            if is_dir:
-                yield from walk(entry.path, key + "/")
-                continue
-            try:
-                st = entry.stat()  # follows a symlink to a file
-            except FileNotFoundError:
-                continue  # vanished (or a dangling link) between listing and stat
-            if stat_mod.S_ISREG(st.st_mode):
-                yield Entry(key=key, size=st.st_size, mtime=st.st_mtime)
+                children = [_local_child(e, links, on_link, prefix) for e in it]
+        except OSError as exc:
+            if not prefix:
+                raise LocationUnreachable(
+                    f"{directory}: cannot be listed ({exc.strerror or exc})") from exc
+            yield Entry(key=prefix, size=0,
+                        problem=f"directory cannot be read: {exc.strerror or exc}")
+            return
+        children = [c for c in children if c is not None]
+        children.sort(key=lambda c: _sort_key(c[0], c[1] is not None))
+        for name, dir_id, entry in children:
+            if dir_id is None:
+                yield entry
+            elif dir_id in ancestors:
+                yield Entry(key=prefix + name + "/", size=0,
+                            problem="symbolic link loop: leads back to a directory above it")
+            else:
+                yield from walk(os.path.join(directory, name), prefix + name + "/",
+                                ancestors | {dir_id})
 
-    yield from walk(root, "")
+    top = os.stat(root)
+    yield from walk(root, "", frozenset({(top.st_dev, top.st_ino)}))
+
+
+def _local_child(e: os.DirEntry[str], links: str, on_link: Callable[[str], None] | None,
+                 prefix: str) -> tuple[str, tuple[int, int] | None, Entry | None] | None:
+    """One directory entry as (name, directory id or None, entry), or None to leave out."""
+    key = prefix + e.name
+    try:
+        if e.is_symlink():
+            if links == "skip":
+                if on_link is not None:
+                    on_link(key)
+                return None
+            if links == "copy-link":
+                target = os.fsencode(os.readlink(e.path))
+                st = e.stat(follow_symlinks=False)
+                name = e.name + LINK_SUFFIX
+                return name, None, Entry(key=prefix + name, size=len(target), mtime=st.st_mtime)
+        st = e.stat()  # follows a link (links: follow)
+    except FileNotFoundError:
+        if not e.is_symlink():
+            return None  # vanished between listing and stat
+        return e.name, None, Entry(key=key, size=0, problem="dangling symbolic link")
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            return e.name, None, Entry(key=key, size=0, problem=f"cannot stat: {exc.strerror}")
+        return e.name, None, Entry(key=key, size=0, problem="symbolic link loop")
+    if stat_mod.S_ISDIR(st.st_mode):
+        return e.name, (st.st_dev, st.st_ino), None
+    if stat_mod.S_ISREG(st.st_mode):
+        return e.name, None, Entry(key=key, size=st.st_size, mtime=st.st_mtime)
+    return None  # sockets, FIFOs, devices: not data
 
 
 def _list_s3(location: Location) -> Iterator[Entry]:
@@ -329,13 +397,13 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
     """What the store knows about one object, or None if it does not exist."""
     path = location.path(key)
     if location.is_local:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return None
+        st = os.stat(path) if location.links == "follow" else lstat_beneath(location.root, key)
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return None  # a link (not followed) or a directory is not this object
         metadata = {}
         with contextlib.suppress(OSError):
-            metadata[META_SHA256] = os.getxattr(path, LOCAL_XATTR_SHA256).decode()
+            metadata[META_SHA256] = os.getxattr(path, LOCAL_XATTR_SHA256,
+                                                follow_symlinks=False).decode()
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime, metadata=metadata)
     if location.is_s3:
         bucket, prefix = location.bucket_and_prefix()
@@ -384,11 +452,43 @@ def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
 
 
 def open_read(location: Location, key: str) -> BinaryIO:
-    """A binary stream over one object; local files bypass fsspec for speed."""
+    """A binary stream over one object; local files bypass fsspec for speed.
+
+    Below a local root no symbolic link is followed unless ``links: follow``;
+    with ``copy-link`` the listed ``<name>.rclonelink`` reads as the target of
+    the link ``<name>``.
+    """
     path = location.path(key)
     if location.is_local:
-        return open(path, "rb", buffering=0)
+        if location.links == "follow":
+            return open(path, "rb", buffering=0)
+        try:
+            return open(open_beneath(location.root, key), "rb", buffering=0)
+        except FileNotFoundError:
+            link = _link_target(location, key)
+            if link is None:
+                raise
+            return io.BytesIO(link)
     return location.fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
+
+
+def _link_target(location: Location, key: str) -> bytes | None:
+    """The target of the link a ``copy-link`` key stands for, or None."""
+    if location.links != "copy-link" or not key.endswith(LINK_SUFFIX):
+        return None
+    link_key = key[:-len(LINK_SUFFIX)]
+    st = lstat_beneath(location.root, link_key)
+    if st is None or not stat_mod.S_ISLNK(st.st_mode):
+        return None
+    return os.fsencode(os.readlink(location.path(link_key)))
+
+
+def remove(location: Location, key: str) -> None:
+    """Delete one object; locally, never through a link below the root."""
+    if location.is_local:
+        unlink_beneath(location.root, key)
+    else:
+        location.fs.rm_file(location.path(key))
 
 
 def check_readable(location: Location) -> None:

@@ -58,7 +58,7 @@ from .plan import Action, DatasetJob, PlanItem, batches, march
 from .progress import Progress
 from .report import Report
 from .restore import ensure_readable, stored_location
-from .stores import Entry, Location, describe, list_entries, open_read, stat
+from .stores import Entry, Location, describe, list_entries, open_read, remove, stat
 from .transfer import Batch, ObjectResult, TransferSettings
 from .writers import atomic_writer
 
@@ -438,7 +438,7 @@ def _finish_deletes(ledger: Ledger, job: DatasetJob, targets: tuple[Target, ...]
                       f"{'missing' if info is None else f'{info.size} bytes'}; the hot copy "
                       "was kept"))
             continue
-        job.destination.fs.rm_file(job.destination.path(stored_key))
+        remove(job.destination, stored_key)
         removed += 1
     if removed:
         report.dataset(job.name).counts["hot_copies_removed"] += removed

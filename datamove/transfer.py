@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import os
 import random
+import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +33,17 @@ from .checksum import (
     same_checksum,
 )
 from .encryption import Sealer, decrypt_digest, stored_size_bound
-from .errors import IdentityMismatch, KeyProblem, SourceChanged, TransferError, VerifyMismatch
+from .errors import (
+    IdentityMismatch,
+    KeyProblem,
+    SourceChanged,
+    TransferError,
+    UnsafePath,
+    VerifyMismatch,
+)
 from .manifest import VerifyMode
 from .plan import Action, DatasetJob, PlanItem
+from .source_guard import SourceGuard
 from .stores import (
     META_PART_SIZE,
     Entry,
@@ -41,6 +51,7 @@ from .stores import (
     ObjectInfo,
     describe,
     open_read,
+    remove,
     stat,
 )
 from .writers import Committed, atomic_writer
@@ -129,6 +140,11 @@ def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     """
     attempt_once = attempt_once or _attempt
     started = time.monotonic()
+    if item.source is not None and item.source.problem:  # found by the plan: fail, touch nothing
+        return ObjectResult(dataset=job.name, key=item.key, action=item.action.value,
+                            status="failed", size=item.size,
+                            destination_url=job.destination.url_of(job.stored_key(item.key)),
+                            error=item.source.problem)
     attempt = 0
     while True:
         attempt += 1
@@ -143,10 +159,11 @@ def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
             if isinstance(exc, VerifyMismatch) and item.action in (Action.copy, Action.verify):
                 _remove_bad_copy(job.destination, job.stored_key(item.key))
             key_trouble = isinstance(exc, IdentityMismatch | KeyProblem)
+            ours = key_trouble or isinstance(exc, UnsafePath | SourceChanged)
             return ObjectResult(
                 dataset=job.name, key=item.key, action=item.action.value, status="failed",
                 size=item.size, destination_url=job.destination.url_of(job.stored_key(item.key)),
-                attempts=attempt, error=str(exc) if key_trouble else describe(exc),
+                attempts=attempt, error=str(exc) if ours else describe(exc),
                 seconds=time.monotonic() - started, error_kind="key" if key_trouble else None)
 
 
@@ -178,7 +195,9 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           readback=readback, run_token=settings.run_token,
                           resume_id=None if encryption else _resume_id(source, settings),
                           resumable=encryption is None,
-                          storage_class=job.storage_class) as writer:
+                          storage_class=job.storage_class,
+                          mode=_source_mode(reader)) as writer:
+        guard = SourceGuard(job.source, source, reader)
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
         try:
@@ -189,9 +208,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                 LIVE_BYTES.add(len(chunk))
         finally:
             LIVE_BYTES.add(-size)
-        if size != source.size:
-            raise SourceChanged(
-                f"source changed while copying: listed {source.size} bytes, read {size}")
+        guard.confirm(size)  # before anything is published
         digest = sha.hexdigest()
         stored_size, stored_sha, payload_sha = (
             sink.finish() if isinstance(sink, Sealer) else (size, digest, None))
@@ -210,6 +227,16 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         native_checksum=native, stored_size=stored_size,
                         stored_sha256=stored_sha, payload_sha256=payload_sha,
                         key_fingerprints=encryption.fingerprints if encryption else ())
+
+
+def _source_mode(reader: object) -> int | None:
+    """A local source file's permission bits, kept by a local copy (None: the
+    writer's default). Set-id and sticky bits are never carried over."""
+    try:
+        st = os.fstat(reader.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+    return stat_mod.S_IMODE(st.st_mode) & 0o777
 
 
 def _resume_id(source: Entry, settings: TransferSettings) -> str | None:
@@ -448,7 +475,7 @@ def _recorded_native(item: PlanItem) -> str | None:
 def _remove_bad_copy(location: Location, key: str) -> None:
     """A copy that never verified must not stay visible as if it were good."""
     with contextlib.suppress(Exception):
-        location.fs.rm_file(location.path(key))
+        remove(location, key)
 
 
 def _is_transient(exc: BaseException) -> bool:

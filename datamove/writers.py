@@ -5,7 +5,9 @@ final name) or ``abort`` (leave nothing behind). Use :func:`atomic_writer`; it
 picks the writer for the store:
 
 * local: ``<name>.datamove-partial-<id>`` in the same directory, then
-  ``os.replace`` (atomic on POSIX).
+  ``os.replace`` (atomic on POSIX). The directory is reached one level at a
+  time without following links (safepath.py), the temporary file is private
+  (0600) while it is written, and the final file gets ``mode``.
 * S3: one PUT when the object fits in a part; otherwise a multipart upload that is
   completed only after every part succeeded and aborted on any failure. A plain
   ``with s3fs.open(p, "wb")`` would publish a truncated object if an exception
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 from .checksum import b64, b64_sha256, chunk_buffer, composite_sha256
 from .errors import VerifyMismatch
+from .safepath import DEFAULT_FILE_MODE, PRIVATE_FILE_MODE, check_key, open_parent
 from .stores import LOCAL_XATTR_SHA256, META_PART_SIZE, META_SHA256, PARTIAL_MARKER, Location
 from .stores_azure import AzureWriter
 from .stores_gcs import GCSWriter
@@ -83,24 +86,39 @@ def partial_name(final_path: str, run_token: str = "") -> str:
 class LocalWriter:
     """Temporary file beside the final one, then rename.
 
-    With ``readback`` the bytes are read back through the open descriptor and
-    hashed *before* the rename, so a copy that does not verify is never visible
-    under its final name (and verification costs no extra open or lookup).
+    The directory is opened below ``root`` without following links, and every
+    later step (create, rename, fsync) is relative to that descriptor, so a
+    link planted in the destination tree cannot redirect the write. With
+    ``readback`` the bytes are read back through the open descriptor and hashed
+    *before* the rename, so a copy that does not verify is never visible under
+    its final name (and verification costs no extra open or lookup). ``mode``:
+    the final file's permission bits (default: 0666 less the umask).
     """
 
-    def __init__(self, final_path: str, fsync: bool = False, readback: bool = False,
-                 run_token: str = ""):
-        self.final_path = final_path
+    def __init__(self, root: str, key: str, fsync: bool = False, readback: bool = False,
+                 run_token: str = "", mode: int | None = None):
+        self.final_path = os.path.join(root, key)
         self.fsync = fsync
         self.readback = readback
-        self.temp_path = partial_name(final_path, run_token)
-        try:
-            self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115 - closed in commit/abort
-        except FileNotFoundError:  # first object in this directory
-            os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
-            self._file = open(self.temp_path, "xb+", buffering=0)  # noqa: SIM115
+        self.mode = DEFAULT_FILE_MODE if mode is None else mode
+        self._dir, self.name = open_parent(root, key, create=True)
+        self.temp_name = partial_name(self.name, run_token)
         self.size = 0
         self.committed = False
+        try:
+            self._file = self._open(self.temp_name, "xb+")
+        except BaseException:
+            os.close(self._dir)
+            raise
+
+    def _open(self, name: str, mode: str) -> Any:
+        """``open`` of a name in the writer's directory, never through a link."""
+        def opener(path: str, flags: int) -> int:
+            return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE,
+                           dir_fd=self._dir)
+        binary = "b" in mode
+        return open(name, mode, buffering=0 if binary else -1, opener=opener,
+                    **({} if binary else {"encoding": "ascii"}))
 
     def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -112,6 +130,7 @@ class LocalWriter:
             os.fsync(fd)
         with contextlib.suppress(OSError):  # xattrs are an optimisation, not a requirement
             os.setxattr(fd, LOCAL_XATTR_SHA256, sha256.encode())
+        os.fchmod(fd, self.mode)
         if mtime is not None:
             # Preserve the source's mtime: the planner compares it on the next run.
             os.utime(fd, (mtime, mtime))
@@ -120,14 +139,11 @@ class LocalWriter:
         if stored is not None and stored != sha256:
             raise VerifyMismatch(f"{self.final_path}: bytes read back differ from the source "
                                  f"({stored[:16]}… ≠ {sha256[:16]}…)")
-        os.replace(self.temp_path, self.final_path)
+        os.replace(self.temp_name, self.name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
         if self.fsync:
-            dir_fd = os.open(os.path.dirname(self.final_path) or ".", os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            os.fsync(self._dir)
         self.committed = True
+        self._close_dir()
         return Committed(size=self.size, native=stored, expected=sha256 if stored else None,
                          reread=stored is not None)
 
@@ -135,7 +151,13 @@ class LocalWriter:
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp_path)
+            os.unlink(self.temp_name, dir_fd=self._dir)
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
 
 
 RESUME_TOKEN = "resume"  # token of temporary files that a later run may continue
@@ -159,21 +181,26 @@ class ResumableLocalWriter(LocalWriter):
     behind to be continued.
     """
 
-    def __init__(self, final_path: str, identity: str, part_size: int, fsync: bool = False,
-                 readback: bool = False):
-        self.final_path = final_path
+    def __init__(self, root: str, key: str, identity: str, part_size: int,
+                 fsync: bool = False, readback: bool = False, mode: int | None = None):
+        self.final_path = os.path.join(root, key)
         self.fsync = fsync
         self.readback = readback
+        self.mode = DEFAULT_FILE_MODE if mode is None else mode
         self.part_size = part_size
-        self.temp_path = f"{final_path}{PARTIAL_MARKER}{RESUME_TOKEN}-{identity}"
-        self.journal_path = f"{self.temp_path}.journal"
-        os.makedirs(os.path.dirname(final_path) or ".", exist_ok=True)
-        self._journaled = self._load_journal()  # parts on disk from an earlier attempt
-        if self._journaled:
-            self._file = open(self.temp_path, "r+b", buffering=0)  # noqa: SIM115
-        else:
-            self._file = open(self.temp_path, "wb+", buffering=0)  # noqa: SIM115
-            self._rewrite_journal(0)
+        self._dir, self.name = open_parent(root, key, create=True)
+        self.temp_name = f"{self.name}{PARTIAL_MARKER}{RESUME_TOKEN}-{identity}"
+        self.journal_name = f"{self.temp_name}.journal"
+        try:
+            self._journaled = self._load_journal()  # parts on disk from an earlier attempt
+            if self._journaled:
+                self._file = self._open(self.temp_name, "r+b")
+            else:
+                self._file = self._open(self.temp_name, "wb+")
+                self._rewrite_journal(0)
+        except BaseException:
+            self._close_dir()
+            raise
         self._held = bytearray()  # a part's bytes while they may already be on disk
         self._index = 0
         self.size = 0
@@ -183,9 +210,9 @@ class ResumableLocalWriter(LocalWriter):
 
     def _load_journal(self) -> int:
         try:
-            with open(self.journal_path, encoding="ascii") as journal:
+            with self._open(self.journal_name, "r") as journal:
                 lines = journal.read().split("\n")
-            on_disk = os.path.getsize(self.temp_path)
+            on_disk = os.stat(self.temp_name, dir_fd=self._dir, follow_symlinks=False).st_size
         except (OSError, UnicodeDecodeError):
             return 0
         if lines[0] != f"{_JOURNAL_HEADER}{self.part_size}":
@@ -198,7 +225,7 @@ class ResumableLocalWriter(LocalWriter):
         return min(parts, on_disk // self.part_size)
 
     def _rewrite_journal(self, parts: int) -> None:
-        with open(self.journal_path, "w", encoding="ascii") as journal:
+        with self._open(self.journal_name, "w") as journal:
             journal.write(f"{_JOURNAL_HEADER}{self.part_size}\n")
             journal.writelines(f"{i}\n" for i in range(parts))
 
@@ -228,7 +255,7 @@ class ResumableLocalWriter(LocalWriter):
             self._diverge()
         if self.fsync:
             os.fsync(self._file.fileno())
-        with open(self.journal_path, "a", encoding="ascii") as journal:
+        with self._open(self.journal_name, "a") as journal:
             journal.write(f"{self._index}\n")
             if self.fsync:
                 journal.flush()
@@ -260,15 +287,20 @@ class ResumableLocalWriter(LocalWriter):
         if self._held or self._index < self._journaled:
             self._diverge()  # the source ended inside the journaled prefix
         self._file.truncate(self.size)
-        committed = super().commit(sha256, mtime)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.journal_path)
+        journal_dir = os.dup(self._dir)  # commit closes the writer's descriptor
+        try:
+            committed = super().commit(sha256, mtime)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.journal_name, dir_fd=journal_dir)
+        finally:
+            os.close(journal_dir)
         return replace(committed, sent=self.written)
 
     def abort(self) -> None:
+        if self._dir >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.journal_name, dir_fd=self._dir)
         super().abort()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.journal_path)
 
 
 class S3Writer:
@@ -461,20 +493,24 @@ class FsspecWriter:
 def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: int = 0,
                   fsync: bool = False, readback: bool = False, run_token: str = "",
                   resume_id: str | None = None, resumable: bool = True,
-                  storage_class: str | None = None) -> Iterator[AtomicWriter]:
+                  storage_class: str | None = None,
+                  mode: int | None = None) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``.
 
     ``resumable=False``: never continue an earlier attempt's upload (the bytes
     will differ, as with encryption under a fresh file key). ``storage_class``:
     the S3 or GCS class new objects are written in (manifest ``destination.storage_class``).
+    ``mode``: a local file's permission bits (default 0666 less the umask).
+    Raises UnsafePath before anything is written if ``key`` could leave the root.
     """
+    check_key(key)
     writer: AtomicWriter
     if location.is_local and resume_id:
-        writer = ResumableLocalWriter(location.path(key), resume_id, part_size, fsync=fsync,
-                                      readback=readback)
+        writer = ResumableLocalWriter(location.root, key, resume_id, part_size, fsync=fsync,
+                                      readback=readback, mode=mode)
     elif location.is_local:
-        writer = LocalWriter(location.path(key), fsync=fsync, readback=readback,
-                             run_token=run_token)
+        writer = LocalWriter(location.root, key, fsync=fsync, readback=readback,
+                             run_token=run_token, mode=mode)
     elif location.is_s3:
         writer = S3Writer(location, key, part_size, size_hint, resume=resumable,
                           storage_class=storage_class)

@@ -155,14 +155,14 @@ def test_local_journal_stops_reuse_where_the_source_differs(tmp_path):
     from datamove.writers import ResumableLocalWriter
 
     part = 1 * MIB
-    final = str(tmp_path / "obj")
-    first = ResumableLocalWriter(final, "id1", part, readback=True)
+    first = ResumableLocalWriter(str(tmp_path), "obj", "id1", part, readback=True)
     for byte in (1, 2, 3):
         first.write(bytes([byte]) * part)
     first._file.close()  # "killed": the temporary file and its journal stay behind
+    first._close_dir()
 
     new = [bytes([1]) * part, bytes([7]) * part, bytes([3]) * part, b"tail"]
-    second = ResumableLocalWriter(final, "id1", part, readback=True)
+    second = ResumableLocalWriter(str(tmp_path), "obj", "id1", part, readback=True)
     for data in new:
         second.write(data)
     committed = second.commit(hashlib.sha256(b"".join(new)).hexdigest(), None)
