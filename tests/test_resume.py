@@ -251,11 +251,11 @@ def start(manifest: Path, log_dir: Path, name: str, *extra: str) -> subprocess.P
 class Round:
     """One run of the migration and the SIGKILL that ended it."""
 
-    trigger: str  # "start": its start row is in the ledger; "published": k new objects
-    target: int  # for "published": how many new objects the kill waited for
+    trigger: str  # "start": its start row is in the ledger; "published": see target
+    target: int  # "published": k, the kill waited for the k-th missing key to be published
     unrecorded_at_start: int  # objects without a done row in the ledger: its work
     unpublished_at_start: int  # objects not yet at the destination
-    stopped_after_s: float  # from the launch to the kill (SIGSTOP, checks, SIGKILL)
+    stopped_after_s: float  # from the launch to the kill's moment (its SIGSTOP)
     unrecorded_at_kill: int  # objects still without a done row: > 0, work remained
     unpublished_at_kill: int  # objects still missing at the destination: > 0
     new_objects: int  # published at the destination during this round
@@ -351,7 +351,8 @@ def kill_loop(manifest: Path, dest: LocalDest | S3Dest, tree: Tree, ledger_dir: 
         recorded = _recorded_keys(ledger_dir)
         before, rows_before = dest.published(), ledger_rows(ledger_dir)
         unpublished = len(set(tree.objects) - set(before))
-        assert unpublished > 1, f"round {n}: nothing left to interrupt"
+        assert unpublished > 1, (
+            f"round {n}: {unpublished} objects left to copy, too few to interrupt a run")
         temporaries_before = set(dest.temporaries())
         target = 0
         if trigger == "start":
@@ -360,8 +361,9 @@ def kill_loop(manifest: Path, dest: LocalDest | S3Dest, tree: Tree, ledger_dir: 
             # Runs copy in key order (a bounded window of batches in flight): the
             # target-th missing key is published after about target others.
             target = rng.randint(1, max(1, unpublished // 3))
-            key = sorted(set(tree.objects) - set(before))[target - 1]
-            reached, what = published(dest, key), f"missing object {target} ({key}) published"
+            watched = sorted(set(tree.objects) - set(before))[target - 1]
+            reached = published(dest, watched)
+            what = f"missing object {target} ({watched}) published"
         began = time.monotonic()
         proc = start(manifest, log_dir, f"round{n:02d}")
         try:
@@ -372,7 +374,7 @@ def kill_loop(manifest: Path, dest: LocalDest | S3Dest, tree: Tree, ledger_dir: 
             unrecorded_at_kill = len(set(tree.objects) - _recorded_keys(ledger_dir))
             unpublished_at_kill = len(set(tree.objects) - set(dest.published()))
         finally:
-            with contextlib.suppress(ProcessLookupError):
+            if proc.poll() is None:  # stopped (or, after a failure above, running)
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
         assert proc.returncode == -signal.SIGKILL, (
