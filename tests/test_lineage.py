@@ -4,11 +4,11 @@ The ledger is made by datamove itself on a small local tree: a clean run, a run
 in which one object fails for real (a destination *file* stands where the
 object's directory must go, which stops root too), and a key rotation of the
 encrypted dataset. Every exported event is validated against the OpenLineage
-2-0-2 JSON Schemas in ``shared/schemas/openlineage`` (beside this repository;
-in CI a missing copy fails the run) and every facet against the schema its
-``_schemaURL`` names, datamove's own facets included. The checksums digest is
-recomputed here from the Delta table with pyarrow, following the documented
-recipe, not the exporter's code.
+2-0-2 JSON Schemas in ``tests/data/openlineage`` (copied from the OpenLineage
+repository, see SOURCE.md there; a missing copy fails the tests, it never skips
+them) and every facet against the schema its ``_schemaURL`` names, datamove's own
+facets included. The checksums digest is recomputed here from the Delta table
+with pyarrow, following the documented recipe, not the exporter's code.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import socket
 import uuid
@@ -48,7 +47,7 @@ from datamove.lineage import (
 from datamove.rotate import rotate
 from tests.conftest import REPO, write_manifest
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared/schemas/openlineage"
+SCHEMAS = Path(__file__).resolve().parent / "data" / "openlineage"
 DONE = ("copied", "verified", "repaired", "rotated")
 
 # --- schemas -------------------------------------------------------------------------
@@ -81,12 +80,9 @@ def _is_uri(value: object) -> bool:
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     """Every OpenLineage schema file keyed by its ``$id``, plus datamove's facets."""
-    if not (SCHEMAS / "OpenLineage.json").is_file():
-        message = (f"OpenLineage JSON Schemas not found at {SCHEMAS}: the repository is "
-                   "expected to sit next to shared/")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    assert (SCHEMAS / "OpenLineage.json").is_file(), (
+        f"OpenLineage JSON Schemas not found at {SCHEMAS}: restore tests/data/openlineage "
+        "from git (see its SOURCE.md)")
     resources = []
     for path in sorted(SCHEMAS.glob("*.json")):
         contents = json.loads(path.read_text())
