@@ -14,6 +14,9 @@ What is checked, and why each check exists:
   long and its first ``tree size`` events have that root (so truncating the
   tail, or rewriting the log and its stored checkpoints, is caught).
 
+* with a verifier key: the events after the last checkpoint or seal (seal.py)
+  it verifies are named as unvouched: nothing but the storage stands behind them.
+
 Where a link breaks, the event named is the one the evidence points at: an
 event whose own seq jumps past its predecessor's, with a ``prev`` that does not
 match, has events missing before it (deleted, the seq column renumbered to hide
@@ -39,6 +42,7 @@ from ..errors import EXIT_OBJECTS_FAILED, EXIT_OK
 from ..ledger import Ledger
 from . import merkle
 from .events import (
+    ACKNOWLEDGED,
     INIT_ACTION,
     ZERO_HASH,
     EventError,
@@ -47,6 +51,7 @@ from .events import (
     sha256_hex,
 )
 from .note import Checkpoint, Note, NoteError, SignedCheckpoint, Verifier
+from .seal import newest_seal
 from .tables import AUDIT, CHECKPOINTS, read_table
 
 MAX_PROBLEMS = 1_000  # a renumbered tail breaks every later link; the first ones matter
@@ -91,6 +96,7 @@ class VerifyResult:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     omitted: int = 0  # problems beyond MAX_PROBLEMS
+    acknowledged: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -129,7 +135,7 @@ class VerifyResult:
                 "first_bad": first.to_dict() if first else None,
                 "problems": [p.to_dict() for p in self.problems],
                 "problems_omitted": self.omitted, "notes": self.notes,
-                "exit_code": self.exit_code}
+                "acknowledged": self.acknowledged, "exit_code": self.exit_code}
 
     def render(self, out: TextIO) -> None:
         out.write(f"audit log {self.ledger}: {self.size} events, origin {self.origin}\n")
@@ -179,17 +185,39 @@ def verify_log(ledger: Ledger, verifiers: list[Verifier] | None = None,
             result.add(Problem("held.origin", f"held checkpoint is for log {held.body.origin}, "
                                f"not {result.origin}", tree_size=held.body.size))
         stored.append((held.body, "held checkpoint"))
+    seal = newest_seal(ledger.table(AUDIT), result.origin, verifiers)
+    if seal is not None and result.origin is not None:
+        vouching.append(seal.size)
+        body = seal.checkpoint(result.origin)
+        if all(cp != body for cp, _ in stored):  # says more than the checkpoints
+            stored.append((body, f"seal of audit commit {seal.version}"))
     heads = {cp.size: cp.head for cp, _ in stored}
     _check_chain(entries, heads, result)
     _check_trees(stored, entries, leaves, result)
+    _check_vouched(entries, vouching, bool(verifiers), result)
     if not entries:
         result.notes.append(f"the audit log has no events ({ledger.uri(AUDIT)})")
     if not verifiers:
-        result.notes.append("checkpoint signatures not checked: no verifier key given")
+        result.notes.append("checkpoint signatures and seals not checked: no verifier key "
+                            "given")
     if not stored:
         result.notes.append("no signed checkpoint: a rewrite of the whole log or of its "
                             "tail cannot be told from the original")
     return result
+
+
+def verify_tail(ledger: Ledger, start: int, before: str, heads: dict[int, str]
+                ) -> tuple[VerifyResult, list[bytes]]:
+    """The per-row and chain checks of the events from seq ``start`` on, the first of
+    which must have ``prev`` = ``before`` (the head of a checkpoint at size ``start``);
+    ``heads``: the signed head hash at each tree size known. For a writer about to
+    continue the log (vouch.py); returns the leaf hashes too."""
+    result = VerifyResult(ledger.url)
+    rows = read_table(ledger, AUDIT, sql_where=f"seq >= {int(start)}")
+    entries, leaves, _ = _check_rows(rows, result, start)
+    _check_chain(entries, heads, result, before)
+    result.size = start + len(entries)
+    return result, leaves
 
 
 def _check_rows(rows: pa.Table, result: VerifyResult, start: int = 0
@@ -226,11 +254,24 @@ def _check_rows(rows: pa.Table, result: VerifyResult, start: int = 0
                 result.add(Problem("columns", what, seq=seq))
             if seq == 0:
                 fields0 = fields
+            if fields["action"] == ACKNOWLEDGED:
+                _acknowledged(seq, fields, result)
         entries.append(_Entry(seq, digest, prev, seq != expected,
                               fields["seq"] if fields else None))
         leaves.append(merkle.leaf_hash(data))
         expected = seq + 1
     return entries, leaves, fields0
+
+
+def _acknowledged(seq: int, fields: dict[str, Any], result: VerifyResult) -> None:
+    details = fields["details"]
+    entry = {"seq": seq, "first_seq": details.get("first_seq"),
+             "last_seq": details.get("last_seq"), "actor": fields["actor"],
+             "time": fields["time"], "reason": details.get("reason")}
+    result.acknowledged.append(entry)
+    result.notes.append(f"events {entry['first_seq']}..{entry['last_seq']} were adopted "
+                        f"without a seal or checkpoint vouching for them, by {entry['actor']} "
+                        f"at seq {seq} ({entry['time']}): {entry['reason']}")
 
 
 def _column_mismatches(fields: dict[str, Any], columns: dict[str, list[Any]],
@@ -382,3 +423,22 @@ def _check_trees(checkpoints: list[tuple[Checkpoint, str]], entries: list[_Entry
             result.add(Problem("root", f"the first {cp.size} events do not have the Merkle "
                                f"root of the {what}: an event in {start}..{last} differs",
                                seq=start, last_seq=last, tree_size=cp.size, exact=False))
+
+
+def _check_vouched(entries: list[_Entry], vouching: list[int], keyed: bool,
+                   result: VerifyResult) -> None:
+    """Events after everything a verifier key signed (checkpoints, the newest seal)
+    have only the storage behind them: a problem when a key was given to check."""
+    top = max(vouching, default=0)
+    if top >= len(entries):
+        return
+    if not keyed:
+        return  # the note that nothing was checked says it
+    first, last = entries[top].seq, entries[-1].seq
+    events = f"event {first} comes" if first == last else f"events {first}..{last} come"
+    result.add(Problem("unvouched", f"{events} after the last signed "
+                       f"checkpoint or seal (size {top}): no datamove writer holding the "
+                       "signing key vouches for them (appended by someone with write access "
+                       "to the storage, or written without the key or with another one?); "
+                       "docs/FORMAT.md, 'What a writer vouches for', says what to do",
+                       seq=first, last_seq=last))
