@@ -37,7 +37,7 @@ def _ledger_of(manifest_path: str) -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def audit() -> None:
-    """The tamper-evident audit log: keys, verify, show, prove, checkpoint.
+    """The tamper-evident audit log: keys, verify, show, prove, checkpoint, acknowledge.
 
     Every state-changing action is a hash-chained event in <ledger>/audit;
     signed checkpoints of their Merkle tree are in <ledger>/audit_checkpoints.
@@ -90,10 +90,12 @@ def verify(manifest: str, pubkey_files: tuple[str, ...], checkpoint_file: str | 
            as_json: bool) -> None:
     """Recompute the audit log's chain, Merkle roots and checkpoint signatures.
 
-    Names the first bad event (seq and what is wrong). With --checkpoint, a
+    Names the first bad event (seq and what is wrong), or the range it lies in
+    when only signed roots show it (a consistent rewrite). With --checkpoint, a
     log shorter than the held checkpoint, or one whose first events do not have
-    its root, fails: that is how truncation and rewrites are caught. Exit 0 all
-    verified, 1 a problem was found, 2 bad input.
+    its root, fails: that is how truncation and rewrites are caught. With
+    --pubkey, events after the last signed checkpoint or seal are reported as
+    unvouched. Exit 0 all verified, 1 a problem was found, 2 bad input.
     """
     from .audit.note import read_note_file, read_verifier_file
     from .audit.verify import verify_log
@@ -175,7 +177,8 @@ def checkpoint(manifest: str, output: str | None, as_json: bool) -> None:
 
     Needs the manifest's audit.signing_key. Keep exported notes outside the
     ledger: `audit verify --checkpoint FILE` then catches truncation and
-    rewrites. Exit 0 signed, 2 no signing key or no events yet.
+    rewrites. Exit 0 signed, 2 no signing key, no events yet, or events the key
+    cannot vouch for (docs/FORMAT.md, "What a writer vouches for").
     """
     from .api import new_run_id
     from .audit.log import AuditLog
@@ -205,6 +208,48 @@ def checkpoint(manifest: str, output: str | None, as_json: bool) -> None:
                                "exit_code": EXIT_OK}, ensure_ascii=False))
     else:
         click.echo(note, nl=False)
+
+
+@audit.command("acknowledge")
+@MANIFEST
+@click.option("--through", type=int, required=True, metavar="SEQ",
+              help="The last event to adopt: the log's last, as the refusal named it.")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="What the investigation found (recorded in the log).")
+@JSON
+def acknowledge(manifest: str, through: int, reason: str, as_json: bool) -> None:
+    """Adopt events the signing key cannot vouch for, on the record.
+
+    A writer with audit.signing_key refuses to append to (and sign over) events
+    after its last checkpoint that no datamove writer holding the key sealed:
+    forged ones, or ones written without the key or with another. After an
+    investigation, this appends an `audit.acknowledged` event naming them (seq
+    range, last hash, your reason) and signs a checkpoint: the events stay in
+    the log as unvouched, which `audit verify` lists. It never adopts events
+    that do not chain. Exit 0 adopted, 2 nothing to adopt or bad input.
+    """
+    from .api import new_run_id
+    from .audit.log import AuditLog
+    from .locks import ledger_lock
+
+    def go() -> dict[str, Any]:
+        loaded, _ = _ledger_of(manifest)
+        if not loaded.audit.signing_key:
+            raise BadInput(f"{manifest}: no audit.signing_key; only the key that signs "
+                           "checkpoints can adopt events into what they cover")
+        log = AuditLog(loaded.ledger, loaded.ledger_options, origin_name=loaded.name,
+                       signing_key=loaded.audit.signing_key,
+                       checkpoint_every=loaded.audit.checkpoint_every)
+        with ledger_lock(loaded.ledger, loaded.ledger_options, command="audit acknowledge"):
+            return log.acknowledge(new_run_id(), through, reason)
+
+    done = _call(go, as_json)
+    if as_json:
+        click.echo(json.dumps({**done, "exit_code": EXIT_OK}, ensure_ascii=False))
+    else:
+        click.echo(f"adopted events {done['first_seq']}..{done['last_seq']} unvouched "
+                   f"(audit.acknowledged at seq {done['seq']}); signed checkpoint:")
+        click.echo(done["checkpoint"], nl=False)
 
 
 def _write_public(path: str, text: str) -> None:

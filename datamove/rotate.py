@@ -107,11 +107,11 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
     report = Report("rotate", manifest.name, new_run_id(), engine=engine.description)
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
                                 fsync=spec.fsync, run_token=report.run_id.rsplit("-", 1)[-1])
+    audit = open_audit(manifest, report.run_id)  # may refuse the log: before any write
     writer = LedgerWriter(ledger, report.run_id)
     writer.run_event("start", command="rotate", manifest_name=manifest.name,
                      manifest_sha256=manifest.sha256, engine=engine.description,
                      started_at=ts(report.started))
-    audit = open_audit(manifest, report.run_id)
     audit.append("run.start", command="rotate", manifest_sha256=manifest.sha256,
                  engine=engine.description, datasets=[job.name for job in jobs],
                  new_key_fingerprints=list(target))

@@ -100,6 +100,59 @@ def test_verify_exit_codes_and_json(logged):
     assert text.exit_code == 1 and "first bad event: seq 6:" in text.output
 
 
+def replace_events(ledger: Ledger, rows: list[dict]) -> None:
+    """Recreate the audit table with ``rows``, as someone with storage access can."""
+    shutil.rmtree(ledger.uri(AUDIT))
+    write_deltalake(ledger.uri(AUDIT), pa.Table.from_pylist(rows, schema=AUDIT_SCHEMA))
+
+
+def test_verify_names_a_deleted_event_when_later_seq_columns_were_renumbered(logged):
+    """Event 6 deleted, every later row's seq lowered by one: no gap, no repeat, and
+    every later event still chains to its original predecessor. The event named is
+    the deleted position, 6, not the event before it."""
+    ledger = logged["ledger"]
+    rows = sorted(DeltaTable(ledger.uri(AUDIT)).to_pyarrow_table().to_pylist(),
+                  key=lambda r: r["seq"])
+    replace_events(ledger, rows[:6] + [{**r, "seq": r["seq"] - 1} for r in rows[7:]])
+    bad = invoke("verify", logged["manifest"], "--pubkey", logged["pub"], "--json")
+    assert bad.exit_code == 1
+    summary = last_json(bad.output)
+    assert summary["first_bad_seq"] == 6 and summary["first_bad"]["exact"] is True
+    [chain] = [p for p in summary["problems"] if p["check"] == "chain"]
+    assert chain["seq"] == 6 and "missing before it" in chain["message"]
+    text = invoke("verify", logged["manifest"], "--pubkey", logged["pub"])
+    assert "first bad event: seq 6:" in text.output
+
+
+def test_verify_reports_a_consistent_rewrite_as_a_range(logged):
+    """Events from 12 on rewritten with every hash and prev recomputed: the chain is
+    whole, so only the checkpoint at 14 shows it, and the first bad event is somewhere
+    after the last checkpoint that still matches (11) up to 13: reported as that range
+    (exact: false), as docs/FORMAT.md says, not as event 13."""
+    ledger = logged["ledger"]
+    rows = sorted(DeltaTable(ledger.uri(AUDIT)).to_pyarrow_table().to_pylist(),
+                  key=lambda r: r["seq"])
+    sizes = sorted(r["tree_size"] for r in DeltaTable(
+        ledger.uri("audit_checkpoints")).to_pyarrow_table().to_pylist())
+    assert sizes[-2:] == [11, 14]
+    for i in range(12, len(rows)):
+        event = {**json.loads(rows[i]["event"]), "prev": rows[i - 1]["event_hash"]}
+        if i == 12:
+            event["details"] = {**event["details"], "size": 999}
+        rows[i] = row_of(canonical(event))
+    replace_events(ledger, rows)
+    bad = invoke("verify", logged["manifest"], "--pubkey", logged["pub"], "--json")
+    assert bad.exit_code == 1
+    summary = last_json(bad.output)
+    first = summary["first_bad"]
+    assert (summary["first_bad_seq"], first["exact"]) == (11, False)
+    assert (first["seq"], first["last_seq"]) == (11, 13)
+    assert {p["check"] for p in summary["problems"]} == {"root", "head"}
+    assert all(p["exact"] is False for p in summary["problems"])
+    text = invoke("verify", logged["manifest"], "--pubkey", logged["pub"])
+    assert "first bad event: somewhere in seq 11..13:" in text.output
+
+
 def test_verify_bad_input_is_exit_2_with_json(logged):
     missing = invoke("verify", logged["manifest"], "--pubkey", "/nonexistent/pub", "--json")
     assert missing.exit_code == 2

@@ -5,10 +5,12 @@ an attacker with storage access would try next, each against a fresh copy of a
 real log (41 events, two runs, checkpoints at 16, 25 and 41; the auditor holds
 the last one as a file): an event changed without and with its hash recomputed,
 only a column changed, an event re-spelled non-canonically, deletions with and
-without renumbering, insertions renumbered or as a duplicate seq, swaps of any
-two events, a seq column swapped under unchanged events, truncation with the
-stored checkpoints cleaned up (visible only against the held file), altered
-signatures (stored and held), and a consistent rewrite of the whole tail.
+without renumbering (of the events, or of the seq column alone), insertions
+renumbered or as a duplicate seq, swaps of any two events, a seq column swapped
+under unchanged events, truncation with the stored checkpoints cleaned up
+(visible only against the held file, or the newest seal), altered signatures
+(stored and held), and consistent rewrites (reported as the range the
+checkpoints bound them to).
 Tables are rewritten for real, alternately by recreating them and by turning
 ``delta.appendOnly`` off for an overwrite, and rows are shuffled on disk: the
 physical order means nothing, which the untouched controls confirm.
@@ -17,6 +19,7 @@ physical order means nothing, which the untouched controls confirm.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import shutil
@@ -101,6 +104,8 @@ def modify_rehashed(rows, k, rng):
     event = fields(rows[k])
     event["details"] = {**event["details"], "size": 10 ** 6}
     rows[k] = rebuilt(event)
+    if k == len(rows) - 1:  # no successor: a consistent rewrite ending here, for all we see
+        return rows, bounds(k)
     return rows, k
 
 
@@ -122,6 +127,12 @@ def delete_gap(rows, k, rng):
 
 def delete_renumbered(rows, k, rng):
     return renumbered(rows[:k] + rows[k + 1:], k), k
+
+
+def delete_renumbered_column(rows, k, rng):
+    """Event k's row deleted and the seq column of every later row renumbered to close
+    the gap; the events themselves (and their hashes) are left as they were."""
+    return rows[:k] + [{**r, "seq": r["seq"] - 1} for r in rows[k + 1:]], k
 
 
 def insert_renumbered(rows, k, rng):
@@ -154,6 +165,7 @@ KINDS: dict[str, tuple[Callable, range]] = {  # kind: (tamper, positions it may 
     "respelled": (respelled, range(0, 41)),
     "delete_gap": (delete_gap, range(1, 41)),
     "delete_renumbered": (delete_renumbered, range(1, 40)),
+    "delete_renumbered_column": (delete_renumbered_column, range(1, 40)),
     "insert_renumbered": (insert_renumbered, range(0, 41)),
     "insert_duplicate": (insert_duplicate, range(1, 41)),
     "swap_any": (swap_any, range(0, 41)),
@@ -161,13 +173,36 @@ KINDS: dict[str, tuple[Callable, range]] = {  # kind: (tamper, positions it may 
 }
 
 # What gives each kind away first: a row that contradicts itself, or a broken link
-# (the last event of the log has no successor: only the checkpoint's head names it).
+# (the last event of the log has no successor: only the checkpoint's root and head
+# show it, as a range).
 EVIDENCE = {
-    "modify_naive": {"event_hash"}, "modify_rehashed": {"chain", "head"},
+    "modify_naive": {"event_hash"}, "modify_rehashed": {"chain", "head", "root"},
     "modify_column": {"columns"}, "respelled": {"event"}, "delete_gap": {"seq", "truncated"},
-    "delete_renumbered": {"chain"}, "insert_renumbered": {"chain", "init"},
-    "insert_duplicate": {"seq"}, "swap_any": {"chain"}, "swap_seq_column": {"columns"},
+    "delete_renumbered": {"chain"}, "delete_renumbered_column": {"columns", "chain"},
+    "insert_renumbered": {"chain", "init"},
+    "insert_duplicate": {"seq"}, "swap_any": {"chain", "init"},
+    "swap_seq_column": {"columns"},
 }
+
+
+CHECKPOINT_SIZES = (16, 25, 41)
+
+
+def bounds(k: int) -> tuple[int, int]:
+    """Where the checkpoints bound a consistent rewrite that reaches event k: after the
+    last checkpoint it leaves intact, up to the last event of the first it changes."""
+    return (max((c for c in CHECKPOINT_SIZES if c <= k), default=0),
+            min(c for c in CHECKPOINT_SIZES if c > k) - 1)
+
+
+def assert_first_bad(first, expected, why) -> None:
+    """An int: that event, exactly; a (first, last) pair: that range, not exact."""
+    assert first is not None, why
+    if isinstance(expected, tuple):
+        assert (first.seq, first.last, first.exact) == (*expected, False), (why, str(first))
+        assert first.to_dict()["last_seq"] == expected[1]
+    else:
+        assert (first.seq, first.exact) == (expected, True), (why, str(first))
 
 
 def rewrite(ledger: Ledger, name: str, rows: list[dict], rng: random.Random,
@@ -213,20 +248,20 @@ def test_event_tampering_of_every_kind_names_the_first_bad_event(pristine, tmp_p
             result = verify(pristine, ledger)
             first = result.first_bad
             assert not result.ok and result.exit_code == 1, (kind, k)
-            assert first is not None and first.seq == expected and first.exact, \
-                (kind, k, expected, [str(p) for p in result.problems[:5]])
+            assert_first_bad(first, expected,
+                             (kind, k, expected, [str(p) for p in result.problems[:5]]))
             assert first.check in EVIDENCE[kind], (kind, k, str(first))
             outcomes[kind] += 1
-    assert sum(outcomes.values()) == len(KINDS) * ROUNDS == 50
+    assert sum(outcomes.values()) == len(KINDS) * ROUNDS == 55
     assert set(outcomes) == set(KINDS)
 
 
 def test_truncation_with_the_checkpoints_cleaned_up_is_caught_by_the_held_file(pristine,
                                                                                 tmp_path):
     rng = random.Random(SEED + 1)
-    for trial in range(5):
+    keeps = [(trial, rng.randrange(1, 41)) for trial in range(5)] + [(5, 25)]
+    for trial, keep in keeps:
         ledger = fresh_copy(pristine, tmp_path, trial)
-        keep = rng.randrange(1, 41)
         rewrite(ledger, AUDIT, pristine["rows"][:keep], rng, trial)
         rewrite(ledger, CHECKPOINTS, [c for c in pristine["checkpoints"]
                                       if c["tree_size"] <= keep], rng, trial)
@@ -234,8 +269,20 @@ def test_truncation_with_the_checkpoints_cleaned_up_is_caught_by_the_held_file(p
         assert not result.ok
         assert result.first_bad is not None and result.first_bad.seq == keep
         assert [p.check for p in result.problems] == ["truncated"]
-        # Without the held checkpoint the shortened log looks whole: keep one outside.
-        assert verify_log(ledger, [pristine["verifier"]]).ok
+        # Without the held checkpoint: a table overwritten in place still has the
+        # newest seal in its commit history, which covers the events that are gone;
+        # one recreated without its history leaves events after the last checkpoint
+        # that nothing signed vouches for; cut at a checkpoint, it looks whole (so
+        # keep a checkpoint outside the ledger).
+        alone = verify_log(ledger, [pristine["verifier"]])
+        found = [(p.check, p.seq) for p in alone.problems]
+        if trial % 2 == 0:
+            assert found == [("truncated", keep)]
+            assert "seal of audit commit" in alone.problems[0].message
+        elif keep in CHECKPOINT_SIZES:
+            assert alone.ok, found
+        else:
+            assert found == [("unvouched", max(c for c in (0, *CHECKPOINT_SIZES) if c <= keep))]
 
 
 def test_altered_signatures_are_caught_and_name_the_checkpoint(pristine, tmp_path):
@@ -266,26 +313,39 @@ def flip_signature(note: str, rng: random.Random) -> str:
     return f"{head} {base64.b64encode(bytes(blob)).decode()}\n"
 
 
-def test_a_consistent_rewrite_of_the_tail_is_caught_by_the_checkpoints(pristine, tmp_path):
-    """Every hash and prev recomputed from event k on: the chain is whole, so only the
-    signed roots and heads show it. The first bad event is bounded, not pinned: the
-    damage starts at or after the last checkpoint that still matches."""
+def test_a_consistent_rewrite_is_reported_as_the_range_it_lies_in(pristine, tmp_path):
+    """Every hash and prev recomputed from event k on (to the end, or up to a later
+    event whose prev is left pointing at the rewritten one): where the chain is whole,
+    only the signed roots and heads show it, and they bound the first bad event to a
+    range, from the last checkpoint that still matches to the first head that
+    differs. That range is the answer (exact: false), in the JSON and the text."""
     rng = random.Random(SEED + 3)
-    for trial in range(3):
+    cases = [(k, 41) for k in (1, 15, 16, 24, 25, 40)] + [(3, 9), (17, 20)]
+    for trial, (k, end) in enumerate(cases):
         ledger = fresh_copy(pristine, tmp_path, trial)
-        k = rng.randrange(1, 41)
         rows = copy.deepcopy(pristine["rows"])
-        for i in range(k, len(rows)):
+        for i in range(k, end):
             event = {**fields(rows[i]), "prev": rows[i - 1]["event_hash"]}
             if i == k:
                 event["details"] = {**event["details"], "size": 10 ** 6}
             rows[i] = rebuilt(event)
         rewrite(ledger, AUDIT, rows, rng, trial)
         result = verify(pristine, ledger)
+        lo, hi = bounds(k)
+        if end < 41:  # the event after the run still names the original: exact
+            assert_first_bad(result.first_bad, end - 1, (k, end))
+            continue
         assert not result.ok and {p.check for p in result.problems} <= {"root", "head"}
-        ranges = [p for p in result.problems if p.check == "root"]
-        assert ranges and all(not p.exact and p.seq <= k < p.tree_size for p in ranges)
-        assert result.first_bad is not None and result.first_bad.seq >= k
+        assert all(not p.exact and p.seq <= k <= p.last < p.tree_size
+                   for p in result.problems), [str(p) for p in result.problems]
+        assert_first_bad(result.first_bad, (lo, hi), k)
+        summary = result.to_dict()
+        assert summary["first_bad_seq"] == lo
+        assert (summary["first_bad"]["seq"], summary["first_bad"]["last_seq"],
+                summary["first_bad"]["exact"]) == (lo, hi, False)
+        text = io.StringIO()
+        result.render(text)
+        assert f"first bad event: somewhere in seq {lo}..{hi}:" in text.getvalue()
 
 
 def test_untouched_logs_rewritten_in_another_order_verify(pristine, tmp_path):
@@ -303,7 +363,7 @@ EDGES = [0, 1, 15, 16, 24, 25, 39, 40]  # both ends and both sides of each check
 
 
 @pytest.mark.parametrize("kind", ["modify_rehashed", "delete_renumbered", "insert_renumbered",
-                                  "delete_gap", "swap_any"])
+                                  "delete_gap", "swap_any", "delete_renumbered_column"])
 def test_tampering_at_the_ends_and_at_checkpoint_boundaries(pristine, tmp_path, kind):
     tamper, positions = KINDS[kind]
     rng = random.Random(SEED + 5)
@@ -311,6 +371,21 @@ def test_tampering_at_the_ends_and_at_checkpoint_boundaries(pristine, tmp_path, 
         ledger = fresh_copy(pristine, tmp_path, trial)
         rows, expected = tamper(copy.deepcopy(pristine["rows"]), k, rng)
         rewrite(ledger, AUDIT, rows, rng, trial)
-        first = verify(pristine, ledger).first_bad
-        assert first is not None and (first.seq, first.exact) == (expected, True), \
-            (kind, k, str(first))
+        assert_first_bad(verify(pristine, ledger).first_bad, expected, (kind, k))
+
+
+def test_a_deleted_event_with_the_seq_column_renumbered_is_named_where_it_was(pristine,
+                                                                             tmp_path):
+    """One row deleted, every later row's seq column lowered by one to close the gap,
+    events untouched: seq stays contiguous and every later event still chains to its
+    original predecessor, so the one link that breaks is at the deleted position, and
+    that position (not the event before it) is the first bad one, at every position."""
+    rng = random.Random(SEED + 6)
+    for trial, k in enumerate(range(1, 40)):
+        ledger = fresh_copy(pristine, tmp_path, trial)
+        rows, _ = delete_renumbered_column(copy.deepcopy(pristine["rows"]), k, rng)
+        rewrite(ledger, AUDIT, rows, rng, trial)
+        result = verify(pristine, ledger)
+        assert_first_bad(result.first_bad, k, k)
+        chain = [p for p in result.problems if p.check == "chain"]
+        assert [p.seq for p in chain] == [k] and "missing before it" in chain[0].message

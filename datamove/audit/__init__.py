@@ -8,7 +8,9 @@ verifier key and, ideally, a checkpoint they kept themselves.
 
 Modules: ``events`` (canonical bytes, rows), ``merkle`` (RFC 6962),
 ``note`` (C2SP signed notes, keys, checkpoints), ``tables`` (the Delta tables),
-``log`` (the writer), ``verify`` (verification), ``query`` (show, prove).
+``seal`` (the key's signature on every commit), ``vouch`` (what a keyed writer
+may continue from), ``log`` (the writer), ``verify`` (verification), ``query``
+(show, prove).
 """
 
 from .events import EventError
@@ -16,7 +18,8 @@ from .log import AuditConflict, AuditLog, AuditWriter
 from .note import SignedCheckpoint, Signer, Verifier, read_note_file, read_verifier_file
 from .tables import AuditDamaged
 from .verify import Problem, VerifyResult, verify_log
+from .vouch import AuditUnvouched
 
-__all__ = ["AuditConflict", "AuditDamaged", "AuditLog", "AuditWriter", "EventError", "Problem",
-           "SignedCheckpoint", "Signer", "Verifier", "VerifyResult", "read_note_file",
-           "read_verifier_file", "verify_log"]
+__all__ = ["AuditConflict", "AuditDamaged", "AuditLog", "AuditUnvouched", "AuditWriter",
+           "EventError", "Problem", "SignedCheckpoint", "Signer", "Verifier", "VerifyResult",
+           "read_note_file", "read_verifier_file", "verify_log"]

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 ZERO_HASH = "0" * 64  # ``prev`` of event 0
 INIT_ACTION = "audit.init"  # event 0 of every log: its id and origin
+ACKNOWLEDGED = "audit.acknowledged"  # unvouched events adopted (log.py, acknowledge)
 FIELDS = ("action", "actor", "dataset", "details", "key", "prev", "run_id", "seq", "time")
 MAX_INT = 2 ** 53 - 1
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -99,7 +100,13 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+    """The instant of an event's ``time``; ValueError for any other spelling.
+    (fromisoformat, checked by spelling it back: strptime is 10x slower, and a
+    writer verifies every event since the last checkpoint before it appends.)"""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None or format_time(moment) != text:
+        raise ValueError(f"time {text!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return moment.astimezone(UTC)
 
 
 def make_event(seq: int, time: datetime, run_id: str, action: str, actor: str,

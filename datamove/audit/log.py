@@ -8,6 +8,11 @@ duplicates events. Before each batch the writer also checks the table still
 ends where its chain does: a second writer would fork the chain, so it is
 refused rather than recorded.
 
+With a signing key, the writer first makes sure it can vouch for every event it
+will sign over (vouch.py: refused, exit 2, before anything is written, if not),
+and seals each commit (seal.py) so that its events, even if the run dies before
+its checkpoint, are told apart from events someone else appended.
+
 Usage (datamove/api.py, rotate.py)::
 
     log = AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
@@ -31,8 +36,17 @@ import pyarrow as pa
 from ..errors import BadInput
 from ..ledger import Ledger, append_once, now, user
 from . import merkle
-from .events import AUDIT_SCHEMA, CHECKPOINT_SCHEMA, INIT_ACTION, make_event, row_of, sha256_hex
+from .events import (
+    ACKNOWLEDGED,
+    AUDIT_SCHEMA,
+    CHECKPOINT_SCHEMA,
+    INIT_ACTION,
+    make_event,
+    row_of,
+    sha256_hex,
+)
 from .note import Checkpoint, NoteError, Signer, check_name
+from .seal import SEAL_KEY, make_seal
 from .tables import (
     AUDIT,
     CHECKPOINTS,
@@ -44,6 +58,7 @@ from .tables import (
     read_head,
     table_size,
 )
+from .vouch import open_vouched
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +89,31 @@ class AuditLog:
 
     def writer(self, run_id: str, *, max_events: int = 2_000, max_seconds: float = 1.0,
                retries: int = 5) -> AuditWriter:
+        """A writer continuing the log; with a signing key, refuses (AuditUnvouched,
+        AuditDamaged: exit 2) a log it cannot vouch for, before writing anything."""
         return AuditWriter(self, run_id, max_events=max_events, max_seconds=max_seconds,
                            retries=retries)
+
+    def acknowledge(self, run_id: str, through: int, reason: str) -> dict[str, Any]:
+        """Adopt the unvouched events up to seq ``through`` (the log's last) after an
+        investigation: an ``audit.acknowledged`` event names them and the reason, and
+        a checkpoint is signed. The events stay what they were, unvouched: the log
+        itself says so, and `audit verify` lists every acknowledgement."""
+        if self.signer is None:
+            raise BadInput("acknowledging needs the manifest's audit.signing_key: only the "
+                           "key that signs checkpoints can decide what they cover")
+        reason = " ".join(reason.split())
+        if not reason:
+            raise BadInput("--reason: say what the investigation found (it is recorded in "
+                           "the audit log)")
+        writer = AuditWriter(self, run_id, adopt_through=through)
+        assert writer.adopted is not None
+        first, last = writer.adopted
+        writer.append(ACKNOWLEDGED, first_seq=first, last_seq=last, last_hash=writer.head,
+                      vouched_before=writer.vouched_by, reason=reason)
+        note = writer.checkpoint()
+        return {"first_seq": first, "last_seq": last, "seq": writer.size - 1,
+                "checkpoint": note}
 
     def __repr__(self) -> str:
         return f"AuditLog({self.ledger.url!r}, signer={self.signer!r})"
@@ -85,7 +123,8 @@ class AuditWriter:
     """Appends events for one run, continuing the chain from the table's head."""
 
     def __init__(self, audit_log: AuditLog, run_id: str, *, max_events: int = 2_000,
-                 max_seconds: float = 1.0, retries: int = 5):
+                 max_seconds: float = 1.0, retries: int = 5,
+                 adopt_through: int | None = None):
         self.log = audit_log
         self.ledger = audit_log.ledger
         self.run_id = run_id
@@ -94,7 +133,17 @@ class AuditWriter:
         self.max_seconds = max_seconds
         self.retries = retries
         self.actor = f"{user()}@{socket.gethostname()}"
-        head = read_head(self.ledger)
+        self.adopted: tuple[int, int] | None = None
+        self.vouched_by: str | None = None
+        if audit_log.signer is not None:
+            opened = open_vouched(self.ledger, audit_log.signer.verifier,
+                                  adopt_through=adopt_through)
+            head = opened.head
+            self.adopted, self.vouched_by = opened.adopted, opened.vouched_by
+            checkpoint = opened.checkpoint_size, opened.checkpoint_note
+        else:
+            head = read_head(self.ledger)
+            checkpoint = latest_checkpoint(self.ledger)
         self.size, self.head, self.frontier = head.size, head.hash, head.frontier
         self.origin = head.origin
         self.committed = head.size  # events in the table; the rest are in _pending
@@ -103,7 +152,7 @@ class AuditWriter:
         self.batch = _transaction_version(self.ledger, AUDIT, self.app_id)
         self.checkpoint_batch = _transaction_version(self.ledger, CHECKPOINTS,
                                                      f"{self.app_id}:checkpoints")
-        self.checkpoint_size, self._checkpoint_note = latest_checkpoint(self.ledger)
+        self.checkpoint_size, self._checkpoint_note = checkpoint
 
     # --- events -------------------------------------------------------------------------
 
@@ -154,6 +203,9 @@ class AuditWriter:
         data = pa.Table.from_pylist([row_of(e) for e in self._pending], schema=AUDIT_SCHEMA)
         metadata = {META_SIZE: str(self.size), META_HEAD: self.head,
                     META_FRONTIER: self.frontier.encode()}
+        if self.log.signer is not None and self.origin is not None:
+            metadata[SEAL_KEY] = make_seal(self.log.signer, self.origin, self.size, self.head,
+                                           metadata[META_FRONTIER])
         self._commit(AUDIT, data, self.app_id, self.batch + 1, metadata,
                      expect_size=self.committed)
         self.batch += 1

@@ -148,6 +148,12 @@ class Signer:
         return (f"PRIVATE+KEY+{self.name}+{self.verifier.hash.hex()}+"
                 f"{b64encode(bytes([ALG_ED25519]) + seed)}")
 
+    def sign_bytes(self, message: bytes) -> bytes:
+        """A bare Ed25519 signature of ``message``. The same key signs checkpoint
+        notes, so callers must make their messages impossible to read as a note's
+        checkpoint body (seal.py starts its messages with a line of its own)."""
+        return self._private.sign(message)
+
     def sign(self, text: str) -> str:
         """A signed note of ``text`` (which must end in a newline)."""
         if not text.endswith("\n"):

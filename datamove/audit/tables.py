@@ -111,13 +111,8 @@ class Head:
     origin: str | None  # from event 0; None for an empty log
 
 
-def read_head(ledger: Ledger) -> Head:
-    """The log's head, from the last commit's metadata when it matches the table,
-    else by reading every event (after a compaction, or an older writer)."""
-    table = ledger.table(AUDIT)
-    size = table_size(table) if table is not None else 0
-    if size == 0:
-        return Head(0, ZERO_HASH, merkle.Frontier(), None)
+def read_ends(ledger: Ledger, size: int) -> tuple[str | None, str]:
+    """The log's origin (from event 0) and the hash of its last event (seq size - 1)."""
     where = f"audit log {ledger.uri(AUDIT)}"
     ends = read_table(ledger, AUDIT, columns=["seq", "event"],
                       sql_where=f"seq IN (0, {int(size) - 1})").to_pylist()
@@ -125,27 +120,58 @@ def read_head(ledger: Ledger) -> Head:
     if len(ends) != len(by_seq) or set(by_seq) != {0, size - 1}:
         raise AuditDamaged(f"{where}: events 0 and {size - 1} are not there exactly once; "
                            "run `datamove audit verify` to find the damage")
-    head = sha256_hex(by_seq[size - 1].encode("utf-8"))
     first = json.loads(by_seq[0])
     if first.get("action") != INIT_ACTION or not isinstance(first.get("details"), dict):
         raise AuditDamaged(f"{where}: event 0 is not {INIT_ACTION}; "
                            "run `datamove audit verify` to find the damage")
-    origin = first["details"].get("origin")
+    return first["details"].get("origin"), sha256_hex(by_seq[size - 1].encode("utf-8"))
+
+
+def event_hashes(ledger: Ledger, seqs: list[int]) -> dict[int, str]:
+    """The hashes of the events at ``seqs`` (those present exactly once)."""
+    if not seqs:
+        return {}
+    listed = ", ".join(str(int(s)) for s in seqs)
+    rows = read_table(ledger, AUDIT, columns=["seq", "event"],
+                      sql_where=f"seq IN ({listed})").to_pylist()
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[row["seq"]] = counts.get(row["seq"], 0) + 1
+    return {row["seq"]: sha256_hex(row["event"].encode("utf-8")) for row in rows
+            if counts[row["seq"]] == 1 and row["event"] is not None}
+
+
+def rebuild_frontier(ledger: Ledger, size: int) -> merkle.Frontier:
+    """The Merkle frontier of the first ``size`` events, read from the table."""
+    rows = read_table(ledger, AUDIT, columns=["seq", "event"], sql_where=f"seq < {int(size)}")
+    if rows["seq"].to_pylist() != list(range(size)):
+        raise AuditDamaged(f"audit log {ledger.uri(AUDIT)}: seq is not 0..{size - 1} without "
+                           "gaps or repeats; run `datamove audit verify` to find the damage")
+    frontier = merkle.Frontier()
+    for batch in rows.to_batches(max_chunksize=10_000):
+        for text in batch.column(1).to_pylist():
+            frontier.append(merkle.leaf_hash(text.encode("utf-8")))
+    return frontier
+
+
+def read_head(ledger: Ledger) -> Head:
+    """The log's head, from the last commit's metadata when it matches the table,
+    else by reading every event (after a compaction, or an older writer).
+
+    This is what a writer without the signing key continues from; one with the
+    key vouches for what it continues from first (vouch.py)."""
+    table = ledger.table(AUDIT)
+    size = table_size(table) if table is not None else 0
+    if size == 0:
+        return Head(0, ZERO_HASH, merkle.Frontier(), None)
+    origin, head = read_ends(ledger, size)
     for commit in table.history(10):
         if META_SIZE in commit:
             if int(commit[META_SIZE]) == size and commit.get(META_HEAD) == head:
                 return Head(size, head, merkle.Frontier.decode(size, commit[META_FRONTIER]),
                             origin)
             break
-    rows = read_table(ledger, AUDIT, columns=["seq", "event"])
-    if rows["seq"].to_pylist() != list(range(size)):
-        raise AuditDamaged(f"{where}: seq is not 0..{size - 1} without gaps or repeats; "
-                           "run `datamove audit verify` to find the damage")
-    frontier = merkle.Frontier()
-    for batch in rows.to_batches(max_chunksize=10_000):
-        for text in batch.column(1).to_pylist():
-            frontier.append(merkle.leaf_hash(text.encode("utf-8")))
-    return Head(size, head, frontier, origin)
+    return Head(size, head, rebuild_frontier(ledger, size), origin)
 
 
 def latest_checkpoint(ledger: Ledger) -> tuple[int, str | None]:

@@ -14,14 +14,21 @@ What is checked, and why each check exists:
   long and its first ``tree size`` events have that root (so truncating the
   tail, or rewriting the log and its stored checkpoints, is caught).
 
+* with a verifier key: the events after the last checkpoint or seal (seal.py)
+  it verifies are named as unvouched: nothing but the storage stands behind them.
+
 Where a link breaks, the event named is the one the evidence points at: an
-event whose successor still vouches for it is original, so the break is blamed
-on its predecessor (changed); a ``prev`` that skips one event blames the skipped
-one (inserted); otherwise the event whose ``prev`` is wrong. A change to the
-last event with its hash recomputed is visible only to a checkpoint covering it;
-a run of events rewritten consistently (hashes and prevs recomputed) is named
-where it ends, and the checkpoint roots bound where it starts (``exact`` False).
-Verification failures are a result (exit 1), never an exception.
+event whose own seq jumps past its predecessor's, with a ``prev`` that does not
+match, has events missing before it (deleted, the seq column renumbered to hide
+the gap); an event whose successor still vouches for it is original, so the
+break is blamed on its predecessor (changed); a ``prev`` that skips one event
+blames the skipped one (inserted); otherwise the event whose ``prev`` is wrong.
+A run of events rewritten consistently (hashes and prevs recomputed, a change to
+the last event with its hash recomputed being the shortest such run) leaves the
+chain whole: only a signed root and head differ, which bound the run to a
+range, from the last checkpoint that still matches to the differing head, and
+that range is reported (``exact`` False, ``seq`` and ``last_seq``), never a guess
+inside it. Verification failures are a result (exit 1), never an exception.
 """
 
 from __future__ import annotations
@@ -29,11 +36,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import pyarrow as pa
+
 from ..errors import EXIT_OBJECTS_FAILED, EXIT_OK
 from ..ledger import Ledger
 from . import merkle
-from .events import INIT_ACTION, ZERO_HASH, EventError, parse_event, parse_time, sha256_hex
+from .events import (
+    ACKNOWLEDGED,
+    INIT_ACTION,
+    ZERO_HASH,
+    EventError,
+    parse_event,
+    parse_time,
+    sha256_hex,
+)
 from .note import Checkpoint, Note, NoteError, SignedCheckpoint, Verifier
+from .seal import newest_seal
 from .tables import AUDIT, CHECKPOINTS, read_table
 
 MAX_PROBLEMS = 1_000  # a renumbered tail breaks every later link; the first ones matter
@@ -41,21 +59,28 @@ MAX_PROBLEMS = 1_000  # a renumbered tail breaks every later link; the first one
 
 @dataclass
 class Problem:
-    """One thing wrong. ``seq``: the event it names; ``exact`` False when the
-    evidence only bounds where the damage starts (a root that differs)."""
+    """One thing wrong. ``seq``: the event it names. ``exact`` False when the
+    evidence only bounds the damage to the events ``seq``..``last_seq`` (a signed
+    root or head that differs while the chain recomputes)."""
 
     check: str
     message: str
     seq: int | None = None
     tree_size: int | None = None
     exact: bool = True
+    last_seq: int | None = None  # the end of a range; None: just ``seq``
+
+    @property
+    def last(self) -> int | None:
+        return self.seq if self.last_seq is None else self.last_seq
 
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "message": self.message, "seq": self.seq,
-                "tree_size": self.tree_size, "exact": self.exact}
+                "last_seq": self.last, "tree_size": self.tree_size, "exact": self.exact}
 
     def __str__(self) -> str:
-        where = (f"seq {self.seq}" if self.seq is not None else
+        where = (f"seq {self.seq}..{self.last}" if self.seq is not None and
+                 self.last != self.seq else f"seq {self.seq}" if self.seq is not None else
                  f"checkpoint {self.tree_size}" if self.tree_size is not None else "log")
         return f"{where}: {self.message}"
 
@@ -71,6 +96,7 @@ class VerifyResult:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     omitted: int = 0  # problems beyond MAX_PROBLEMS
+    acknowledged: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,9 +108,16 @@ class VerifyResult:
 
     @property
     def first_bad(self) -> Problem | None:
-        """The problem naming the earliest event (exact evidence first)."""
+        """Where the damage starts: the earliest event named exactly, unless a
+        range ends before it (then a bad event certainly comes earlier, somewhere
+        in the range that ends first)."""
         named = [p for p in self.problems if p.seq is not None]
-        return min(named, key=lambda p: (not p.exact, p.seq)) if named else None
+        exact = min((p for p in named if p.exact), key=lambda p: p.seq, default=None)
+        ranges = min((p for p in named if not p.exact), key=lambda p: (p.last, -p.seq),
+                     default=None)
+        if ranges is not None and (exact is None or ranges.last < exact.seq):
+            return ranges
+        return exact
 
     def add(self, problem: Problem) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -102,7 +135,7 @@ class VerifyResult:
                 "first_bad": first.to_dict() if first else None,
                 "problems": [p.to_dict() for p in self.problems],
                 "problems_omitted": self.omitted, "notes": self.notes,
-                "exit_code": self.exit_code}
+                "acknowledged": self.acknowledged, "exit_code": self.exit_code}
 
     def render(self, out: TextIO) -> None:
         out.write(f"audit log {self.ledger}: {self.size} events, origin {self.origin}\n")
@@ -117,8 +150,9 @@ class VerifyResult:
         first = self.first_bad
         out.write(f"FAILED: {len(self.problems) + self.omitted} problems\n")
         if first is not None:
-            at = "" if first.exact else "at or after "
-            out.write(f"first bad event: {at}seq {first.seq}: {first.message}\n")
+            at = f"seq {first.seq}" if first.exact else \
+                f"somewhere in seq {first.seq}..{first.last}"
+            out.write(f"first bad event: {at}: {first.message}\n")
         for problem in self.problems[:20]:
             out.write(f"  {problem}\n")
         if len(self.problems) + self.omitted > 20:
@@ -131,45 +165,70 @@ class _Entry:
     hash: str
     prev: str
     gap_before: bool
+    claimed: int | None  # the seq the event itself says (None: unreadable)
 
 
 def verify_log(ledger: Ledger, verifiers: list[Verifier] | None = None,
                held: SignedCheckpoint | None = None) -> VerifyResult:
     """Verify the audit log of ``ledger``; ``held``: a checkpoint kept by the auditor."""
+    verifiers = verifiers or []
     result = VerifyResult(ledger.url)
-    entries, leaves, fields0 = _check_rows(ledger, result)
+    entries, leaves, fields0 = _check_rows(read_table(ledger, AUDIT), result)
     result.size = len(entries)
     result.origin = _origin(fields0, result)
-    stored = _stored_checkpoints(ledger, result, verifiers or [])
+    stored, vouching = _stored_checkpoints(ledger, result, verifiers)
     if held is not None:
         result.held_size = held.body.size
-        _check_signature(held.note, "held checkpoint", held.body.size, verifiers or [], result)
+        if _check_signature(held.note, "held checkpoint", held.body.size, verifiers, result):
+            vouching.append(held.body.size)
         if held.body.origin != result.origin:
             result.add(Problem("held.origin", f"held checkpoint is for log {held.body.origin}, "
                                f"not {result.origin}", tree_size=held.body.size))
         stored.append((held.body, "held checkpoint"))
+    seal = newest_seal(ledger.table(AUDIT), result.origin, verifiers)
+    if seal is not None and result.origin is not None:
+        vouching.append(seal.size)
+        body = seal.checkpoint(result.origin)
+        if all(cp != body for cp, _ in stored):  # says more than the checkpoints
+            stored.append((body, f"seal of audit commit {seal.version}"))
     heads = {cp.size: cp.head for cp, _ in stored}
     _check_chain(entries, heads, result)
     _check_trees(stored, entries, leaves, result)
+    _check_vouched(entries, vouching, bool(verifiers), result)
     if not entries:
         result.notes.append(f"the audit log has no events ({ledger.uri(AUDIT)})")
     if not verifiers:
-        result.notes.append("checkpoint signatures not checked: no verifier key given")
+        result.notes.append("checkpoint signatures and seals not checked: no verifier key "
+                            "given")
     if not stored:
         result.notes.append("no signed checkpoint: a rewrite of the whole log or of its "
                             "tail cannot be told from the original")
     return result
 
 
-def _check_rows(ledger: Ledger, result: VerifyResult
+def verify_tail(ledger: Ledger, start: int, before: str, heads: dict[int, str]
+                ) -> tuple[VerifyResult, list[bytes]]:
+    """The per-row and chain checks of the events from seq ``start`` on, the first of
+    which must have ``prev`` = ``before`` (the head of a checkpoint at size ``start``);
+    ``heads``: the signed head hash at each tree size known. For a writer about to
+    continue the log (vouch.py); returns the leaf hashes too."""
+    result = VerifyResult(ledger.url)
+    rows = read_table(ledger, AUDIT, sql_where=f"seq >= {int(start)}")
+    entries, leaves, _ = _check_rows(rows, result, start)
+    _check_chain(entries, heads, result, before)
+    result.size = start + len(entries)
+    return result, leaves
+
+
+def _check_rows(rows: pa.Table, result: VerifyResult, start: int = 0
                 ) -> tuple[list[_Entry], list[bytes], dict[str, Any] | None]:
-    """Per-row checks; returns the chain entries, leaf hashes and event 0's fields."""
-    rows = read_table(ledger, AUDIT)
+    """Per-row checks of rows in seq order from ``start``; returns the chain entries,
+    leaf hashes and event 0's fields."""
     columns = {name: rows[name].to_pylist() for name in rows.column_names}
     entries: list[_Entry] = []
     leaves: list[bytes] = []
     fields0: dict[str, Any] | None = None
-    expected = 0
+    expected = start
     for i, seq in enumerate(columns["seq"]):
         if seq is None or seq < expected:
             result.add(Problem("seq", f"seq {seq} appears more than once" if seq is not None
@@ -195,18 +254,34 @@ def _check_rows(ledger: Ledger, result: VerifyResult
                 result.add(Problem("columns", what, seq=seq))
             if seq == 0:
                 fields0 = fields
-        entries.append(_Entry(seq, digest, prev, seq != expected))
+            if fields["action"] == ACKNOWLEDGED:
+                _acknowledged(seq, fields, result)
+        entries.append(_Entry(seq, digest, prev, seq != expected,
+                              fields["seq"] if fields else None))
         leaves.append(merkle.leaf_hash(data))
         expected = seq + 1
     return entries, leaves, fields0
+
+
+def _acknowledged(seq: int, fields: dict[str, Any], result: VerifyResult) -> None:
+    details = fields["details"]
+    entry = {"seq": seq, "first_seq": details.get("first_seq"),
+             "last_seq": details.get("last_seq"), "actor": fields["actor"],
+             "time": fields["time"], "reason": details.get("reason")}
+    result.acknowledged.append(entry)
+    result.notes.append(f"events {entry['first_seq']}..{entry['last_seq']} were adopted "
+                        f"without a seal or checkpoint vouching for them, by {entry['actor']} "
+                        f"at seq {seq} ({entry['time']}): {entry['reason']}")
 
 
 def _column_mismatches(fields: dict[str, Any], columns: dict[str, list[Any]],
                        i: int) -> list[str]:
     out = []
     if fields["seq"] != columns["seq"][i]:
+        why = ("an event before it deleted and the seq column renumbered, or moved?"
+               if fields["seq"] > columns["seq"][i] else "moved?")
         out.append(f"row seq {columns['seq'][i]} but the event says seq {fields['seq']} "
-                   "(moved?)")
+                   f"({why})")
     if fields["prev"] != columns["prev_hash"][i]:
         out.append("prev_hash column differs from the event's prev")
     column_time = columns["time"][i]
@@ -229,7 +304,8 @@ def _origin(fields0: dict[str, Any] | None, result: VerifyResult) -> str | None:
     return details["origin"]
 
 
-def _check_chain(entries: list[_Entry], heads: dict[int, str], result: VerifyResult) -> None:
+def _check_chain(entries: list[_Entry], heads: dict[int, str], result: VerifyResult,
+                 before: str = ZERO_HASH) -> None:
     def vouched(p: int) -> bool:  # does something later still commit to entry p's hash?
         if heads.get(entries[p].seq + 1) == entries[p].hash:
             return True
@@ -237,7 +313,11 @@ def _check_chain(entries: list[_Entry], heads: dict[int, str], result: VerifyRes
             and entries[p + 1].prev == entries[p].hash
 
     def hash_before(p: int) -> str:  # what entry p's prev must be
-        return entries[p - 1].hash if p else ZERO_HASH
+        return entries[p - 1].hash if p else before
+
+    def jumps(p: int) -> bool:  # entry p says it comes more than one after entry p - 1
+        said, said_before = entries[p].claimed, entries[p - 1].claimed
+        return said is not None and said_before is not None and said > said_before + 1
 
     for p, entry in enumerate(entries):
         if entry.prev == hash_before(p) or entry.gap_before:
@@ -245,20 +325,28 @@ def _check_chain(entries: list[_Entry], heads: dict[int, str], result: VerifyRes
         if p >= 1 and entry.prev == hash_before(p - 1):
             blamed, why = p - 1, (f"not in the chain: event {entry.seq}'s prev skips it "
                                   "(inserted?)")
+        elif p >= 1 and jumps(p):
+            blamed, why = p, (f"events are missing before it: it says it is seq "
+                              f"{entry.claimed}, after seq {entries[p - 1].claimed}, and its "
+                              f"prev is not the hash of event {entries[p - 1].seq} (deleted, "
+                              "and the seq column renumbered to close the gap?)")
         elif p >= 1 and vouched(p):
             blamed, why = p - 1, (f"hash differs from the prev recorded by event {entry.seq} "
                                   "(changed?)")
         else:
-            blamed, why = p, (f"prev is not the hash of event {entries[p - 1].seq}"
-                              if p else "prev of the first event is not 64 zeros")
+            blamed, why = p, (f"prev is not the hash of event {entries[p - 1].seq}" if p else
+                              "prev of the first event is not 64 zeros" if before == ZERO_HASH
+                              else "prev is not the head of the last signed checkpoint")
         result.add(Problem("chain", why, seq=entries[blamed].seq))
 
 
 def _stored_checkpoints(ledger: Ledger, result: VerifyResult, verifiers: list[Verifier]
-                        ) -> list[tuple[Checkpoint, str]]:
+                        ) -> tuple[list[tuple[Checkpoint, str]], list[int]]:
+    """The stored checkpoints that parse, and the sizes of those a verifier signed."""
     rows = read_table(ledger, CHECKPOINTS).to_pylist()
     result.checkpoints = len(rows)
     parsed = []
+    signed_sizes = []
     for row in rows:
         size = row["tree_size"]
         try:
@@ -275,25 +363,29 @@ def _stored_checkpoints(ledger: Ledger, result: VerifyResult, verifiers: list[Ve
         if body.origin != result.origin:
             result.add(Problem("checkpoint.origin", f"origin {body.origin} is not this "
                                f"log's ({result.origin})", tree_size=body.size))
-        _check_signature(signed.note, "checkpoint", body.size, verifiers, result)
+        if _check_signature(signed.note, "checkpoint", body.size, verifiers, result):
+            signed_sizes.append(body.size)
         parsed.append((body, "checkpoint"))
-    return parsed
+    return parsed, signed_sizes
 
 
 def _check_signature(note: Note, what: str, size: int, verifiers: list[Verifier],
-                     result: VerifyResult) -> None:
+                     result: VerifyResult) -> bool:
+    """Whether one of ``verifiers`` signed ``note`` (a problem is added if none did)."""
     if not verifiers:
-        return
+        return False
     answers = [note.verified_by(v) for v in verifiers]
     if any(answers):
         result.signatures_verified += 1
-    elif False in answers:
+        return True
+    if False in answers:
         result.add(Problem(f"{what.split()[0]}.signature", f"{what} signature does not "
                            "verify (the note or its signature was altered)", tree_size=size))
     else:
         names = ", ".join(v.name for v in verifiers)
         result.add(Problem(f"{what.split()[0]}.signature",
                            f"{what} is not signed by {names}", tree_size=size))
+    return False
 
 
 def _check_trees(checkpoints: list[tuple[Checkpoint, str]], entries: list[_Entry],
@@ -315,12 +407,38 @@ def _check_trees(checkpoints: list[tuple[Checkpoint, str]], entries: list[_Entry
                                f"{n} events: events {n}..{cp.size - 1} are gone "
                                "(truncated?)", seq=n, tree_size=cp.size))
             continue
-        if cp.size and entries[cp.size - 1].hash != cp.head:
-            result.add(Problem("head", f"hash differs from the head signed by the {what} at "
-                               f"size {cp.size} (changed?)", seq=entries[cp.size - 1].seq,
-                               tree_size=cp.size))
+        if not cp.size:
+            continue
+        # Events before the largest size whose root still matches are intact; the
+        # damage is in [start, last], and where the chain recomputes it cannot be
+        # pinned closer: a consistent rewrite of any run ending at `last` looks alike.
+        start = entries[max([m for m in matched if m < cp.size], default=0)].seq
+        last = entries[cp.size - 1].seq
+        if entries[cp.size - 1].hash != cp.head:
+            result.add(Problem("head", f"event {last} is not the one the {what} at size "
+                               f"{cp.size} signed (its hash differs from the signed head): "
+                               f"rewritten events end there and start in {start}..{last}",
+                               seq=start, last_seq=last, tree_size=cp.size, exact=False))
         if roots[cp.size] != cp.root:
-            start = max([m for m in matched if m < cp.size], default=0)
             result.add(Problem("root", f"the first {cp.size} events do not have the Merkle "
-                               f"root of the {what}: an event in {start}..{cp.size - 1} "
-                               "differs", seq=start, tree_size=cp.size, exact=False))
+                               f"root of the {what}: an event in {start}..{last} differs",
+                               seq=start, last_seq=last, tree_size=cp.size, exact=False))
+
+
+def _check_vouched(entries: list[_Entry], vouching: list[int], keyed: bool,
+                   result: VerifyResult) -> None:
+    """Events after everything a verifier key signed (checkpoints, the newest seal)
+    have only the storage behind them: a problem when a key was given to check."""
+    top = max(vouching, default=0)
+    if top >= len(entries):
+        return
+    if not keyed:
+        return  # the note that nothing was checked says it
+    first, last = entries[top].seq, entries[-1].seq
+    events = f"event {first} comes" if first == last else f"events {first}..{last} come"
+    result.add(Problem("unvouched", f"{events} after the last signed "
+                       f"checkpoint or seal (size {top}): no datamove writer holding the "
+                       "signing key vouches for them (appended by someone with write access "
+                       "to the storage, or written without the key or with another one?); "
+                       "docs/FORMAT.md, 'What a writer vouches for', says what to do",
+                       seq=first, last_seq=last))
