@@ -27,11 +27,15 @@ from .manifest_checks import local_path, semantic_problems
 from .redact import Path_, find_secrets
 from .yaml_source import (
     UNKNOWN_KEY,
+    compose,
+    construct,
     dotted,
     explain,
     finish,
     index_lines,
     line_for,
+    read_limited,
+    size_problem,
     yaml_error,
 )
 
@@ -284,7 +288,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     file = Path(path)
     shown = str(path)
     try:
-        raw = file.read_bytes()
+        raw = read_limited(file)  # a 50 GB file (or /dev/zero) is refused after 1 MiB
     except FileNotFoundError:
         raise ManifestError(shown, [f"{shown}: file not found; check the path"]) from None
     except OSError as exc:
@@ -296,6 +300,9 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
     """Parse manifest text; ``shown`` names it in errors, ``base_dir`` anchors relative paths."""
     import hashlib
 
+    too_big = size_problem(raw, shown, "a manifest")
+    if too_big:
+        raise ManifestError(shown, [too_big])
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8", errors="strict")
@@ -309,7 +316,7 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
         text = raw
         digest = hashlib.sha256(text.encode()).hexdigest()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text, shown, "a manifest")
     except yaml.YAMLError as exc:
         raise ManifestError(shown, [yaml_error(exc, shown)]) from None
     if root is None:
@@ -323,7 +330,7 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
 
     lines, problems = index_lines(root, shown)
     try:
-        data = yaml.safe_load(text)
+        data = construct(root)
     except yaml.YAMLError as exc:  # e.g. a list used as a key, already reported above
         problems.append((0, yaml_error(exc, shown)))
         raise ManifestError(shown, finish(problems)) from None

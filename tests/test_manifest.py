@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -669,3 +670,143 @@ def test_encryption_comes_from_the_dataset_over_the_manifest_keys(tmp_path: Path
         assert effective.identity is not None
         assert effective.identity.file == str(keys / "identity.txt")
         assert effective.identity.kms_context == {"purpose": "datamove"}
+
+
+# --- size and depth: refused at once, whatever the file holds --------------------------
+
+# Runs the real CLI and writes, at exit, its peak RSS (VmHWM, this process's own, not
+# inherited from pytest) and its wall time since the interpreter started.
+MEASURED_CLI = r"""
+import atexit, os, runpy, sys, time
+start = time.perf_counter()
+def report():
+    with open("/proc/self/status") as f:
+        hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["DATAMOVE_MEASURE_TO"], "w") as out:
+        out.write(f"{hwm_kib / 1024:.1f} {time.perf_counter() - start:.2f}")
+atexit.register(report)
+sys.argv = ["datamove", *sys.argv[1:]]
+runpy.run_module("datamove.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def measured_cli(tmp_path: Path, *args: str) -> tuple[int, str, float, float]:
+    """(exit code, stderr, peak RSS in MiB, seconds) of ``datamove ARGS``; a minute at most."""
+    import os
+    import subprocess
+    import sys
+
+    report = tmp_path / "measure.txt"
+    env = {**os.environ, "DATAMOVE_MEASURE_TO": str(report)}
+    result = subprocess.run([sys.executable, "-c", MEASURED_CLI, *args], capture_output=True,
+                            text=True, env=env, timeout=60)
+    rss, seconds = (float(x) for x in report.read_text().split())
+    return result.returncode, result.stderr, rss, seconds
+
+
+def big_manifest(path: Path, size: int) -> Path:
+    """A manifest of many small datasets, ``size`` bytes or a little more."""
+    block = "".join(f"  - name: d{i}\n    source: {{url: ./src{i}/}}\n"
+                    f"    destination: {{url: ./dst{i}/}}\n" for i in range(1000))
+    with open(path, "w") as f:
+        f.write("version: 1\nname: big\ndatasets:\n")
+        for _ in range(size // len(block) + 1):
+            f.write(block)
+    return path
+
+
+def test_a_50_mb_manifest_is_refused_at_once_in_little_memory(tmp_path: Path) -> None:
+    """It used to be parsed whole: 455 s and 2 GB before any refusal."""
+    path = big_manifest(tmp_path / "big.yaml", 50 * 1024 * 1024)
+
+    code, stderr, rss_mib, seconds = measured_cli(tmp_path, "plan", str(path))
+
+    assert code == 2, stderr
+    assert f"{path}: larger than 1 MiB, the most a manifest may hold; a manifest describes " \
+           "where data is, not the data itself: split it" in stderr
+    assert "Traceback" not in stderr
+    assert rss_mib < 200, f"peak RSS {rss_mib} MiB"
+    assert seconds < 20, f"{seconds} s, nearly all of it starting Python and importing"
+    started = time.perf_counter()
+    error = load_error(path)
+    assert time.perf_counter() - started < 2
+    assert error.problems[0].startswith(f"{path}: larger than 1 MiB")
+    assert not (tmp_path / ".datamove").exists()  # nothing created
+
+
+def test_a_manifest_just_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "# " + "x" * (1024 * 1024) + "\n")
+
+    assert load_error(path).problems == [
+        f"{path}: larger than 1 MiB, the most a manifest may hold; a manifest describes where "
+        "data is, not the data itself: split it, or use include/exclude patterns instead of "
+        "listing objects"]
+    with pytest.raises(ManifestError, match="larger than 1 MiB"):
+        parse_manifest(path.read_text(), str(path))
+
+
+def nested(kind: str, depth: int) -> str:
+    if kind == "flow-list":
+        return "tags: " + "[" * depth + "]" * depth + "\n"
+    if kind == "flow-mapping":
+        return "tags: " + "{a: " * depth + "1" + "}" * depth + "\n"
+    return "tags:\n" + "".join(" " * (2 * i) + "- a:\n" for i in range(1, depth)) + \
+        " " * (2 * depth) + "- 1\n"  # block style: lists of mappings, one level per line
+
+
+@pytest.mark.parametrize(("kind", "depth"), [("flow-list", 1000), ("flow-mapping", 1000),
+                                             ("flow-list", 100_000), ("block", 700)])
+def test_deep_nesting_is_refused_without_recursion(tmp_path: Path, kind: str,
+                                                   depth: int) -> None:
+    """≥ 900 levels used to end in RecursionError (exit 1, a traceback)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + nested(kind, depth))
+
+    started = time.perf_counter()
+    error = load_error(path)
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 2, f"{elapsed:.2f} s"
+    assert len(error.problems) == 1
+    line = 7 if kind.startswith("flow") else 7 + 33  # each "- a:" opens two levels
+    assert error.problems[0].startswith(f"{path}:{line}: tags[0]" if kind == "block" else
+                                        f"{path}:{line}: tags"), error.problems[0]
+    assert error.problems[0].endswith(": nested more than 64 levels deep; no field of "
+                                      "datamove's nests that far, so flatten the structure")
+
+
+def test_deep_nesting_through_the_cli_is_bad_input_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + nested("flow-mapping", 5000))
+
+    code, stderr, rss_mib, seconds = measured_cli(tmp_path, "run", str(path))
+
+    assert code == 2, stderr
+    assert "nested more than 64 levels deep" in stderr
+    assert "Traceback" not in stderr and "RecursionError" not in stderr
+    assert rss_mib < 200 and seconds < 20
+    assert not (tmp_path / ".datamove").exists()
+
+
+def test_too_many_values_are_refused_before_composing(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "tags: [" + "1, " * 150_000 + "1]\n")
+
+    started = time.perf_counter()
+    error = load_error(path)
+
+    assert time.perf_counter() - started < 2
+    # 100,000 values in all: the manifest's own 11 come first.
+    assert error.problems == [f"{path}:7: tags[99989]: more than 100000 values; a manifest "
+                              "should be small"]
+
+
+def test_a_yaml_error_is_still_worded_by_the_python_parser(tmp_path: Path) -> None:
+    """libyaml counts the events; its error messages differ, so PyYAML's are shown."""
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "tags: [a, b\n")
+
+    assert load_error(path).problems == [
+        f"{path}:8:1: YAML syntax error: expected ',' or ']', but got '<stream end>' (while "
+        "parsing a flow sequence that started at line 7, column 7)"]
