@@ -150,6 +150,8 @@ class IdentitySpec(_Strict):
     kms_context: dict[str, str] = Field(default_factory=dict)
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
+    # Plain http:// to a KMS endpoint on another host (docs/MANIFEST.md, "Insecure transport").
+    allow_insecure: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("passphrase_env")
     @classmethod

@@ -25,6 +25,7 @@ from datamove.manifest import (
     load_manifest,
     parse_manifest,
 )
+from tests.conftest import write_manifest
 
 
 def write(directory: Path, text: str, name: str = "m.yaml") -> Path:
@@ -208,7 +209,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
         name: anchors
         datasets:
           - name: one
-            source: &src {url: "s3://bucket/a/", options: {endpoint_url: "http://h:9000"}}
+            source: &src {url: "s3://bucket/a/", options: {endpoint_url: "https://h:9000"}}
             destination: {url: ./out/a/}
           - name: two
             source: {<<: *src, url: "s3://bucket/b/"}
@@ -218,7 +219,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     two = load_manifest(path).datasets[1]
 
     assert two.source.url == "s3://bucket/b/"
-    assert two.source.options == {"endpoint_url": "http://h:9000"}
+    assert two.source.options == {"endpoint_url": "https://h:9000"}
 
 
 # --- bad manifests -------------------------------------------------------------------
@@ -252,6 +253,11 @@ SRC_DST = """
 source: {url: ./src/}
 destination: {url: ./dst/}
 """  # lines 5-6
+
+
+def opt(options: str) -> str:
+    """A manifest whose first source (line 5) has these flow-style ``options``."""
+    return ds(f"source: {{url: 's3://b/x/', options: {options}}}\ndestination: {{url: ./dst/}}\n")
 
 # A well-formed recipient and an identity (its secret must never be echoed).
 RECIPIENT = "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"
@@ -473,6 +479,53 @@ BAD = {
     "secret-as-a-key": Bad(ds(SRC_DST) + "AKIAIOSFODNN7EXAMPLE: 1\n", 7, "<redacted>",
                            "the key contains an AWS access key id",
                            secret="AKIAIOSFODNN7EXAMPLE"),
+    # clear-text transport to another host, unless the location opts in (issue 15)
+    "http-endpoint-to-another-host": Bad(
+        opt("{endpoint_url: 'http://minio.internal:9000'}"), 5,
+        "datasets[0].source.options.endpoint_url",
+        "is plain http:// to minio.internal, which is not this machine; use https://, or if "
+        "the network to that host is trusted, set allow_insecure: true in this location's "
+        "options (docs/MANIFEST.md, \"Insecure transport\")"),
+    "http-endpoint-in-client-kwargs": Bad(
+        opt("{client_kwargs: {endpoint_url: 'http://10.1.2.3:9000'}}"), 5,
+        "datasets[0].source.options.client_kwargs.endpoint_url", "is plain http:// to 10.1.2.3"),
+    "http-endpoint-looks-local": Bad(
+        opt("{endpoint_url: 'http://127.0.0.1.nip.io:9000'}"), 5,
+        "datasets[0].source.options.endpoint_url", "is plain http:// to 127.0.0.1.nip.io"),
+    "tls-verify-off": Bad(
+        opt("{client_kwargs: {verify: false}}"), 5,
+        "datasets[0].source.options.client_kwargs.verify",
+        "turns TLS or its certificate checks off towards the store's public endpoint, which "
+        "is not this machine; remove it (to trust a private CA, give verify: the path of a "
+        "CA bundle), or if the network to that host is trusted, set allow_insecure: true"),
+    "tls-off-with-https-endpoint": Bad(
+        opt("{endpoint_url: 'https://s3.example.com', use_ssl: false}"), 5,
+        "datasets[0].source.options.use_ssl",
+        "turns TLS or its certificate checks off towards s3.example.com"),
+    "http-source-url": Bad(
+        ds("source: {url: 'http://files.example.com/pub/'}\ndestination: {url: ./dst/}\n"), 5,
+        "datasets[0].source.url", "is plain http:// to files.example.com"),
+    "http-ledger-endpoint": Bad(
+        ds(SRC_DST) + "ledger: s3://ledger/l\nledger_options: {endpoint_url: "
+        "'http://ledger.lan:9000'}\n", 8, "ledger_options.endpoint_url",
+        "is plain http:// to ledger.lan, which is not this machine; use https://, or if the "
+        "network to that host is trusted, set allow_insecure: true in ledger_options"),
+    "http-kms-endpoint": Bad(
+        ds(SRC_DST) + f"keys:\n  recipients: [{RECIPIENT}]\n  identity: {{file: k.key, "
+        "kms_endpoint_url: 'http://kms.lan:4566'}\n", 9, "keys.identity.kms_endpoint_url",
+        "is plain http:// to kms.lan, which is not this machine; use https://, or if the "
+        "network to that host is trusted, set allow_insecure: true in the identity mapping"),
+    "http-cold-location": Bad(
+        ds(SRC_DST + "lifecycle:\n  - {after: 30d, location: {url: 's3://cold/x/', options: "
+           "{endpoint_url: 'http://cold.lan:9000'}}}\n"), 8,
+        "datasets[0].lifecycle[0].location.options.endpoint_url",
+        "is plain http:// to cold.lan"),
+    "allow-insecure-not-a-boolean": Bad(
+        opt("{endpoint_url: 'https://minio.internal', allow_insecure: 'please'}"), 5,
+        "datasets[0].source.options.allow_insecure", "must be true or false"),
+    "identity-allow-insecure-not-a-boolean": Bad(
+        ds(SRC_DST) + "keys:\n  identity: {file: k.key, allow_insecure: 'please'}\n", 8,
+        "keys.identity.allow_insecure", "must be true or false"),
     # abuse
     "recursive-alias": Bad(ds(SRC_DST) + "tags: &t\n  - *t\n", 7, "tags[0]",
                            "a YAML alias refers to a value that contains it"),
@@ -670,6 +723,66 @@ def test_encryption_comes_from_the_dataset_over_the_manifest_keys(tmp_path: Path
         assert effective.identity is not None
         assert effective.identity.file == str(keys / "identity.txt")
         assert effective.identity.kms_context == {"purpose": "datamove"}
+
+
+# --- in-transit security -------------------------------------------------------------
+
+def s3_source(options: dict) -> list[dict]:
+    return [{"name": "one", "source": {"url": "s3://b/x/", "options": options},
+             "destination": {"url": "./dst/"}}]
+
+
+@pytest.mark.parametrize("options", [
+    {"endpoint_url": "http://127.0.0.1:9000"},
+    {"endpoint_url": "http://127.8.9.10:9000"},
+    {"endpoint_url": "http://localhost:9000"},
+    {"endpoint_url": "http://[::1]:9000"},
+    {"endpoint_url": "http://127.0.0.1:9000", "client_kwargs": {"verify": False}},
+    {"endpoint_url": "https://minio.internal:9000"},
+    {"client_kwargs": {"verify": "/etc/ssl/private-ca.pem"}},
+    {"config_kwargs": {"proxies": {"https": "http://proxy.corp:3128"}}},  # TLS via CONNECT
+    {"endpoint_url": "http://minio.internal:9000", "allow_insecure": True},
+    {"client_kwargs": {"verify": False}, "allow_insecure": True},
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_loopback_tls_and_opted_in_endpoints_are_accepted(tmp_path: Path,
+                                                          options: dict) -> None:
+    path = write_manifest(tmp_path / "m.yaml", s3_source(options))
+
+    assert load_manifest(path).datasets[0].source.options == options
+
+
+def test_endpoints_from_the_environment_are_judged_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store clients read AWS_ENDPOINT_URL and the Azure connection string
+    themselves, so a manifest that relies on them is judged with them."""
+    path = write_manifest(tmp_path / "m.yaml", [
+        {"name": "one", "source": {"url": "s3://b/x/"}, "destination": {"url": "./dst/"}},
+        {"name": "two", "source": {"url": "az://c/x/"}, "destination": {"url": "./dst2/"}},
+        {"name": "three", "source": {"url": "s3://b/y/", "options": {"allow_insecure": True}},
+         "destination": {"url": "./dst3/"}}])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.lan:9000")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=c2VjcmV0;"
+                       "BlobEndpoint=http://azurite.lan:10000/acct;")
+
+    error = load_error(path)
+
+    assert error.problems == [
+        f"{path}:6: datasets[0].source.url: the endpoint from AWS_ENDPOINT_URL is plain "
+        "http:// to minio.lan, which is not this machine; use https://, or if the network to "
+        "that host is trusted, set allow_insecure: true in this location's options "
+        "(docs/MANIFEST.md, \"Insecure transport\")",
+        f"{path}:11: datasets[1].source.url: the endpoint from the BlobEndpoint of "
+        "AZURE_STORAGE_CONNECTION_STRING is plain http:// to azurite.lan, which is not this "
+        "machine; use https://, or if the network to that host is trusted, set "
+        "allow_insecure: true in this location's options (docs/MANIFEST.md, "
+        "\"Insecure transport\")"]
+    assert "c2VjcmV0" not in str(error)
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       "AccountName=acct;BlobEndpoint=http://127.0.0.1:10000/acct;")
+    assert len(load_manifest(path).datasets) == 3
 
 
 # --- size and depth: refused at once, whatever the file holds --------------------------
