@@ -87,6 +87,7 @@ def plain_http_allowed(endpoint: str, options: Mapping[str, Any]) -> bool:
 
 
 def opted_in(options: Mapping[str, Any]) -> bool:
+    """Did these options accept clear text explicitly (``allow_insecure: true``, a boolean)?"""
     return options.get(OPT_IN) is True
 
 
@@ -179,7 +180,7 @@ def insecure_settings(url: str, options: Mapping[str, Any], at: Path_, options_a
             what = f"the endpoint from {source} is" if source else "is"
             yield path, (f"{what} plain {endpoint.split('://', 1)[0].lower()}:// to {host}, "
                          f"which is not this machine; use https://, or {trusted}")
-    remote = [host_of(e) for e, _, _ in endpoints if not is_loopback(host_of(e))]
+    remote = [host_of(e) or e for e, _, _ in endpoints if not is_loopback(host_of(e))]
     if endpoints and not remote:
         return  # only loopback: an emulator or a tunnel
     target = remote[0] if remote else "the store's public endpoint"
