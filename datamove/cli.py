@@ -51,7 +51,7 @@ def configure_logging(verbose: int) -> None:
 
     At DEBUG botocore logs request headers (session tokens, signatures) and
     bodies. Every record is scrubbed as it is created (redact.install_log_scrubber),
-    whichever thread, worker or library makes it, and every handler already
+    whichever thread or library of this process makes it, and every handler already
     configured, including those of libraries that do not propagate to the root
     (distributed, tornado), also filters what it emits.
     """
