@@ -43,23 +43,41 @@ IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def main(verbose: int) -> None:
     """Move datasets between stores, verified end to end."""
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: int) -> None:
+    """Log to stderr at WARNING, INFO (-v) or DEBUG (-vv), with no credential in any line.
+
+    At DEBUG botocore logs request headers (session tokens, signatures) and
+    bodies. Every record is scrubbed as it is created (redact.install_log_scrubber),
+    whichever thread or library of this process makes it, and every handler already
+    configured, including those of libraries that do not propagate to the root
+    (distributed, tornado), also filters what it emits.
+    """
+    from .redact import install_log_scrubber
+
+    install_log_scrubber()
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # last line of defence for any library
-        handler.addFilter(_Scrub())
+    loggers = [logging.getLogger(), *(logger for logger in
+                                      list(logging.Logger.manager.loggerDict.values())
+                                      if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, _Scrub) for f in handler.filters):
+                handler.addFilter(_Scrub())
 
 
 class _Scrub(logging.Filter):
-    """Replace anything that looks like a credential in a log line by <redacted>."""
+    """Replace anything that looks like a credential in a log line by <redacted>
+    (for records the scrubbing factory did not make, or that changed since)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from .redact import scrub
+        from .redact import scrub_record
 
-        message = record.getMessage()
-        cleaned = scrub(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        scrub_record(record)
         return True
 
 

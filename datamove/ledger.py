@@ -126,7 +126,11 @@ def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
     strings, so the key comes from ``AZURE_STORAGE_ACCOUNT_KEY`` (or another
     credential delta-rs finds itself). GCS: everything from the environment
     (``GOOGLE_APPLICATION_CREDENTIALS``); docs/BACKENDS.md says what is tested.
+    Plain HTTP is allowed only to a loopback endpoint or with the manifest's
+    ``allow_insecure: true`` (transport.py); elsewhere delta-rs refuses it.
     """
+    from .transport import plain_http_allowed
+
     if url.startswith(("az://", "abfs://", "abfss://")):
         conn = dict(part.split("=", 1) for part in
                     os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";") if "=" in part)
@@ -138,7 +142,7 @@ def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
         endpoint = conn.get("BlobEndpoint")
         if endpoint:
             azure["azure_storage_endpoint"] = endpoint.rstrip("/")
-            if endpoint.startswith("http://"):
+            if endpoint.startswith("http://") and plain_http_allowed(endpoint, options):
                 azure["azure_allow_http"] = "true"
         return azure
     if not url.startswith(("s3://", "s3a://")):
@@ -147,7 +151,7 @@ def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
     endpoint = options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         out["AWS_ENDPOINT_URL"] = str(endpoint)
-        if str(endpoint).startswith("http://"):
+        if str(endpoint).startswith("http://") and plain_http_allowed(str(endpoint), options):
             out["AWS_ALLOW_HTTP"] = "true"
     region = options.get("region") or os.environ.get("AWS_DEFAULT_REGION")
     if region:

@@ -27,11 +27,15 @@ from .manifest_checks import local_path, semantic_problems
 from .redact import Path_, find_secrets
 from .yaml_source import (
     UNKNOWN_KEY,
+    compose,
+    construct,
     dotted,
     explain,
     finish,
     index_lines,
     line_for,
+    read_limited,
+    size_problem,
     yaml_error,
 )
 
@@ -149,6 +153,8 @@ class IdentitySpec(_Strict):
     kms_context: dict[str, str] = Field(default_factory=dict)
     kms_region: str | None = None
     kms_endpoint_url: str | None = None
+    # Plain http:// to a KMS endpoint on another host (docs/MANIFEST.md, "Insecure transport").
+    allow_insecure: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("passphrase_env")
     @classmethod
@@ -287,7 +293,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     file = Path(path)
     shown = str(path)
     try:
-        raw = file.read_bytes()
+        raw = read_limited(file)  # a 50 GB file (or /dev/zero) is refused after 1 MiB
     except FileNotFoundError:
         raise ManifestError(shown, [f"{shown}: file not found; check the path"]) from None
     except OSError as exc:
@@ -299,6 +305,9 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
     """Parse manifest text; ``shown`` names it in errors, ``base_dir`` anchors relative paths."""
     import hashlib
 
+    too_big = size_problem(raw, shown, "a manifest")
+    if too_big:
+        raise ManifestError(shown, [too_big])
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8", errors="strict")
@@ -312,7 +321,7 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
         text = raw
         digest = hashlib.sha256(text.encode()).hexdigest()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text, shown, "a manifest")
     except yaml.YAMLError as exc:
         raise ManifestError(shown, [yaml_error(exc, shown)]) from None
     if root is None:
@@ -326,7 +335,7 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
 
     lines, problems = index_lines(root, shown)
     try:
-        data = yaml.safe_load(text)
+        data = construct(root)
     except yaml.YAMLError as exc:  # e.g. a list used as a key, already reported above
         problems.append((0, yaml_error(exc, shown)))
         raise ManifestError(shown, finish(problems)) from None

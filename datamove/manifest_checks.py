@@ -2,7 +2,8 @@
 
 Unknown URL schemes, a destination inside its source, duplicate names,
 recipients that do not parse, storage classes the store lacks, tabular fields
-on a files destination, lifecycle rules that cannot work. Each problem is a
+on a files destination, lifecycle rules that cannot work, and clear-text
+transport to another host without the opt-in (transport.py). Each problem is a
 (path of keys and indexes, message) pair; manifest.py turns paths into file:line.
 """
 
@@ -19,6 +20,7 @@ import fsspec
 
 from .lifecycle import tiers_of
 from .redact import Path_
+from .transport import OPT_IN, insecure_settings
 
 if TYPE_CHECKING:
     from .manifest import DatasetSpec, KeysSpec, Manifest
@@ -29,6 +31,7 @@ S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIER
 
 def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
     known = set(fsspec.available_protocols()) | set(fsspec.registry)  # + runtime plugins
+    yield from _transport_problems(manifest)
     seen: dict[str, int] = {}
     for i, dataset in enumerate(manifest.datasets):
         if dataset.name in seen:
@@ -78,6 +81,29 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
             yield ("datasets", i, "exclude"), (
                 f"{', '.join(repr(p) for p in both)} is both included and excluded; exclude "
                 "wins, so remove it from one of the lists")
+
+
+def _transport_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
+    """Plain http:// or TLS checks off towards another host, wherever a manifest
+    names a place: the ledger, each location, each KMS endpoint."""
+    yield from insecure_settings(manifest.ledger, manifest.ledger_options, ("ledger",),
+                                 ("ledger_options",), "ledger_options")
+    for i, dataset in enumerate(manifest.datasets):
+        places = [((side,), getattr(dataset, side)) for side in ("source", "destination")]
+        places += [(("lifecycle", j, "location"), rule.location)
+                   for j, rule in enumerate(dataset.lifecycle) if rule.location is not None]
+        for at, loc in places:
+            yield from insecure_settings(loc.url, loc.options, ("datasets", i, *at, "url"),
+                                         ("datasets", i, *at, "options"))
+    keys = [(("keys",), manifest.keys)] + [
+        (("datasets", i, "encrypt"), d.encrypt) for i, d in enumerate(manifest.datasets)]
+    for at, spec in keys:
+        identity = spec.identity if spec is not None else None
+        if identity is not None and identity.kms_endpoint_url:
+            yield from insecure_settings(
+                identity.kms_endpoint_url, {OPT_IN: identity.allow_insecure},
+                (*at, "identity", "kms_endpoint_url"), (*at, "identity"),
+                "the identity mapping")
 
 
 def _tabular_problems(manifest: Manifest, dataset: DatasetSpec,

@@ -28,7 +28,19 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from .errors import BadInput, ManifestError, PolicyRefused
 from .manifest import NAME_PATTERN, DatasetSpec, Manifest, VerifyMode, _Strict
 from .regions import RegionFacts, discover_manifest, matches_any
-from .yaml_source import dotted, explain, finish, index_lines, line_for, shown_value, yaml_error
+from .yaml_source import (
+    compose,
+    construct,
+    dotted,
+    explain,
+    finish,
+    index_lines,
+    line_for,
+    read_limited,
+    shown_value,
+    size_problem,
+    yaml_error,
+)
 
 POLICIES_ENV = "DATAMOVE_POLICIES"
 BUILTIN = "built-in"
@@ -168,6 +180,9 @@ def parse_policies(raw: bytes | str, shown: str) -> list[Rule]:
 
 
 def _parse(raw: bytes | str, shown: str) -> tuple[list[Rule], list[tuple[int, str]]]:
+    too_big = size_problem(raw, shown, "a policy file")
+    if too_big:
+        return [], [(0, too_big)]
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -175,14 +190,14 @@ def _parse(raw: bytes | str, shown: str) -> tuple[list[Rule], list[tuple[int, st
             line = raw[:exc.start].count(b"\n") + 1
             return [], [(line, f"{shown}:{line}: not UTF-8 text; save the file as UTF-8")]
     try:
-        root = yaml.compose(raw, Loader=yaml.SafeLoader)
+        root = compose(raw, shown, "a policy file")
         if not isinstance(root, yaml.MappingNode):
             line, what = (1, "is empty") if root is None else (
                 root.start_mark.line + 1, "must be a mapping, not a list or a single value")
             return [], [(line, f"{shown}:{line}: (top level): the policy file {what}; it holds "
                                "version: 1 and rules: [...] (docs/POLICIES.md)")]
         lines, problems = index_lines(root, shown)
-        data = yaml.safe_load(raw)
+        data = construct(root)
     except yaml.YAMLError as exc:
         return [], [(0, yaml_error(exc, shown))]
     except ManifestError as exc:  # alias bombs and the like, already file:line
@@ -211,7 +226,7 @@ def load_policies(paths: Iterable[str | os.PathLike[str]]) -> list[Rule]:
     for path in paths:
         shown = str(path)
         try:
-            raw = Path(path).read_bytes()
+            raw = read_limited(path)
         except OSError as exc:
             problems.append(f"{shown}: cannot read the policy file: {exc.strerror or exc}")
             continue

@@ -137,8 +137,10 @@ class Location:
 
     @property
     def fs(self) -> AbstractFileSystem:
-        """This process's filesystem for the location (fsspec caches instances)."""
-        return fsspec.filesystem(self.protocol, **dict(self.options))
+        """This process's filesystem for the location (fsspec caches instances).
+        ``allow_insecure`` is datamove's own option (transport.py), not the store's."""
+        return fsspec.filesystem(self.protocol, **{k: v for k, v in self.options
+                                                   if k != "allow_insecure"})
 
     def path(self, key: str) -> str:
         """The store path of ``key``; raises UnsafePath for a key that would leave

@@ -2,12 +2,22 @@
 
 Shared by the manifest and the policy files: compose the YAML to a node tree so
 that every pydantic error location maps back to its line, refuse what would
-exhaust memory or the stack (alias bombs, recursion, deep nesting), and phrase
-validation errors for people. Every message passes through ``redact.scrub``.
+exhaust memory, time or the stack (oversized files, alias bombs, recursion, deep
+nesting), and phrase validation errors for people. Every message passes through
+``redact.scrub``.
+
+PyYAML's composer and constructor recurse once per nesting level, and its pure
+Python parser reads about 0.3 MB/s. So a file is read only up to a size cap, and
+its parser events (which libyaml produces without recursion, in C) are counted
+before anything is composed: nesting and size are refused in well under a
+second, whatever the file holds. Composing stays with the pure Python loader,
+whose messages the docs quote.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -16,10 +26,92 @@ from .errors import ManifestError
 from .redact import Path_, scrub
 
 UNKNOWN_KEY = "unknown key; check the spelling against docs/MANIFEST.md"
+MAX_BYTES = 1024 * 1024  # ~7,000 datasets: about what _MAX_NODES lets through anyway
 _MAX_NODES = 100_000  # values after YAML aliases are expanded
 _MAX_DEPTH = 64
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_EVENT_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent,
+                yaml.MappingStartEvent)
+
+
+def read_limited(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes, but never more than ``MAX_BYTES + 1`` of them: enough to tell
+    that it is too big without reading (or holding) the rest. OSError passes."""
+    with open(Path(path), "rb") as f:
+        return f.read(MAX_BYTES + 1)
+
+
+_SPLIT = {"a manifest": "a manifest describes where data is, not the data itself: split it, "
+                        "or use include/exclude patterns instead of listing objects",
+          "a policy file": "split its rules into several files"}
+
+
+def size_problem(raw: bytes | str, shown: str, what: str) -> str | None:
+    """The message for ``what`` (a manifest, a policy file) over the size cap."""
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size <= MAX_BYTES:
+        return None
+    return (f"{shown}: larger than {MAX_BYTES // (1024 * 1024)} MiB, the most {what} may hold; "
+            f"{_SPLIT.get(what, 'split it')}")
+
+
+def compose(text: str, shown: str, what: str) -> yaml.Node | None:
+    """The YAML node tree of ``text``, refusing oversized, over-deep and over-large
+    documents (ManifestError) before composing them. YAML syntax errors raise
+    yaml.YAMLError with the pure Python parser's message."""
+    problem = size_problem(text, shown, what)
+    if problem:
+        raise ManifestError(shown, [problem])
+    try:
+        _check_events(text, shown, what, _EVENT_LOADER)
+    except yaml.YAMLError:
+        # libyaml words errors its own way; the pure Python parser (also without
+        # recursion) checks the same limits and raises the error the docs show.
+        _check_events(text, shown, what, yaml.SafeLoader)
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def construct(root: yaml.Node) -> Any:
+    """Python data of a composed node tree (what yaml.safe_load would return),
+    without parsing the text a second time."""
+    return yaml.SafeLoader("").construct_document(root)
+
+
+def _check_events(text: str, shown: str, what: str, loader: type) -> None:
+    """Refuse nesting deeper than _MAX_DEPTH and more than _MAX_NODES values, from
+    the parser's events, naming the line and the field where the limit is passed."""
+    # One entry per open collection: [is a mapping, current index or key, expecting a key].
+    stack: list[list[Any]] = []
+    values = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            stack.pop()
+            continue
+        if not isinstance(event, _NODE_EVENTS):
+            continue
+        top = stack[-1] if stack else None
+        if top is not None and top[0] and top[2]:  # a mapping's key: not a value
+            top[1], top[2] = (event.value if isinstance(event, yaml.ScalarEvent) else "?"), False
+        else:
+            if top is not None and top[0]:
+                top[2] = True
+            elif top is not None:
+                top[1] += 1
+            values += 1
+            if values > _MAX_NODES or len(stack) > _MAX_DEPTH:
+                path = tuple(entry[1] for entry in stack)
+                problem = (f"more than {_MAX_NODES} values; {what} should be small"
+                           if values > _MAX_NODES else
+                           f"nested more than {_MAX_DEPTH} levels deep; no field of datamove's "
+                           "nests that far, so flatten the structure")
+                raise ManifestError(shown, [scrub(
+                    f"{shown}:{event.start_mark.line + 1}: {dotted(path)}: {problem}")])
+        if isinstance(event, yaml.SequenceStartEvent):
+            stack.append([False, -1, False])
+        elif isinstance(event, yaml.MappingStartEvent):
+            stack.append([True, None, True])
 
 
 def finish(problems: list[tuple[int, str]]) -> list[str]:

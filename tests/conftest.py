@@ -76,14 +76,14 @@ class MotoServer:
         return name
 
 
-def start_server(name: str, args: list[str], port: int,
-                 timeout: float = 30) -> subprocess.Popen[bytes]:
-    """Start a server subprocess and wait until it accepts connections on ``port``."""
+def start_server(name: str, args: list[str], port: int, timeout: float = 30,
+                 host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """Start a server subprocess and wait until it accepts connections on ``host:port``."""
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return process
         except OSError:
             if process.poll() is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from datamove.manifest import (
     load_manifest,
     parse_manifest,
 )
+from tests.conftest import write_manifest
 
 
 def write(directory: Path, text: str, name: str = "m.yaml") -> Path:
@@ -207,7 +209,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
         name: anchors
         datasets:
           - name: one
-            source: &src {url: "s3://bucket/a/", options: {endpoint_url: "http://h:9000"}}
+            source: &src {url: "s3://bucket/a/", options: {endpoint_url: "https://h:9000"}}
             destination: {url: ./out/a/}
           - name: two
             source: {<<: *src, url: "s3://bucket/b/"}
@@ -217,7 +219,7 @@ def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     two = load_manifest(path).datasets[1]
 
     assert two.source.url == "s3://bucket/b/"
-    assert two.source.options == {"endpoint_url": "http://h:9000"}
+    assert two.source.options == {"endpoint_url": "https://h:9000"}
 
 
 # --- bad manifests -------------------------------------------------------------------
@@ -251,6 +253,11 @@ SRC_DST = """
 source: {url: ./src/}
 destination: {url: ./dst/}
 """  # lines 5-6
+
+
+def opt(options: str) -> str:
+    """A manifest whose first source (line 5) has these flow-style ``options``."""
+    return ds(f"source: {{url: 's3://b/x/', options: {options}}}\ndestination: {{url: ./dst/}}\n")
 
 # A well-formed recipient and an identity (its secret must never be echoed).
 RECIPIENT = "age1zvkyg2lqzraa2lnjvqej32nkuu0ues2s82hzrye869xeexvn73equnujwj"
@@ -472,6 +479,87 @@ BAD = {
     "secret-as-a-key": Bad(ds(SRC_DST) + "AKIAIOSFODNN7EXAMPLE: 1\n", 7, "<redacted>",
                            "the key contains an AWS access key id",
                            secret="AKIAIOSFODNN7EXAMPLE"),
+    # credential option names and values beyond the obvious ones (issue 15)
+    **{f"option-name-{name}": Bad(
+        opt(options), 5, f"datasets[0].source.options.{field}", phrase,
+        secret=secret) for name, options, field, phrase, secret in [
+        ("pwd", "{pwd: pw-value-1}", "pwd", "looks like a credential ('pwd')", "pw-value-1"),
+        ("auth", "{auth: [deploy, auth-value-2]}", "auth", "looks like a credential ('auth')",
+         "auth-value-2"),
+        ("headers-authorization", "{client_kwargs: {headers: {Authorization: 'token "
+         "hdr-value-3'}}}", "client_kwargs.headers.Authorization",
+         "looks like a credential ('Authorization')", "hdr-value-3"),
+        ("proxy-authorization", "{headers: {Proxy-Authorization: proxy-value-4}}",
+         "headers.Proxy-Authorization", "looks like a credential ('Proxy-Authorization')",
+         "proxy-value-4"),
+        ("cookie", "{headers: {Cookie: 'sid=cookie-value-5'}}", "headers.Cookie",
+         "looks like a credential ('Cookie')", "cookie-value-5"),
+        ("bearer", "{bearer: bearer-value-6}", "bearer", "looks like a credential ('bearer')",
+         "bearer-value-6"),
+        ("bearer-value", "{headers: {X-Custom: 'Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln'}}",
+         "headers.X-Custom", "contains an HTTP Authorization value", "eyJhbGciOiJIUzI1NiJ9"),
+        ("api-key", "{api_key: apikey-value-7}", "api_key",
+         "looks like a credential ('api_key')", "apikey-value-7"),
+        ("apikey", "{apikey: apikey-value-8}", "apikey", "looks like a credential ('apikey')",
+         "apikey-value-8"),
+        ("sas-token", "{sas_token: 'sv=2024-01-01&sig=sas-value-9'}", "sas_token",
+         "looks like a credential ('sas_token')", "sas-value-9"),
+        ("client-secret", "{client_secret: cs-value-10}", "client_secret",
+         "looks like a credential ('client_secret')", "cs-value-10"),
+        ("clientsecret-glued", "{clientsecret: cs-value-11}", "clientsecret",
+         "looks like a credential ('clientsecret')", "cs-value-11"),
+        ("session-token", "{session_token: st-value-12}", "session_token",
+         "looks like a credential ('session_token')", "st-value-12"),
+        ("google-oauth-token", "{project: ya29.a0AfH6SMBxTESTTOKENvalue13xyz}", "project",
+         "contains a Google OAuth access token", "ya29.a0AfH6SMBxTESTTOKENvalue13xyz"),
+    ]},
+    # clear-text transport to another host, unless the location opts in (issue 15)
+    "http-endpoint-to-another-host": Bad(
+        opt("{endpoint_url: 'http://minio.internal:9000'}"), 5,
+        "datasets[0].source.options.endpoint_url",
+        "is plain http:// to minio.internal, which is not this machine; use https://, or if "
+        "the network to that host is trusted, set allow_insecure: true in this location's "
+        "options (docs/MANIFEST.md, \"Insecure transport\")"),
+    "http-endpoint-in-client-kwargs": Bad(
+        opt("{client_kwargs: {endpoint_url: 'http://10.1.2.3:9000'}}"), 5,
+        "datasets[0].source.options.client_kwargs.endpoint_url", "is plain http:// to 10.1.2.3"),
+    "http-endpoint-looks-local": Bad(
+        opt("{endpoint_url: 'http://127.0.0.1.nip.io:9000'}"), 5,
+        "datasets[0].source.options.endpoint_url", "is plain http:// to 127.0.0.1.nip.io"),
+    "tls-verify-off": Bad(
+        opt("{client_kwargs: {verify: false}}"), 5,
+        "datasets[0].source.options.client_kwargs.verify",
+        "turns TLS or its certificate checks off towards the store's public endpoint, which "
+        "is not this machine; remove it (to trust a private CA, give verify: the path of a "
+        "CA bundle), or if the network to that host is trusted, set allow_insecure: true"),
+    "tls-off-with-https-endpoint": Bad(
+        opt("{endpoint_url: 'https://s3.example.com', use_ssl: false}"), 5,
+        "datasets[0].source.options.use_ssl",
+        "turns TLS or its certificate checks off towards s3.example.com"),
+    "http-source-url": Bad(
+        ds("source: {url: 'http://files.example.com/pub/'}\ndestination: {url: ./dst/}\n"), 5,
+        "datasets[0].source.url", "is plain http:// to files.example.com"),
+    "http-ledger-endpoint": Bad(
+        ds(SRC_DST) + "ledger: s3://ledger/l\nledger_options: {endpoint_url: "
+        "'http://ledger.lan:9000'}\n", 8, "ledger_options.endpoint_url",
+        "is plain http:// to ledger.lan, which is not this machine; use https://, or if the "
+        "network to that host is trusted, set allow_insecure: true in ledger_options"),
+    "http-kms-endpoint": Bad(
+        ds(SRC_DST) + f"keys:\n  recipients: [{RECIPIENT}]\n  identity: {{file: k.key, "
+        "kms_endpoint_url: 'http://kms.lan:4566'}\n", 9, "keys.identity.kms_endpoint_url",
+        "is plain http:// to kms.lan, which is not this machine; use https://, or if the "
+        "network to that host is trusted, set allow_insecure: true in the identity mapping"),
+    "http-cold-location": Bad(
+        ds(SRC_DST + "lifecycle:\n  - {after: 30d, location: {url: 's3://cold/x/', options: "
+           "{endpoint_url: 'http://cold.lan:9000'}}}\n"), 8,
+        "datasets[0].lifecycle[0].location.options.endpoint_url",
+        "is plain http:// to cold.lan"),
+    "allow-insecure-not-a-boolean": Bad(
+        opt("{endpoint_url: 'https://minio.internal', allow_insecure: 'please'}"), 5,
+        "datasets[0].source.options.allow_insecure", "must be true or false"),
+    "identity-allow-insecure-not-a-boolean": Bad(
+        ds(SRC_DST) + "keys:\n  identity: {file: k.key, allow_insecure: 'please'}\n", 8,
+        "keys.identity.allow_insecure", "must be true or false"),
     # abuse
     "recursive-alias": Bad(ds(SRC_DST) + "tags: &t\n  - *t\n", 7, "tags[0]",
                            "a YAML alias refers to a value that contains it"),
@@ -669,3 +757,203 @@ def test_encryption_comes_from_the_dataset_over_the_manifest_keys(tmp_path: Path
         assert effective.identity is not None
         assert effective.identity.file == str(keys / "identity.txt")
         assert effective.identity.kms_context == {"purpose": "datamove"}
+
+
+# --- in-transit security -------------------------------------------------------------
+
+def s3_source(options: dict) -> list[dict]:
+    return [{"name": "one", "source": {"url": "s3://b/x/", "options": options},
+             "destination": {"url": "./dst/"}}]
+
+
+@pytest.mark.parametrize("options", [
+    {"endpoint_url": "http://127.0.0.1:9000"},
+    {"endpoint_url": "http://127.8.9.10:9000"},
+    {"endpoint_url": "http://localhost:9000"},
+    {"endpoint_url": "http://[::1]:9000"},
+    {"endpoint_url": "http://127.0.0.1:9000", "client_kwargs": {"verify": False}},
+    {"endpoint_url": "https://minio.internal:9000"},
+    {"client_kwargs": {"verify": "/etc/ssl/private-ca.pem"}},
+    {"config_kwargs": {"proxies": {"https": "http://proxy.corp:3128"}}},  # TLS via CONNECT
+    {"endpoint_url": "http://minio.internal:9000", "allow_insecure": True},
+    {"client_kwargs": {"verify": False}, "allow_insecure": True},
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_loopback_tls_and_opted_in_endpoints_are_accepted(tmp_path: Path,
+                                                          options: dict) -> None:
+    path = write_manifest(tmp_path / "m.yaml", s3_source(options))
+
+    assert load_manifest(path).datasets[0].source.options == options
+
+
+def test_endpoints_from_the_environment_are_judged_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store clients read AWS_ENDPOINT_URL and the Azure connection string
+    themselves, so a manifest that relies on them is judged with them."""
+    path = write_manifest(tmp_path / "m.yaml", [
+        {"name": "one", "source": {"url": "s3://b/x/"}, "destination": {"url": "./dst/"}},
+        {"name": "two", "source": {"url": "az://c/x/"}, "destination": {"url": "./dst2/"}},
+        {"name": "three", "source": {"url": "s3://b/y/", "options": {"allow_insecure": True}},
+         "destination": {"url": "./dst3/"}}])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.lan:9000")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       "DefaultEndpointsProtocol=http;AccountName=acct;AccountKey=c2VjcmV0;"
+                       "BlobEndpoint=http://azurite.lan:10000/acct;")
+
+    error = load_error(path)
+
+    assert error.problems == [
+        f"{path}:6: datasets[0].source.url: the endpoint from AWS_ENDPOINT_URL is plain "
+        "http:// to minio.lan, which is not this machine; use https://, or if the network to "
+        "that host is trusted, set allow_insecure: true in this location's options "
+        "(docs/MANIFEST.md, \"Insecure transport\")",
+        f"{path}:11: datasets[1].source.url: the endpoint from the BlobEndpoint of "
+        "AZURE_STORAGE_CONNECTION_STRING is plain http:// to azurite.lan, which is not this "
+        "machine; use https://, or if the network to that host is trusted, set "
+        "allow_insecure: true in this location's options (docs/MANIFEST.md, "
+        "\"Insecure transport\")"]
+    assert "c2VjcmV0" not in str(error)
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING",
+                       "AccountName=acct;BlobEndpoint=http://127.0.0.1:10000/acct;")
+    assert len(load_manifest(path).datasets) == 3
+
+
+# --- size and depth: refused at once, whatever the file holds --------------------------
+
+# Runs the real CLI and writes, at exit, its peak RSS (VmHWM, this process's own, not
+# inherited from pytest) and its wall time since the interpreter started.
+MEASURED_CLI = r"""
+import atexit, os, runpy, sys, time
+start = time.perf_counter()
+def report():
+    with open("/proc/self/status") as f:
+        hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    with open(os.environ["DATAMOVE_MEASURE_TO"], "w") as out:
+        out.write(f"{hwm_kib / 1024:.1f} {time.perf_counter() - start:.2f}")
+atexit.register(report)
+sys.argv = ["datamove", *sys.argv[1:]]
+runpy.run_module("datamove.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def measured_cli(tmp_path: Path, *args: str) -> tuple[int, str, float, float]:
+    """(exit code, stderr, peak RSS in MiB, seconds) of ``datamove ARGS``; a minute at most."""
+    import os
+    import subprocess
+    import sys
+
+    report = tmp_path / "measure.txt"
+    env = {**os.environ, "DATAMOVE_MEASURE_TO": str(report)}
+    result = subprocess.run([sys.executable, "-c", MEASURED_CLI, *args], capture_output=True,
+                            text=True, env=env, timeout=60)
+    rss, seconds = (float(x) for x in report.read_text().split())
+    return result.returncode, result.stderr, rss, seconds
+
+
+def big_manifest(path: Path, size: int) -> Path:
+    """A manifest of many small datasets, ``size`` bytes or a little more."""
+    block = "".join(f"  - name: d{i}\n    source: {{url: ./src{i}/}}\n"
+                    f"    destination: {{url: ./dst{i}/}}\n" for i in range(1000))
+    with open(path, "w") as f:
+        f.write("version: 1\nname: big\ndatasets:\n")
+        for _ in range(size // len(block) + 1):
+            f.write(block)
+    return path
+
+
+def test_a_50_mb_manifest_is_refused_at_once_in_little_memory(tmp_path: Path) -> None:
+    """It used to be parsed whole: 455 s and 2 GB before any refusal."""
+    path = big_manifest(tmp_path / "big.yaml", 50 * 1024 * 1024)
+
+    code, stderr, rss_mib, seconds = measured_cli(tmp_path, "plan", str(path))
+
+    assert code == 2, stderr
+    assert f"{path}: larger than 1 MiB, the most a manifest may hold; a manifest describes " \
+           "where data is, not the data itself: split it" in stderr
+    assert "Traceback" not in stderr
+    assert rss_mib < 200, f"peak RSS {rss_mib} MiB"
+    assert seconds < 20, f"{seconds} s, nearly all of it starting Python and importing"
+    started = time.perf_counter()
+    error = load_error(path)
+    assert time.perf_counter() - started < 2
+    assert error.problems[0].startswith(f"{path}: larger than 1 MiB")
+    assert not (tmp_path / ".datamove").exists()  # nothing created
+
+
+def test_a_manifest_just_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "# " + "x" * (1024 * 1024) + "\n")
+
+    assert load_error(path).problems == [
+        f"{path}: larger than 1 MiB, the most a manifest may hold; a manifest describes where "
+        "data is, not the data itself: split it, or use include/exclude patterns instead of "
+        "listing objects"]
+    with pytest.raises(ManifestError, match="larger than 1 MiB"):
+        parse_manifest(path.read_text(), str(path))
+
+
+def nested(kind: str, depth: int) -> str:
+    if kind == "flow-list":
+        return "tags: " + "[" * depth + "]" * depth + "\n"
+    if kind == "flow-mapping":
+        return "tags: " + "{a: " * depth + "1" + "}" * depth + "\n"
+    return "tags:\n" + "".join(" " * (2 * i) + "- a:\n" for i in range(1, depth)) + \
+        " " * (2 * depth) + "- 1\n"  # block style: lists of mappings, one level per line
+
+
+@pytest.mark.parametrize(("kind", "depth"), [("flow-list", 1000), ("flow-mapping", 1000),
+                                             ("flow-list", 100_000), ("block", 700)])
+def test_deep_nesting_is_refused_without_recursion(tmp_path: Path, kind: str,
+                                                   depth: int) -> None:
+    """≥ 900 levels used to end in RecursionError (exit 1, a traceback)."""
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + nested(kind, depth))
+
+    started = time.perf_counter()
+    error = load_error(path)
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 2, f"{elapsed:.2f} s"
+    assert len(error.problems) == 1
+    line = 7 if kind.startswith("flow") else 7 + 33  # each "- a:" opens two levels
+    assert error.problems[0].startswith(f"{path}:{line}: tags[0]" if kind == "block" else
+                                        f"{path}:{line}: tags"), error.problems[0]
+    assert error.problems[0].endswith(": nested more than 64 levels deep; no field of "
+                                      "datamove's nests that far, so flatten the structure")
+
+
+def test_deep_nesting_through_the_cli_is_bad_input_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + nested("flow-mapping", 5000))
+
+    code, stderr, rss_mib, seconds = measured_cli(tmp_path, "run", str(path))
+
+    assert code == 2, stderr
+    assert "nested more than 64 levels deep" in stderr
+    assert "Traceback" not in stderr and "RecursionError" not in stderr
+    assert rss_mib < 200 and seconds < 20
+    assert not (tmp_path / ".datamove").exists()
+
+
+def test_too_many_values_are_refused_before_composing(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "tags: [" + "1, " * 150_000 + "1]\n")
+
+    started = time.perf_counter()
+    error = load_error(path)
+
+    assert time.perf_counter() - started < 2
+    # 100,000 values in all: the manifest's own 11 come first.
+    assert error.problems == [f"{path}:7: tags[99989]: more than 100000 values; a manifest "
+                              "should be small"]
+
+
+def test_a_yaml_error_is_still_worded_by_the_python_parser(tmp_path: Path) -> None:
+    """libyaml counts the events; its error messages differ, so PyYAML's are shown."""
+    path = tmp_path / "m.yaml"
+    path.write_text(ds(SRC_DST) + "tags: [a, b\n")
+
+    assert load_error(path).problems == [
+        f"{path}:8:1: YAML syntax error: expected ',' or ']', but got '<stream end>' (while "
+        "parsing a flow sequence that started at line 7, column 7)"]

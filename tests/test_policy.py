@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -451,6 +452,32 @@ def test_every_problem_of_every_file_is_reported_at_once(tmp_path: Path) -> None
         f"{b}:3: rules[0].id: rule id 'x' is already defined at {a}:3; rule ids must be unique",
         f"{b}:5: rules[1].id: '{REGION_MISMATCH}' is the built-in rule's id; choose another"]
     assert str(info.value).startswith("invalid policy files (5 problems)\n  ")
+
+
+def test_oversized_and_deeply_nested_policy_files_are_refused_at_once(tmp_path: Path) -> None:
+    """Policy files are read like manifests: at most 1 MiB, nested at most 64 deep. A
+    deep one used to escape as RecursionError (exit 1); a big one took minutes."""
+    big, deep = tmp_path / "big.yaml", tmp_path / "deep.yaml"
+    with open(big, "w") as f:
+        f.write("version: 1\nrules:\n")
+        for i in range(30_000):  # valid rules, about 2 MiB
+            f.write(f"  - {{id: r{i}, description: d, severity: warn, require: {{verify: "
+                    "size}}\n")
+    deep.write_text("version: 1\nrules:\n" + RULE + "    require:\n      tags: " + "[" * 2000
+                    + "]" * 2000 + "\n")
+
+    started = time.perf_counter()
+    with pytest.raises(PolicyFileError) as info:
+        load_policies([big, deep])
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 2, f"{elapsed:.2f} s"
+    assert info.value.exit_code == 2
+    assert info.value.problems == [
+        f"{big}: larger than 1 MiB, the most a policy file may hold; split its rules into "
+        "several files",
+        f"{deep}:7: rules[0].require.tags" + "[0]" * 61 + ": nested more than 64 levels deep; "
+        "no field of datamove's nests that far, so flatten the structure"]
 
 
 # --- which files apply ---------------------------------------------------------------------

@@ -19,7 +19,9 @@ import base64
 import io
 import os
 import pickle
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -36,7 +38,7 @@ from datamove.identities import (
 )
 from datamove.plan import plan_dataset
 from datamove.transfer import Batch, TransferSettings
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import run_cli, s3_location, write_manifest
 
 PASSPHRASE = "correct horse battery staple 0x5eed"
 CONTEXT = {"purpose": "datamove-secrets-test"}
@@ -180,3 +182,185 @@ def test_no_secret_in_outputs_ledger_pickles_or_errors(session):
             del os.environ["DATAMOVE_PASSPHRASE"]
         text = f"{caught.value}\n{caught.value!r}".encode()
         assert_no_secret(text, secrets, "a KeyProblem")
+
+
+# --- credentials of the stores' own clients, at any verbosity -------------------------
+
+# What an STS session token looks like (base64 with '/', '+' and '='), recognisably fake.
+SESSION_TOKEN = ("IQoJb3JpZ2luX2VjEDatamoveFAKE//////////wEaCXVzLWVhc3QtMSJHMEUCIQD+TEST"
+                 "+session/token+value+NOT+REAL==")
+
+
+def test_debug_logging_against_s3_prints_no_session_token_or_signature(tmp_path: Path,
+                                                                        moto_server):
+    """-vv turns on botocore's wire logging (request headers, canonical requests,
+    signatures); none of the credentials in it may reach the terminal."""
+    bucket = moto_server.new_bucket()
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        (tmp_path / "src" / f"f{i}.txt").write_text(f"object {i}")
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": "src/"}, "destination": s3_location(moto_server, bucket)}])
+
+    result = run_cli("-vv", "run", str(manifest), "--no-progress",
+                     env={"AWS_SESSION_TOKEN": SESSION_TOKEN})
+
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "x-amz-security-token" in out.lower()  # the wire logging did run
+    assert "<redacted>" in out
+    for form in (SESSION_TOKEN, quote(SESSION_TOKEN, safe=""), SESSION_TOKEN[:40]):
+        assert form not in out, f"the session token appears: {form}"
+    assert not re.search(r"Signature=[0-9a-f]{16}", out), "a SigV4 signature appears"
+    assert not re.search(r"Signature:\s*\n[0-9a-f]{64}", out), "a SigV4 signature appears"
+    assert "Credential=testing" not in out
+
+
+# Logs, from the places a library can log from, once the CLI has set logging up.
+LOG_SOURCES = r"""
+import logging, sys, threading
+from datamove.cli import main
+
+try:
+    main(["-vv", "plan", "--help"])  # the group sets logging up, then --help exits
+except SystemExit:
+    pass
+token = sys.argv[1]
+# a worker thread, in botocore's own words
+threading.Thread(target=lambda: logging.getLogger("botocore.endpoint").debug(
+    "Sending http request: <AWSPreparedRequest headers=%s>",
+    {"X-Amz-Security-Token": b"%s" % token.encode(), "Authorization": b"AWS4-HMAC-SHA256 "
+     b"Credential=AKIDEXAMPLE/20260101/us-east-1/s3/aws4_request, "
+     b"SignedHeaders=host, Signature=" + b"ab" * 32})).start()
+# distributed has its own handler and does not propagate to the root logger
+logging.getLogger("distributed.worker").warning(
+    "Compute Failed: https://acct.blob.core.windows.net/c/k?sv=2024&sig=SASSIGNATURE0001")
+# a library that configures its handler after datamove did
+late = logging.getLogger("late.library")
+late.addHandler(logging.StreamHandler(sys.stderr))
+late.propagate = False
+late.warning("retrying with headers {'Authorization': 'Bearer BEARERTOKEN0002.abc'}")
+# an exception whose text carries a credential, logged with its traceback
+try:
+    raise RuntimeError(f"token {token} refused")
+except RuntimeError:
+    logging.getLogger("aiobotocore").exception("request failed")
+print("done", file=sys.stderr)
+"""
+
+
+def test_every_log_record_is_scrubbed_whichever_thread_or_handler_emits_it(tmp_path: Path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LOG_SOURCES, SESSION_TOKEN],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "AWS_SESSION_TOKEN": SESSION_TOKEN})
+
+    err = result.stderr
+    assert result.returncode == 0 and err.rstrip().endswith("done"), err
+    for line in ("botocore.endpoint: Sending http request", "Compute Failed",
+                 "retrying with headers", "request failed", "RuntimeError: token"):
+        assert line in err, f"{line!r} was not logged:\n{err}"
+    for secret in (SESSION_TOKEN, "ab" * 32, "AKIDEXAMPLE/20260101", "SASSIGNATURE0001",
+                   "BEARERTOKEN0002"):
+        assert secret not in err, f"{secret} appears in:\n{err}"
+
+
+SCRUBBED = {
+    # botocore: the prepared request's headers, the canonical request, the signature
+    "botocore-headers": ("headers={'X-Amz-Date': b'20260101T000000Z', 'X-Amz-Security-Token': "
+                         "b'FwoGZXIvYXdzEJr//////////SECRET1', 'Authorization': b'AWS4-HMAC-"
+                         "SHA256 Credential=AKIDSECRET2/20260101/us-east-1/s3/aws4_request, "
+                         "SignedHeaders=host, Signature=SECRET3abcdef0123'}",
+                         ["SECRET1", "AKIDSECRET2", "SECRET3"]),
+    "canonical-request": ("GET\n/b\n\nhost:s3.amazonaws.com\nx-amz-security-token:"
+                          "FwoGSECRET4==\n\nhost;x-amz-security-token\n", ["FwoGSECRET4"]),
+    "botocore-signature": ("Signature:\n" + "5ec7e7" * 10 + "abcd", ["5ec7e7" * 10]),
+    "presigned-url": ("https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&"
+                      "X-Amz-Credential=AKIDSECRET5%2F20260101&X-Amz-Security-Token=SECRET6&"
+                      "X-Amz-Signature=SECRET7", ["AKIDSECRET5", "SECRET6", "SECRET7"]),
+    "sts-response-body": ("Response body:\nb'<Credentials><AccessKeyId>ASIAQWERTYUIOPASDFGH"
+                          "</AccessKeyId><SecretAccessKey>SECRET8/abc+def</SecretAccessKey>"
+                          "<SessionToken>SECRET9</SessionToken></Credentials>'",
+                          ["ASIAQWERTYUIOPASDFGH", "SECRET8", "SECRET9"]),
+    "kms-decrypt-body": ('b\'{"KeyId":"arn:aws:kms:us-east-1:1:key/k","Plaintext":'
+                         '"U0VDUkVUMTA="}\'', ["U0VDUkVUMTA="]),
+    "credentials-repr": ("ReadOnlyCredentials(access_key='AKID', secret_key='SECRET11', "
+                         "token='SECRET12')", ["SECRET11", "SECRET12"]),
+    # Azure: SAS tokens in URLs, bare and encoded; SharedKey; azure-core's header dump
+    "azure-sas-url": ("Request URL: 'https://acct.blob.core.windows.net/c/k?sv=2024-05-04&"
+                      "ss=b&srt=co&sp=rwdlac&se=2026-01-01T00:00:00Z&spr=https&"
+                      "sig=SECRET13%2Babc%3D'", ["SECRET13"]),
+    "azure-sas-bare": ("sas_token=sv=2024-05-04&ss=b&sig=SECRET14", ["SECRET14"]),
+    "azure-sas-encoded": ("url=https%3A%2F%2Fa.blob.core.windows.net%2Fc%3Fsv%3D2024"
+                          "%26sig%3DSECRET15%252B%26se%3D2026", ["SECRET15"]),
+    "azure-shared-key": ("    'Authorization': 'SharedKey acct:SECRET16+/abc='",
+                         ["SECRET16"]),
+    "azure-shared-key-wire": ("Authorization: SharedKey acct:SECRET17abc=", ["SECRET17"]),
+    "azure-account-key": ("DefaultEndpointsProtocol=https;AccountName=a;AccountKey=SECRET18==;",
+                          ["SECRET18"]),
+    # bearer tokens: HTTP wire form, JSON, GCS OAuth tokens, OAuth responses
+    "bearer-wire": ("Authorization: Bearer SECRET19.payload.sig", ["SECRET19"]),
+    "bearer-json": ('{"authorization": "Bearer SECRET20"}', ["SECRET20"]),
+    "gcs-oauth-token": ("GET: b/o, (), {'Authorization': 'Bearer ya29.a0SECRET21xxxxxxxxxxxxxx'}",
+                        ["ya29.a0SECRET21"]),
+    "oauth-response": ('{"access_token": "SECRET22", "refresh_token": "SECRET23", '
+                       '"client_secret": "SECRET24"}', ["SECRET22", "SECRET23", "SECRET24"]),
+    "gcs-signed-url": ("https://storage.googleapis.com/b/o?X-Goog-Algorithm=GOOG4-RSA-SHA256&"
+                       "X-Goog-Credential=sa%40p.iam%2FSECRET25&X-Goog-Signature=SECRET26",
+                       ["SECRET25", "SECRET26"]),
+    "basic-auth": ("Proxy-Authorization: Basic dXNlcjpTRUNSRVQyNw==", ["dXNlcjpTRUNSRVQyNw=="]),
+    "cookie": ("{'Cookie': 'session=SECRET28'}", ["SECRET28"]),
+    "sse-c-key": ("{'x-amz-server-side-encryption-customer-key': b'SECRET29base64='}",
+                  ["SECRET29"]),
+}
+
+
+@pytest.mark.parametrize("name", SCRUBBED)
+def test_scrub_removes_credentials_in_the_forms_clients_log_them(name: str) -> None:
+    from datamove.redact import scrub
+
+    text, secrets = SCRUBBED[name]
+    cleaned = scrub(text)
+
+    assert "<redacted>" in cleaned
+    for secret in secrets:
+        assert secret not in cleaned, cleaned
+
+
+@pytest.mark.parametrize("text", [
+    "datasets[0].source.options.password: looks like a credential ('password'); inline "
+    "secrets are refused",
+    "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
+    "{'Key': 'data/Token/secret-plans.txt', 'ContinuationToken': '1abc'}",
+    "dataset d: 3 copied, exit code=1; Basic tier, Digest of 2 objects",
+    "s3://bucket/key?versionId=3&partNumber=2",
+])
+def test_scrub_leaves_ordinary_messages_alone(text: str) -> None:
+    from datamove.redact import scrub
+
+    assert scrub(text) == text
+
+
+def test_values_of_credential_variables_are_scrubbed_but_paths_are_not(tmp_path: Path):
+    """The environment's credentials are scrubbed in any form; PWD and the paths of
+    credential files stay readable (they name places, and errors need them)."""
+    import subprocess
+    import sys
+
+    script = ("from datamove.redact import install_log_scrubber, scrub\n"
+              "install_log_scrubber()\n"
+              "import sys; print(scrub(sys.argv[1]))\n")
+    secret = "s3cr3t/Passphrase+Value=="
+    text = (f"token {secret} and {quote(secret, safe='')} in {tmp_path}/keys/sa.json "
+            f"under {tmp_path}")
+    result = subprocess.run(
+        [sys.executable, "-c", script, text], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env={**os.environ, "DATAMOVE_PASSPHRASE": secret, "PWD": str(tmp_path),
+                           "GOOGLE_APPLICATION_CREDENTIALS": f"{tmp_path}/keys/sa.json",
+                           "MY_SERVICE_TOKEN": str(tmp_path)})
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"token <redacted> and <redacted> in {tmp_path}/keys/"
+                                     f"sa.json under {tmp_path}")
