@@ -40,6 +40,9 @@ __all__ = ["HistoryResult", "RunSummary", "ShowResult", "StatusResult", "history
 STATUS_KEYS = ("done", "pending", "failed", "deleted_at_source", "only_at_destination")
 """Status categories, disjoint: done + pending + failed = objects at the source."""
 
+ARCHIVED = "archived"
+"""Done objects a lifecycle rule moved to a cold tier (a part of ``done``, not a category)."""
+
 MAX_LISTED_FAILURES = 1_000
 """Failed objects listed per dataset in ``status`` (the counts are always complete)."""
 
@@ -102,6 +105,7 @@ class DatasetStatus:
                                "verify": self.verify}
         out.update({key: self.counts[key] for key in STATUS_KEYS})
         out.update({f"bytes_{key}": self.bytes[key] for key in STATUS_KEYS})
+        out[ARCHIVED], out[f"bytes_{ARCHIVED}"] = self.counts[ARCHIVED], self.bytes[ARCHIVED]
         out["pending_reasons"] = dict(self.pending_reasons.most_common())
         out["failures"] = [f.to_dict() for f in self.failures]
         out["reverified_each_run"] = self.reverified_each_run
@@ -123,11 +127,11 @@ class StatusResult:
     def to_dict(self) -> dict[str, Any]:
         totals = Counter[str]()
         for ds in self.datasets.values():
-            totals.update({key: ds.counts[key] for key in STATUS_KEYS})
+            totals.update({key: ds.counts[key] for key in (*STATUS_KEYS, ARCHIVED)})
         return {"command": "status", "manifest": self.manifest, "ledger": self.ledger,
                 "ledger_exists": self.ledger_exists, "notice": self.notice,
                 "datasets": {name: ds.to_dict() for name, ds in self.datasets.items()},
-                "totals": {key: totals[key] for key in STATUS_KEYS},
+                "totals": {key: totals[key] for key in (*STATUS_KEYS, ARCHIVED)},
                 "exit_code": self.exit_code}
 
     def render(self, out: TextIO) -> None:
@@ -154,6 +158,10 @@ class StatusResult:
             if ds.counts["only_at_destination"]:
                 console.print(f"{name}: {ds.counts['only_at_destination']:,} objects only at "
                               "the destination (never recorded; left alone)")
+            if ds.counts[ARCHIVED]:
+                console.print(f"{name}: {ds.counts[ARCHIVED]:,} of the done objects are "
+                              "archived (not read by run or verify; `datamove drill` reads "
+                              "them back)")
             if ds.reverified_each_run and ds.counts["done"]:
                 console.print(f"{name}: verify: full, so every run re-reads its "
                               f"{ds.counts['done']:,} done objects")
@@ -196,7 +204,9 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
 
     * ``done``: the plan skips it (its latest good ledger row matches the source
       and the destination still has the recorded size); also counted as done when
-      ``verify: full`` makes every run re-read it.
+      ``verify: full`` makes every run re-read it, and when a lifecycle rule
+      archived it (moved to a cold location or a class that needs a restore; also
+      counted as ``archived``: a run neither reads nor copies it).
     * ``failed``: the plan would copy or verify it, and its latest ledger row (of
       any status) says ``failed``.
     * ``pending``: the plan would copy or verify it, and it did not fail last time
@@ -232,6 +242,10 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
                 continue
             if item.action == Action.skip or (item.action == Action.verify and recorded):
                 ds.add("done", item.size)
+                continue
+            if item.action == Action.archived:
+                ds.add("done", item.size)
+                ds.add(ARCHIVED, item.size)
                 continue
             failure = None
             while pending_failure is not None and _utf8(pending_failure.key) <= _utf8(item.key):
