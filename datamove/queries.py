@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from .api import jobs_of, ledger_of, preflight
 from .errors import EXIT_OBJECTS_FAILED, EXIT_OK
-from .ledger import OBJECTS, RUNS, Ledger, LedgerRow, scan
+from .ledger import OBJECTS, RUNS, Ledger, LedgerRow, batches, scan
 from .manifest import Manifest, VerifyMode
 from .plan import Action, PlanItem, plan_dataset
 from .report import human_bytes
@@ -222,7 +222,7 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
     ledger = ledger_of(manifest)
-    objects = ledger.table(OBJECTS)
+    _, objects = _open(ledger)
     exists = objects is not None
     result = StatusResult(manifest.name, ledger.url, exists,
                           notice=None if exists else no_runs_message(ledger, manifest))
@@ -316,13 +316,18 @@ class RunSummary:
     ended: datetime | None
     exit_code: int | None
     counts: dict[str, int]
-    counts_from: str  # "end row" | "objects rows" (interrupted: what got recorded)
+    counts_from: str  # "end row" | "objects rows" (interrupted) | "audit log" (lost)
     datasets: dict[str, Any]
+    lost: str | None = None  # the ledger lost (some of) its records: what, who accepted
 
     @property
     def interrupted(self) -> bool:
         """No end row: the run was killed (or is still running)."""
         return self.ended is None
+
+    @property
+    def state(self) -> str:
+        return "lost" if self.lost else "interrupted" if self.interrupted else "ended"
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "command": self.command,
@@ -330,7 +335,7 @@ class RunSummary:
                 "user": self.user, "host": self.host, "engine": self.engine,
                 "datamove_version": self.datamove_version,
                 "started": _iso(self.started), "ended": _iso(self.ended),
-                "state": "interrupted" if self.interrupted else "ended",
+                "state": self.state, "lost": self.lost,
                 "exit_code": self.exit_code, **self.counts,
                 "counts_from": self.counts_from, "datasets": self.datasets}
 
@@ -364,9 +369,9 @@ class HistoryResult:
             table.add_column(column, justify="right" if column in ("exit", "copied", "failed")
                              else "left", no_wrap=column in ("run", "started", "ended"))
         for run in self.runs:
-            marker = "" if run.counts_from == "end row" else "*"
+            marker = {"end row": "", "audit log": "†"}.get(run.counts_from, "*")
             table.add_row(run.run_id, run.command or "", _human_time(run.started),
-                          "interrupted" if run.interrupted else _human_time(run.ended),
+                          run.state if run.state != "ended" else _human_time(run.ended),
                           "" if run.exit_code is None else str(run.exit_code),
                           f"{run.counts['copied']:,}{marker}",
                           f"{run.counts['failed']:,}{marker}",
@@ -375,6 +380,11 @@ class HistoryResult:
         if any(run.interrupted for run in self.runs):
             console.print("interrupted: no end row (killed, or still running); "
                           "* counts are the objects it recorded before it stopped")
+        for run in self.runs:
+            if run.lost:
+                console.print(f"lost {run.run_id}: {run.lost}"
+                              + ("; † counts from the audit log" if run.counts_from ==
+                                 "audit log" else ""))
         console.print(f"history: {len(self.runs):,} of {self.total:,} runs")
 
 
@@ -384,15 +394,26 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
     ``all_manifests``), newest first, at most ``limit`` (None or 0: all).
 
     Counts come from the end row's ``counts_json``; a run with no end row (killed,
-    or still running) gets counts from the ``objects`` rows it committed.
+    or still running) gets counts from the ``objects`` rows it committed. A run
+    whose records the ledger lost (its loss accepted, ledger_audit.py) is shown
+    as ``lost``, with what the audit log knew of it when its own rows are gone.
     """
     ledger = ledger_of(manifest)
-    runs_table = ledger.table(RUNS)
+    runs_table, _ = _open(ledger)
     exists = runs_table is not None
     rows = _scan(runs_table).to_pylist()
     by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    lost_rows = []
     for row in rows:
-        by_run.setdefault(row["run_id"], {})[row["event"]] = row
+        if row["event"] == "lost":
+            lost_rows.append(row)
+        else:
+            by_run.setdefault(row["run_id"], {})[row["event"]] = row
+    for row in lost_rows:  # the lost run's own rows, or what the audit log knew of it
+        events = by_run.setdefault(row["lost_run_id"], {})
+        events.setdefault("end", {**row, "run_id": row["lost_run_id"], "event": "end",
+                                  "from_audit": True})
+        events["lost"] = row
     runs = [_run_summary(run_id, events) for run_id, events in by_run.items()]
     if not all_manifests:
         runs = [r for r in runs if r.manifest_name == manifest.name]
@@ -403,7 +424,7 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
         runs = runs[:limit]
     interrupted = [r for r in runs if r.interrupted]
     if interrupted:
-        _count_interrupted(ledger.table(OBJECTS), interrupted)
+        _count_interrupted(ledger.table(OBJECTS), interrupted)  # opened (checked) above
     notice = None if exists else no_runs_message(ledger, manifest)
     if exists and total == 0:
         notice = f"no runs of manifest {manifest.name!r} recorded at {ledger.url}"
@@ -411,7 +432,7 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
 
 
 def _run_summary(run_id: str, events: dict[str, dict[str, Any]]) -> RunSummary:
-    start, end = events.get("start"), events.get("end")
+    start, end, lost = events.get("start"), events.get("end"), events.get("lost")
     first = start or end or {}
 
     def pick(name: str) -> Any:
@@ -431,7 +452,10 @@ def _run_summary(run_id: str, events: dict[str, dict[str, Any]]) -> RunSummary:
         started=first.get("started_at") or pick("started_at"),
         ended=end.get("ended_at") if end else None,
         exit_code=end.get("exit_code") if end else None, counts=counts,
-        counts_from="end row" if end else "objects rows", datasets=datasets)
+        counts_from="audit log" if end and end.get("from_audit") else
+        "end row" if end else "objects rows", datasets=datasets,
+        lost=f"the ledger lost its records ({lost['note']}); run {lost['run_id']} went on "
+             "without them" if lost else None)
 
 
 def _count_interrupted(objects: Any, runs: list[RunSummary]) -> None:
@@ -519,7 +543,7 @@ def show(manifest: Manifest, key: str, *, datasets: list[str] | None = None) -> 
         else [d.name for d in manifest.datasets]
     ledger = ledger_of(manifest)
     result = ShowResult(manifest.name, ledger.url, key, names, [])
-    objects = ledger.table(OBJECTS)
+    _, objects = _open(ledger)
     if objects is None:
         result.error = (f"{key}: not recorded ({no_runs_message(ledger, manifest)})")
         return result
@@ -544,8 +568,7 @@ def _similar_keys(objects: Any, in_datasets: Any, key: str, limit: int = 5) -> l
     if not name:
         return []
     pairs: set[tuple[str, str]] = set()
-    for batch in objects.to_pyarrow_dataset().to_batches(
-            filter=in_datasets, columns=["dataset", "key"], use_threads=False):
+    for batch in batches(objects, in_datasets, ["dataset", "key"]):
         keys = batch.column("key")
         hit = pc.or_(pc.equal(keys, name), pc.ends_with(keys, "/" + name))
         for row in batch.filter(hit).to_pylist():
@@ -554,6 +577,13 @@ def _similar_keys(objects: Any, in_datasets: Any, key: str, limit: int = 5) -> l
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+def _open(ledger: Ledger) -> tuple[Any, Any]:
+    """The ledger's runs and objects tables (None if not created yet). Both are opened,
+    and so checked (ledger_damage.py), whichever the question needs: damage anywhere
+    in the ledger is an answer of its own (exit 2)."""
+    return ledger.table(RUNS), ledger.table(OBJECTS)
 
 
 def _scan(table: Any, filter_expr: Any = None, columns: list[str] | None = None) -> pa.Table:
