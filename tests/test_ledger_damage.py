@@ -189,6 +189,32 @@ def test_damage_to_the_runs_table_is_named_too(copy):
         assert f"ledger table {copy / RUNS} is damaged: 1 data file" in line
 
 
+def test_damage_to_a_ledger_on_s3_is_named_too(tmp_path, moto_server, monkeypatch):
+    """The same checks through delta-rs' object store: a data file and a commit
+    deleted from a ledger in a bucket (moto_server)."""
+    client, bucket = moto_server.client(), moto_server.new_bucket()
+    make_source(tmp_path / "src", 3)
+    manifest = str(write_manifest(
+        tmp_path / "m.yaml", [{**DATASET, "lifecycle": []}], ledger=f"s3://{bucket}/ledger",
+        ledger_options={"endpoint_url": moto_server.endpoint}))
+    for name, value in AWS_ENV.items():  # the tests' credentials for moto (as run_cli's)
+        monkeypatch.setenv(name, value)
+    for _ in range(3):
+        (tmp_path / "src" / "part-0001.bin").write_bytes(os.urandom(200))
+        cli(commands.run, manifest)
+    keys = [o["Key"] for o in client.list_objects_v2(
+        Bucket=bucket, Prefix="ledger/objects/")["Contents"]]
+    data = sorted(k for k in keys if k.endswith(".parquet") and "_delta_log" not in k)
+    client.delete_object(Bucket=bucket, Key=data[0])
+    [line] = cli(commands.status, manifest, code=2).stderr.splitlines()
+    assert f"ledger table s3://{bucket}/ledger/objects is damaged: 1 data file its log " \
+           "lists is missing" in line
+    client.delete_object(Bucket=bucket, Key=f"ledger/objects/_delta_log/{2:020d}.json")
+    [line] = cli(commands.run, manifest, code=2).stderr.splitlines()
+    assert f"ledger table s3://{bucket}/ledger/objects is damaged: its log has a gap: " \
+           "commits 2..2 are missing between 1 and 3" in line
+
+
 # --- a ledger behind its audit log -------------------------------------------------------
 
 
