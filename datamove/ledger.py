@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 OBJECTS = "objects"
 RUNS = "runs"
+CREATED_EMPTY = (OBJECTS, RUNS, AUDIT, f"{AUDIT}_checkpoints")
+"""Tables created empty before any row is written: data files without a log there are
+damage, never a crash while creating the table (as they can be for ``tables``)."""
 
 TS = pa.timestamp("us", tz="UTC")
 OBJECT_SCHEMA = pa.schema([
@@ -196,7 +199,7 @@ class Ledger:
             raise BadInput(f"ledger {self.url}: cannot be opened: {describe(exc)}") from exc
         except Exception as exc:
             raise read_error(uri, exc) from None
-        if table is None:
+        if table is None and name in CREATED_EMPTY:
             check_not_orphaned(uri)
         elif name not in self._checked:
             check_table(table, uri)

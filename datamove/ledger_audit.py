@@ -178,3 +178,20 @@ def lost_rows(lost: list[Lost]) -> list[dict[str, Any]]:
                      "counts_json": json.dumps(counts) if counts is not None else None,
                      "exit_code": end.get("exit_code")})
     return rows
+
+
+def events_by_run(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``runs`` rows as {run_id: {event: row}}, for history. A lost run gets its ``lost``
+    row and, when its own end row is gone too, an ``end`` made of what the audit log
+    knew of it (marked ``from_audit``)."""
+    by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        if row["event"] != "lost":
+            by_run.setdefault(row["run_id"], {})[row["event"]] = row
+    for row in rows:
+        if row["event"] == "lost":
+            events = by_run.setdefault(row["lost_run_id"], {})
+            events.setdefault("end", {**row, "run_id": row["lost_run_id"], "event": "end",
+                                      "from_audit": True})
+            events["lost"] = row
+    return by_run

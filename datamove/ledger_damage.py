@@ -225,7 +225,7 @@ def _check_recent_commits(table: Any, filesystem: Any, uri: str) -> None:
         with filesystem.open_input_file("_delta_log/_last_checkpoint") as f:
             checkpoint = int(json.loads(f.read())["version"])
     except FileNotFoundError:
-        checkpoint = -1
+        checkpoint = _newest_checkpoint(filesystem)
     except Exception:
         return  # an unreadable hint: delta-rs lists the log instead, and so do we not
     try:
@@ -238,6 +238,17 @@ def _check_recent_commits(table: Any, filesystem: Any, uri: str) -> None:
         raise damaged(uri, found_problem or
                       f"{recent - found} of its last {recent} commits hold nothing "
                       "(an empty or cut-short commit file)")
+
+
+def _newest_checkpoint(filesystem: Any) -> int:
+    """The version of the newest checkpoint file in the log (-1 if none), for a log
+    without its ``_last_checkpoint`` hint."""
+    import pyarrow.fs as pafs
+
+    names = [info.path.rsplit("/", 1)[-1] for info in
+             filesystem.get_file_info(pafs.FileSelector("_delta_log", allow_not_found=True))]
+    versions = [int(n[:20]) for n in names if re.fullmatch(r"\d{20}\.checkpoint.*", n)]
+    return max(versions, default=-1)
 
 
 def check_not_orphaned(uri: str) -> None:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from .api import jobs_of, ledger_of, preflight
 from .errors import EXIT_OBJECTS_FAILED, EXIT_OK
 from .ledger import OBJECTS, RUNS, Ledger, LedgerRow, batches, scan
+from .ledger_audit import events_by_run
 from .manifest import Manifest, VerifyMode
 from .plan import Action, PlanItem, plan_dataset
 from .report import human_bytes
@@ -40,8 +41,7 @@ __all__ = ["HistoryResult", "RunSummary", "ShowResult", "StatusResult", "history
 STATUS_KEYS = ("done", "pending", "failed", "deleted_at_source", "only_at_destination")
 """Status categories, disjoint: done + pending + failed = objects at the source."""
 
-ARCHIVED = "archived"
-"""Done objects a lifecycle rule moved to a cold tier (a part of ``done``, not a category)."""
+ARCHIVED = "archived"  # done objects a lifecycle rule moved to a cold tier (part of done)
 
 MAX_LISTED_FAILURES = 1_000
 """Failed objects listed per dataset in ``status`` (the counts are always complete)."""
@@ -240,12 +240,11 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
             if item.action == Action.extra:
                 ds.add("deleted_at_source" if recorded else "only_at_destination", item.size)
                 continue
-            if item.action == Action.skip or (item.action == Action.verify and recorded):
+            if item.action in (Action.skip, Action.archived) or (
+                    item.action == Action.verify and recorded):
                 ds.add("done", item.size)
-                continue
-            if item.action == Action.archived:
-                ds.add("done", item.size)
-                ds.add(ARCHIVED, item.size)
+                if item.action == Action.archived:
+                    ds.add(ARCHIVED, item.size)
                 continue
             failure = None
             while pending_failure is not None and _utf8(pending_failure.key) <= _utf8(item.key):
@@ -380,11 +379,9 @@ class HistoryResult:
         if any(run.interrupted for run in self.runs):
             console.print("interrupted: no end row (killed, or still running); "
                           "* counts are the objects it recorded before it stopped")
-        for run in self.runs:
-            if run.lost:
-                console.print(f"lost {run.run_id}: {run.lost}"
-                              + ("; † counts from the audit log" if run.counts_from ==
-                                 "audit log" else ""))
+        for run in (run for run in self.runs if run.lost):
+            audit = "; † counts from the audit log" if run.counts_from == "audit log" else ""
+            console.print(f"lost {run.run_id}: {run.lost}{audit}")
         console.print(f"history: {len(self.runs):,} of {self.total:,} runs")
 
 
@@ -401,19 +398,7 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
     ledger = ledger_of(manifest)
     runs_table, _ = _open(ledger)
     exists = runs_table is not None
-    rows = _scan(runs_table).to_pylist()
-    by_run: dict[str, dict[str, dict[str, Any]]] = {}
-    lost_rows = []
-    for row in rows:
-        if row["event"] == "lost":
-            lost_rows.append(row)
-        else:
-            by_run.setdefault(row["run_id"], {})[row["event"]] = row
-    for row in lost_rows:  # the lost run's own rows, or what the audit log knew of it
-        events = by_run.setdefault(row["lost_run_id"], {})
-        events.setdefault("end", {**row, "run_id": row["lost_run_id"], "event": "end",
-                                  "from_audit": True})
-        events["lost"] = row
+    by_run = events_by_run(_scan(runs_table).to_pylist())
     runs = [_run_summary(run_id, events) for run_id, events in by_run.items()]
     if not all_manifests:
         runs = [r for r in runs if r.manifest_name == manifest.name]
@@ -580,9 +565,7 @@ def _similar_keys(objects: Any, in_datasets: Any, key: str, limit: int = 5) -> l
 
 
 def _open(ledger: Ledger) -> tuple[Any, Any]:
-    """The ledger's runs and objects tables (None if not created yet). Both are opened,
-    and so checked (ledger_damage.py), whichever the question needs: damage anywhere
-    in the ledger is an answer of its own (exit 2)."""
+    """The runs and objects tables, both opened (so checked: damage anywhere is exit 2)."""
     return ledger.table(RUNS), ledger.table(OBJECTS)
 
 
