@@ -199,8 +199,9 @@ class Ledger:
             raise BadInput(f"ledger {self.url}: cannot be opened: {describe(exc)}") from exc
         except Exception as exc:
             raise read_error(uri, exc) from None
-        if table is None and name in CREATED_EMPTY:
-            check_not_orphaned(uri)
+        if table is None:
+            if name in CREATED_EMPTY:
+                check_not_orphaned(uri)
         elif name not in self._checked:
             check_table(table, uri)
             self._checked.add(name)

@@ -22,6 +22,7 @@ import shutil
 from typing import Any
 
 from .errors import BadInput
+from .stores import describe
 
 RESTORE = ("Restore the ledger directory from a backup and run the command again "
            "(docs/FORMAT.md, \"A damaged ledger\", says how to go on without one)")
@@ -89,20 +90,22 @@ def _unreadable_file(table: Any) -> str | None:
 
 
 def _summary(exc: BaseException) -> str:
-    """The first line of a delta-rs / pyarrow error, without Rust's struct dumps."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The first line of a delta-rs / pyarrow error, without Rust's struct dumps and
+    without anything that looks like a credential (stores.describe)."""
+    raw = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = describe(exc).removeprefix(f"{type(exc).__name__}: ")
     for prefix in ("Kernel error: ", "Generic delta kernel error: ", "Generic error: "):
         text = text.replace(prefix, "")
-    if "found gap" in text:
-        versions = [int(v) for v in re.findall(r"version: (\d+)", text)]
+    if "found gap" in raw:
+        versions = [int(v) for v in re.findall(r"version: (\d+)", raw)]
         if len(versions) >= 2:
             return (f"its log has a gap: commits {versions[0] + 1}..{versions[1] - 1} are "
                     f"missing between {versions[0]} and {versions[1]}")
         return "its log has a gap between commits"
-    missing = re.search(r"Object at location (\S+) not found", text)
+    missing = re.search(r"Object at location (\S+) not found", raw)
     if missing:
         return f"a data file its log lists is missing ({os.path.basename(missing[1])})"
-    if "No table metadata or protocol found" in text:
+    if "No table metadata or protocol found" in raw:
         return "its log has no table metadata (its first commit or checkpoint is missing)"
     return f"{text} ({type(exc).__name__})"
 
