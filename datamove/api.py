@@ -203,8 +203,9 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
                 sweeper = OrphanSweeper(job.destination, run_token)
                 upload_cutoffs[job.name] = store_clock(job.destination)
-            elif job.encryption is not None and ledger.table(OBJECTS) is not None:
-                # Verifying ciphertext without an identity compares it with the ledger.
+            elif ledger.table(OBJECTS) is not None:
+                # verify compares ciphertext with the ledger, and must know what lifecycle
+                # rules archived: those are counted, never read (docs/LIFECYCLE.md).
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
                                                recorded=recorded, on_partial=sweeper,

@@ -32,12 +32,24 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .errors import BadInput, DatamoveError
+from .ledger_audit import AUDIT, Lost, accepted, find_lost, lost_rows, refusal
+from .ledger_damage import (
+    check_free_space,
+    check_not_orphaned,
+    check_table,
+    is_permanent,
+    read_error,
+    write_error,
+)
 from .stores import describe
 
 log = logging.getLogger(__name__)
 
 OBJECTS = "objects"
 RUNS = "runs"
+CREATED_EMPTY = (OBJECTS, RUNS, AUDIT, f"{AUDIT}_checkpoints")
+"""Tables created empty before any row is written: data files without a log there are
+damage, never a crash while creating the table (as they can be for ``tables``)."""
 
 TS = pa.timestamp("us", tz="UTC")
 OBJECT_SCHEMA = pa.schema([
@@ -84,6 +96,9 @@ RUN_SCHEMA = pa.schema([
     ("counts_json", pa.string()),  # per dataset: objects and bytes per outcome
     ("exit_code", pa.int32()),
     ("datamove_version", pa.string()),
+    ("objects_commits", pa.int64()),  # end: the run's objects commits (app txn versions)
+    ("lost_run_id", pa.string()),  # lost: the run whose records the ledger lost
+    ("note", pa.string()),  # lost: what of it was missing
 ])
 DONE_STATUSES = ("copied", "verified", "repaired", "rotated", "archived")
 ROTATING = "rotating"  # journal: a rotation to key_fingerprints is about to rewrite this object
@@ -165,39 +180,77 @@ class Ledger:
     def __init__(self, url: str, options: dict[str, Any] | None = None):
         self.url = url.rstrip("/")
         self.storage_options = storage_options(self.url, options or {})
+        self._checked: set[str] = set()  # tables whose files and log were checked
+        self.lost: list[Lost] | None = None  # after check_against_audit: accepted losses
 
     def uri(self, table: str) -> str:
         return f"{self.url}/{table}"
 
     def table(self, name: str) -> Any:
-        """The DeltaTable, or None if it does not exist yet."""
+        """The DeltaTable, or None if it does not exist yet.
+
+        The first time a table is opened its data files and recent commits are
+        checked (ledger_damage.py): damage is LedgerDamaged (exit 2), never a
+        traceback nor a table that silently lost rows.
+        """
         from deltalake import DeltaTable
 
         uri = self.uri(name)
         try:
-            if not DeltaTable.is_deltatable(uri, storage_options=self.storage_options):
-                return None
-            return DeltaTable(uri, storage_options=self.storage_options)
+            exists = DeltaTable.is_deltatable(uri, storage_options=self.storage_options)
+            table = DeltaTable(uri, storage_options=self.storage_options) if exists else None
         except OSError as exc:
             raise BadInput(f"ledger {self.url}: cannot be opened: {describe(exc)}") from exc
+        except Exception as exc:
+            raise read_error(uri, exc) from None
+        if table is None:
+            if name in CREATED_EMPTY:
+                check_not_orphaned(uri)
+        elif name not in self._checked:
+            check_table(table, uri)
+            self._checked.add(name)
+        return table
 
     def ensure(self) -> None:
-        """Create both tables if missing (idempotent)."""
+        """Create both tables if missing (idempotent), once the audit log's record
+        agrees with the ledger's (ledger_audit.py): a ledger that lost its tables is
+        refused, not created anew."""
         from deltalake import DeltaTable
 
-        if not self.url.startswith(("s3://", "s3a://", "gs://", "az://", "abfs")):
-            os.makedirs(self.url, exist_ok=True)
-        for name, schema, description in (
-                (OBJECTS, OBJECT_SCHEMA, "datamove: one row per object copy or verification"),
-                (RUNS, RUN_SCHEMA, "datamove: one row per run start and end")):
-            table = self.table(name)
-            if table is None:
-                DeltaTable.create(self.uri(name), schema=schema, mode="ignore",
-                                  name=f"datamove_{name}", description=description,
-                                  configuration={"delta.checkpointInterval": "20"},
-                                  storage_options=self.storage_options)
-            else:
-                _add_missing_columns(table, schema)
+        self.check_against_audit()
+        try:
+            if not self.url.startswith(("s3://", "s3a://", "gs://", "az://", "abfs")):
+                os.makedirs(self.url, exist_ok=True)
+            for name, schema, description in (
+                    (OBJECTS, OBJECT_SCHEMA, "datamove: one row per object copy or verification"),
+                    (RUNS, RUN_SCHEMA, "datamove: one row per run start and end")):
+                table = self.table(name)
+                if table is None:
+                    check_free_space(self.uri(name), 0)
+                    DeltaTable.create(self.uri(name), schema=schema, mode="ignore",
+                                      name=f"datamove_{name}", description=description,
+                                      configuration={"delta.checkpointInterval": "20"},
+                                      storage_options=self.storage_options)
+                else:
+                    _add_missing_columns(table, schema)
+        except DatamoveError:
+            raise
+        except Exception as exc:
+            raise write_error(self.url, exc) from None
+
+    def check_against_audit(self) -> None:
+        """Refuse (LedgerBehind, exit 2) a ledger that lost records the audit log
+        vouches for, unless the operator accepted the loss (ledger_audit.py). Once
+        per Ledger; an accepted loss waits in ``lost`` for the next start row."""
+        if self.lost is not None:
+            return
+        lost = find_lost(self.table(AUDIT), self.table(RUNS), self.table(OBJECTS))
+        if lost and not accepted(lost):
+            raise refusal(self.url, lost)
+        for run in lost:
+            log.warning("ledger %s: going on without the records of run %s (%s), as "
+                        "accepted", self.url, run.run_id, run.what)
+        self.lost = lost
 
     # --- reading ----------------------------------------------------------------------
 
@@ -229,22 +282,9 @@ class Ledger:
         where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(statuses))
         if destination_prefix:
             where &= pc.starts_with(pc.field("destination_url"), destination_prefix)
-        rows = self.objects(where, columns)
-        if rows.num_rows == 0:
-            return
-        rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
-        previous: dict[str, Any] | None = None
-        copied_at = None  # the first row of the latest run of rows with the same content
-        for batch in rows.to_batches(max_chunksize=10_000):
-            for row in batch.to_pylist():
-                if previous is not None and previous["key"] != row["key"]:
-                    yield _ledger_row(previous, copied_at)
-                    previous = None
-                if previous is None or previous["sha256"] != row["sha256"]:
-                    copied_at = row["recorded_at"]
-                previous = row
-        if previous is not None:
-            yield _ledger_row(previous, copied_at)
+        # Read now, not on the first next(): a damaged ledger is the caller's error
+        # (exit 2), not a listing that stopped half-way.
+        return _latest_rows(self.objects(where, columns))
 
     def runs(self) -> pa.Table:
         table = self.table(RUNS)
@@ -253,12 +293,42 @@ class Ledger:
     # --- housekeeping -----------------------------------------------------------------
 
     def compact(self, max_files: int = 64) -> None:
-        """Merge small files once there are many, so the tables stay fast to open."""
+        """Merge small files once there are many, so the tables stay fast to open.
+
+        Housekeeping after the run's end row: a failure (say, a full disk) is
+        logged and changes nothing, since compaction only rewrites what is there.
+        """
         for name in (OBJECTS, RUNS):
             table = self.table(name)
-            if table is not None and len(table.file_uris()) > max_files:
+            if table is None or len(table.file_uris()) <= max_files:
+                continue
+            try:
+                files = pa.table(table.get_add_actions(flatten=True))
+                check_free_space(self.uri(name), pc.sum(files["size_bytes"]).as_py() or 0)
                 table.optimize.compact()
                 table.create_checkpoint()
+            except Exception as exc:
+                log.warning("ledger table %s not compacted (%s); it is complete, and the "
+                            "next run tries again", self.uri(name), describe(exc))
+
+
+def _latest_rows(rows: pa.Table) -> Iterator[LedgerRow]:
+    """The last row per key of rows read for :meth:`Ledger.latest`."""
+    if rows.num_rows == 0:
+        return
+    rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
+    previous: dict[str, Any] | None = None
+    copied_at = None  # the first row of the latest run of rows with the same content
+    for batch in rows.to_batches(max_chunksize=10_000):
+        for row in batch.to_pylist():
+            if previous is not None and previous["key"] != row["key"]:
+                yield _ledger_row(previous, copied_at)
+                previous = None
+            if previous is None or previous["sha256"] != row["sha256"]:
+                copied_at = row["recorded_at"]
+            previous = row
+    if previous is not None:
+        yield _ledger_row(previous, copied_at)
 
 
 def _add_missing_columns(table: Any, schema: pa.Schema) -> None:
@@ -282,8 +352,23 @@ def scan(table: Any, filter_expr: Any = None, columns: list[str] | None = None) 
     dataset aborts about one time in three with "terminate called without an
     active exception" (pyarrow 26, deltalake 1.6; apache/arrow#34314).
     """
-    return table.to_pyarrow_dataset().to_table(filter=filter_expr, columns=columns,
-                                               use_threads=False)
+    try:
+        return table.to_pyarrow_dataset().to_table(filter=filter_expr, columns=columns,
+                                                   use_threads=False)
+    except Exception as exc:  # a data file gone or corrupt since the table was opened
+        raise read_error(table.table_uri, exc, table) from None
+
+
+def batches(table: Any, filter_expr: Any = None,
+            columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream a DeltaTable's rows, single-threaded (as :func:`scan`); a data file that
+    cannot be read is LedgerDamaged."""
+    try:
+        dataset = table.to_pyarrow_dataset()
+        yield from dataset.scanner(filter=filter_expr, columns=columns,
+                                   use_threads=False).to_batches()
+    except Exception as exc:
+        raise read_error(table.table_uri, exc, table) from None
 
 
 def _ledger_row(row: dict[str, Any], copied_at: datetime | None = None) -> LedgerRow:
@@ -302,10 +387,16 @@ def _ledger_row(row: dict[str, Any], copied_at: datetime | None = None) -> Ledge
 
 
 class LedgerWriter:
-    """The single writer: batches rows by count and by time; idempotent commits."""
+    """The single writer: batches rows by count and by time; idempotent commits.
+
+    Opening one checks the ledger against the audit log first (ledger_audit.py):
+    a ledger that lost records the audit log vouches for is refused (exit 2)
+    before this writer records anything.
+    """
 
     def __init__(self, ledger: Ledger, run_id: str, *, max_rows: int = 2_000,
                  max_seconds: float = 1.0, retries: int = 5):
+        ledger.check_against_audit()
         self.ledger = ledger
         self.run_id = run_id
         self.app_id = f"datamove:{run_id}"
@@ -340,11 +431,30 @@ class LedgerWriter:
                            retries=self.retries)
 
     def run_event(self, event: str, **fields: Any) -> None:
-        """Append a run start or end row (its own app transaction: 1 start, 2 end)."""
-        row = {"run_id": self.run_id, "event": event, "user": user(),
-               "host": socket.gethostname(), "datamove_version": __version__, **fields}
-        self.commit(RUNS, pa.Table.from_pylist([row], schema=RUN_SCHEMA),
+        """Append a run start or end row (its own app transaction: 1 start, 2 end).
+
+        The end row says how many objects commits the run made, so a later writer
+        can tell a ledger that lost its last commits; the start row carries, in
+        the same commit, a ``lost`` row for each run whose loss the operator
+        accepted (ledger_audit.py)."""
+        mine = {"run_id": self.run_id, "user": user(), "host": socket.gethostname(),
+                "datamove_version": __version__}
+        rows = [{**mine, "event": event, **fields}]
+        if event == "end":
+            rows[0]["objects_commits"] = self.batch
+        elif self.ledger.lost:
+            rows += [{**mine, "manifest_name": fields.get("manifest_name"), **lost}
+                     for lost in lost_rows(self.ledger.lost)]
+        runs = self.ledger.table(RUNS)
+        if runs is not None:  # archive and rotate do not run ensure(): older ledgers
+            try:
+                _add_missing_columns(runs, RUN_SCHEMA)
+            except Exception as exc:
+                raise write_error(self.ledger.uri(RUNS), exc) from None
+        self.commit(RUNS, pa.Table.from_pylist(rows, schema=RUN_SCHEMA),
                     1 if event == "start" else 2)
+        if event == "start":
+            self.ledger.lost = []
 
 
 def append_once(ledger: Ledger, table_name: str, data: pa.Table, app_id: str, version: int,
@@ -356,7 +466,8 @@ def append_once(ledger: Ledger, table_name: str, data: pa.Table, app_id: str, ve
     failure that hid its success appends nothing (returns False). ``before``
     sees the table (None if it does not exist yet) and may refuse the append by
     raising a DatamoveError, which is never retried. Other failures are retried
-    ``retries`` times with exponential backoff.
+    ``retries`` times with exponential backoff, except those retrying cannot fix
+    (a full disk, permissions): those, and the last failure, are LedgerUnwritable.
     """
     from deltalake import CommitProperties, Transaction, write_deltalake
 
@@ -367,6 +478,7 @@ def append_once(ledger: Ledger, table_name: str, data: pa.Table, app_id: str, ve
                 return False  # a previous attempt landed; never append twice
             if before is not None:
                 before(table)
+            check_free_space(ledger.uri(table_name), data.nbytes)
             write_deltalake(
                 table if table is not None else ledger.uri(table_name), data,
                 mode="append", storage_options=ledger.storage_options,
@@ -377,8 +489,8 @@ def append_once(ledger: Ledger, table_name: str, data: pa.Table, app_id: str, ve
         except DatamoveError:
             raise
         except Exception as exc:
-            if attempt > retries:
-                raise
+            if attempt > retries or is_permanent(exc):
+                raise write_error(ledger.uri(table_name), exc) from None
             log.warning("commit %s/%s to %s failed (%s); retrying", app_id, version,
                         table_name, describe(exc))
             time.sleep(min(5.0, 0.2 * 2 ** attempt))

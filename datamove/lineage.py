@@ -96,7 +96,7 @@ import pyarrow.compute as pc
 
 from . import __version__
 from .errors import BadInput
-from .ledger import DONE_STATUSES, OBJECTS, Ledger
+from .ledger import DONE_STATUSES, OBJECTS, Ledger, batches
 from .manifest import DatasetSpec, Manifest
 
 PRODUCER = f"https://github.com/datamove/datamove/tree/{__version__}"
@@ -202,8 +202,7 @@ def export_openlineage(manifest: Manifest, *,
             raise BadInput(f"ledger {ledger.url} has no run {', '.join(unknown)}; "
                            "`datamove history` lists the runs")
         runs = {rid: runs[rid] for rid in run_ids}
-    table = ledger.table(OBJECTS)
-    objects = table.to_pyarrow_dataset() if table is not None else None
+    objects = ledger.table(OBJECTS)  # None if no object was recorded yet
 
     timeline: list[tuple[datetime, int, str]] = []
     for rid, run in runs.items():
@@ -343,11 +342,9 @@ def _summarise(objects: Any, run_id: str) -> _RunSummary:
     summary = _RunSummary()
     if objects is None:
         return summary
-    have = set(objects.schema.names)
+    have = {f.name for f in objects.schema().fields}
     columns = [c for c in _COLUMNS if c in have]  # a ledger older than some columns
-    scanner = objects.scanner(filter=pc.field("run_id") == run_id, columns=columns,
-                              use_threads=False)
-    for batch in scanner.to_batches():
+    for batch in batches(objects, pc.field("run_id") == run_id, columns):
         for row in batch.to_pylist():
             summary.datasets.setdefault(row["dataset"], _DatasetSummary()).add(row)
             if row["status"] == "failed":

@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 
 from .api import jobs_of, ledger_of, preflight
 from .errors import EXIT_OBJECTS_FAILED, EXIT_OK
-from .ledger import OBJECTS, RUNS, Ledger, LedgerRow, scan
+from .ledger import OBJECTS, RUNS, Ledger, LedgerRow, batches, scan
+from .ledger_audit import events_by_run
 from .manifest import Manifest, VerifyMode
 from .plan import Action, PlanItem, plan_dataset
 from .report import human_bytes
@@ -39,6 +40,8 @@ __all__ = ["HistoryResult", "RunSummary", "ShowResult", "StatusResult", "history
 
 STATUS_KEYS = ("done", "pending", "failed", "deleted_at_source", "only_at_destination")
 """Status categories, disjoint: done + pending + failed = objects at the source."""
+
+ARCHIVED = "archived"  # done objects a lifecycle rule moved to a cold tier (part of done)
 
 MAX_LISTED_FAILURES = 1_000
 """Failed objects listed per dataset in ``status`` (the counts are always complete)."""
@@ -102,6 +105,7 @@ class DatasetStatus:
                                "verify": self.verify}
         out.update({key: self.counts[key] for key in STATUS_KEYS})
         out.update({f"bytes_{key}": self.bytes[key] for key in STATUS_KEYS})
+        out[ARCHIVED], out[f"bytes_{ARCHIVED}"] = self.counts[ARCHIVED], self.bytes[ARCHIVED]
         out["pending_reasons"] = dict(self.pending_reasons.most_common())
         out["failures"] = [f.to_dict() for f in self.failures]
         out["reverified_each_run"] = self.reverified_each_run
@@ -123,11 +127,11 @@ class StatusResult:
     def to_dict(self) -> dict[str, Any]:
         totals = Counter[str]()
         for ds in self.datasets.values():
-            totals.update({key: ds.counts[key] for key in STATUS_KEYS})
+            totals.update({key: ds.counts[key] for key in (*STATUS_KEYS, ARCHIVED)})
         return {"command": "status", "manifest": self.manifest, "ledger": self.ledger,
                 "ledger_exists": self.ledger_exists, "notice": self.notice,
                 "datasets": {name: ds.to_dict() for name, ds in self.datasets.items()},
-                "totals": {key: totals[key] for key in STATUS_KEYS},
+                "totals": {key: totals[key] for key in (*STATUS_KEYS, ARCHIVED)},
                 "exit_code": self.exit_code}
 
     def render(self, out: TextIO) -> None:
@@ -154,6 +158,10 @@ class StatusResult:
             if ds.counts["only_at_destination"]:
                 console.print(f"{name}: {ds.counts['only_at_destination']:,} objects only at "
                               "the destination (never recorded; left alone)")
+            if ds.counts[ARCHIVED]:
+                console.print(f"{name}: {ds.counts[ARCHIVED]:,} of the done objects are "
+                              "archived (not read by run or verify; `datamove drill` reads "
+                              "them back)")
             if ds.reverified_each_run and ds.counts["done"]:
                 console.print(f"{name}: verify: full, so every run re-reads its "
                               f"{ds.counts['done']:,} done objects")
@@ -196,7 +204,9 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
 
     * ``done``: the plan skips it (its latest good ledger row matches the source
       and the destination still has the recorded size); also counted as done when
-      ``verify: full`` makes every run re-read it.
+      ``verify: full`` makes every run re-read it, and when a lifecycle rule
+      archived it (moved to a cold location or a class that needs a restore; also
+      counted as ``archived``: a run neither reads nor copies it).
     * ``failed``: the plan would copy or verify it, and its latest ledger row (of
       any status) says ``failed``.
     * ``pending``: the plan would copy or verify it, and it did not fail last time
@@ -212,7 +222,7 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
     ledger = ledger_of(manifest)
-    objects = ledger.table(OBJECTS)
+    _, objects = _open(ledger)
     exists = objects is not None
     result = StatusResult(manifest.name, ledger.url, exists,
                           notice=None if exists else no_runs_message(ledger, manifest))
@@ -230,8 +240,11 @@ def status(manifest: Manifest, *, datasets: list[str] | None = None) -> StatusRe
             if item.action == Action.extra:
                 ds.add("deleted_at_source" if recorded else "only_at_destination", item.size)
                 continue
-            if item.action == Action.skip or (item.action == Action.verify and recorded):
+            if item.action in (Action.skip, Action.archived) or (
+                    item.action == Action.verify and recorded):
                 ds.add("done", item.size)
+                if item.action == Action.archived:
+                    ds.add(ARCHIVED, item.size)
                 continue
             failure = None
             while pending_failure is not None and _utf8(pending_failure.key) <= _utf8(item.key):
@@ -302,13 +315,18 @@ class RunSummary:
     ended: datetime | None
     exit_code: int | None
     counts: dict[str, int]
-    counts_from: str  # "end row" | "objects rows" (interrupted: what got recorded)
+    counts_from: str  # "end row" | "objects rows" (interrupted) | "audit log" (lost)
     datasets: dict[str, Any]
+    lost: str | None = None  # the ledger lost (some of) its records: what, who accepted
 
     @property
     def interrupted(self) -> bool:
         """No end row: the run was killed (or is still running)."""
         return self.ended is None
+
+    @property
+    def state(self) -> str:
+        return "lost" if self.lost else "interrupted" if self.interrupted else "ended"
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "command": self.command,
@@ -316,7 +334,7 @@ class RunSummary:
                 "user": self.user, "host": self.host, "engine": self.engine,
                 "datamove_version": self.datamove_version,
                 "started": _iso(self.started), "ended": _iso(self.ended),
-                "state": "interrupted" if self.interrupted else "ended",
+                "state": self.state, "lost": self.lost,
                 "exit_code": self.exit_code, **self.counts,
                 "counts_from": self.counts_from, "datasets": self.datasets}
 
@@ -350,9 +368,9 @@ class HistoryResult:
             table.add_column(column, justify="right" if column in ("exit", "copied", "failed")
                              else "left", no_wrap=column in ("run", "started", "ended"))
         for run in self.runs:
-            marker = "" if run.counts_from == "end row" else "*"
+            marker = {"end row": "", "audit log": "†"}.get(run.counts_from, "*")
             table.add_row(run.run_id, run.command or "", _human_time(run.started),
-                          "interrupted" if run.interrupted else _human_time(run.ended),
+                          run.state if run.state != "ended" else _human_time(run.ended),
                           "" if run.exit_code is None else str(run.exit_code),
                           f"{run.counts['copied']:,}{marker}",
                           f"{run.counts['failed']:,}{marker}",
@@ -361,6 +379,9 @@ class HistoryResult:
         if any(run.interrupted for run in self.runs):
             console.print("interrupted: no end row (killed, or still running); "
                           "* counts are the objects it recorded before it stopped")
+        for run in (run for run in self.runs if run.lost):
+            audit = "; † counts from the audit log" if run.counts_from == "audit log" else ""
+            console.print(f"lost {run.run_id}: {run.lost}{audit}")
         console.print(f"history: {len(self.runs):,} of {self.total:,} runs")
 
 
@@ -370,15 +391,14 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
     ``all_manifests``), newest first, at most ``limit`` (None or 0: all).
 
     Counts come from the end row's ``counts_json``; a run with no end row (killed,
-    or still running) gets counts from the ``objects`` rows it committed.
+    or still running) gets counts from the ``objects`` rows it committed. A run
+    whose records the ledger lost (its loss accepted, ledger_audit.py) is shown
+    as ``lost``, with what the audit log knew of it when its own rows are gone.
     """
     ledger = ledger_of(manifest)
-    runs_table = ledger.table(RUNS)
+    runs_table, _ = _open(ledger)
     exists = runs_table is not None
-    rows = _scan(runs_table).to_pylist()
-    by_run: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        by_run.setdefault(row["run_id"], {})[row["event"]] = row
+    by_run = events_by_run(_scan(runs_table).to_pylist())
     runs = [_run_summary(run_id, events) for run_id, events in by_run.items()]
     if not all_manifests:
         runs = [r for r in runs if r.manifest_name == manifest.name]
@@ -389,7 +409,7 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
         runs = runs[:limit]
     interrupted = [r for r in runs if r.interrupted]
     if interrupted:
-        _count_interrupted(ledger.table(OBJECTS), interrupted)
+        _count_interrupted(ledger.table(OBJECTS), interrupted)  # opened (checked) above
     notice = None if exists else no_runs_message(ledger, manifest)
     if exists and total == 0:
         notice = f"no runs of manifest {manifest.name!r} recorded at {ledger.url}"
@@ -397,7 +417,7 @@ def history(manifest: Manifest, *, limit: int | None = DEFAULT_HISTORY_LIMIT,
 
 
 def _run_summary(run_id: str, events: dict[str, dict[str, Any]]) -> RunSummary:
-    start, end = events.get("start"), events.get("end")
+    start, end, lost = events.get("start"), events.get("end"), events.get("lost")
     first = start or end or {}
 
     def pick(name: str) -> Any:
@@ -417,7 +437,10 @@ def _run_summary(run_id: str, events: dict[str, dict[str, Any]]) -> RunSummary:
         started=first.get("started_at") or pick("started_at"),
         ended=end.get("ended_at") if end else None,
         exit_code=end.get("exit_code") if end else None, counts=counts,
-        counts_from="end row" if end else "objects rows", datasets=datasets)
+        counts_from="audit log" if end and end.get("from_audit") else
+        "end row" if end else "objects rows", datasets=datasets,
+        lost=f"the ledger lost its records ({lost['note']}); run {lost['run_id']} went on "
+             "without them" if lost else None)
 
 
 def _count_interrupted(objects: Any, runs: list[RunSummary]) -> None:
@@ -505,7 +528,7 @@ def show(manifest: Manifest, key: str, *, datasets: list[str] | None = None) -> 
         else [d.name for d in manifest.datasets]
     ledger = ledger_of(manifest)
     result = ShowResult(manifest.name, ledger.url, key, names, [])
-    objects = ledger.table(OBJECTS)
+    _, objects = _open(ledger)
     if objects is None:
         result.error = (f"{key}: not recorded ({no_runs_message(ledger, manifest)})")
         return result
@@ -530,8 +553,7 @@ def _similar_keys(objects: Any, in_datasets: Any, key: str, limit: int = 5) -> l
     if not name:
         return []
     pairs: set[tuple[str, str]] = set()
-    for batch in objects.to_pyarrow_dataset().to_batches(
-            filter=in_datasets, columns=["dataset", "key"], use_threads=False):
+    for batch in batches(objects, in_datasets, ["dataset", "key"]):
         keys = batch.column("key")
         hit = pc.or_(pc.equal(keys, name), pc.ends_with(keys, "/" + name))
         for row in batch.filter(hit).to_pylist():
@@ -540,6 +562,11 @@ def _similar_keys(objects: Any, in_datasets: Any, key: str, limit: int = 5) -> l
 
 
 # --- helpers --------------------------------------------------------------------------
+
+
+def _open(ledger: Ledger) -> tuple[Any, Any]:
+    """The runs and objects tables, both opened (so checked: damage anywhere is exit 2)."""
+    return ledger.table(RUNS), ledger.table(OBJECTS)
 
 
 def _scan(table: Any, filter_expr: Any = None, columns: list[str] | None = None) -> pa.Table:

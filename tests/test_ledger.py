@@ -26,6 +26,7 @@ import pytest
 
 from datamove import api
 from datamove.ledger import OBJECT_SCHEMA, OBJECTS, RUNS, Ledger, LedgerWriter
+from datamove.ledger_damage import LedgerUnwritable
 from datamove.manifest import load_manifest
 from datamove.plan import DatasetJob, plan_dataset
 from tests.conftest import s3_location, write_manifest
@@ -169,7 +170,8 @@ def test_commit_that_keeps_failing_raises_and_leaves_no_rows(tmp_path, monkeypat
     monkeypatch.setattr(deltalake, "write_deltalake", always_fails)
     writer = LedgerWriter(ledger, "run-down", retries=1)
     writer.add(object_row("run-down", "k1"))
-    with pytest.raises(OSError, match="store is down"):
+    with pytest.raises(LedgerUnwritable, match=r"cannot be written: injected: the store is "
+                       r"down .* the ledger is intact"):
         writer.flush()
     assert rows_of(ledger) == []
     assert ledger.table(OBJECTS).transaction_version("datamove:run-down") is None

@@ -10,9 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
+from click.testing import CliRunner, Result
 
+from datamove import cli as commands
 from datamove.ledger import Ledger, LedgerWriter
+from datamove.lifecycle_cli import archive
 from tests.conftest import run_cli, write_manifest
+from tests.lifecycle_helpers import make_source
 
 
 def last_json(stdout: str) -> dict:
@@ -45,6 +49,16 @@ def run_ok(manifest: Path, code: int = 0) -> dict:
     result = run_cli("run", str(manifest), "--json")
     assert result.returncode == code, result.stderr
     return last_json(result.stdout)
+
+
+def cli(command, *args: str, code: int = 0) -> Result:  # type: ignore[no-untyped-def]
+    """One datamove command in this process (click's runner); checks its exit code.
+
+    Commands are invoked directly, not through the ``datamove`` group, whose
+    logging set-up would bind the runner's short-lived stderr."""
+    result = CliRunner().invoke(command, list(args), catch_exceptions=False)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return result
 
 
 def counts(summary: dict, dataset: str = "d") -> tuple[int, int, int, int]:
@@ -280,3 +294,39 @@ def test_queries_on_a_missing_manifest_are_bad_input(tmp_path):
         assert "absent.yaml" in result.stderr
         assert last_json(result.stdout)["exit_code"] == 2
     assert not os.path.exists(tmp_path / ".datamove")
+
+
+def test_verify_and_status_count_archived_objects_as_archived_not_missing(tmp_path):
+    """docs/LIFECYCLE.md: objects a rule moved to a cold location are counted as
+    archived by verify (exit 0) and as done by status, never as missing or pending."""
+    files = make_source(tmp_path / "src", 6)
+    manifest = str(write_manifest(tmp_path / "m.yaml", [
+        {"name": "logs", "source": {"url": "src/"}, "destination": {"url": "hot/"},
+         "lifecycle": [{"after": "7d", "location": {"url": "cold/"}}]}]))
+    cli(commands.run, manifest)
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    moved = last_json(cli(archive, manifest, "--now", later, "--json").stdout)
+    assert moved["datasets"]["logs"]["moved"] == 6
+    assert not [p for p in (tmp_path / "hot").rglob("*") if p.is_file()]
+
+    verified = last_json(cli(commands.verify, manifest, "--json").stdout)
+    ds = verified["datasets"]["logs"]
+    assert (ds["archived"], ds.get("missing", 0), ds["failed"]) == (6, 0, 0), verified
+    assert verified["problems"] == [] and verified["exit_code"] == 0
+    assert "6 archived" in cli(commands.verify, manifest).stdout
+
+    summary = last_json(cli(commands.status, manifest, "--json").stdout)
+    assert counts(summary, "logs") == (6, 0, 0, 0)
+    assert summary["datasets"]["logs"]["archived"] == 6
+    assert summary["totals"]["archived"] == 6
+    assert "6 of the done objects are archived" in cli(commands.status, manifest).stdout
+
+    # A source changed since: the cold copy is of the old version, so it is work again.
+    changed = sorted(files)[0]
+    (tmp_path / "src" / changed).write_bytes(b"a new version")
+    verified = last_json(cli(commands.verify, manifest, "--json", code=1).stdout)
+    assert verified["datasets"]["logs"]["archived"] == 5
+    assert [p["key"] for p in verified["problems"]] == [changed]
+    summary = last_json(cli(commands.status, manifest, "--json").stdout)
+    assert counts(summary, "logs") == (5, 1, 0, 0)
+    assert summary["datasets"]["logs"]["archived"] == 5
