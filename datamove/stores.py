@@ -120,8 +120,15 @@ class Location:
 
     @property
     def fs(self) -> AbstractFileSystem:
-        """This process's filesystem for the location (fsspec caches instances)."""
-        return fsspec.filesystem(self.protocol, **dict(self.options))
+        """This process's filesystem for the location (fsspec caches instances),
+        with bounded connect and read timeouts unless the options set their own."""
+        from .timeouts import bound_azure, client_options
+
+        options = dict(self.options)
+        fs = fsspec.filesystem(self.protocol, **client_options(self.protocol, options))
+        if self.is_azure:
+            bound_azure(fs, options)
+        return fs
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
