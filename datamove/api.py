@@ -19,10 +19,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from . import cancel, interrupt
 from .audit import AuditWriter
 from .auditing import open_audit, record_policy, record_result
+from .breaker import DEFAULT_THRESHOLD, CircuitBreaker
 from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
-from .engine import Engine
+from .engine import Engine, LetGo
 from .errors import LocationUnreachable
 from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
 from .locks import ledger_lock
@@ -82,9 +84,12 @@ def check_policies(manifest: Manifest, policies: list[str] | None,
 
 
 def preflight_identities(jobs: list[DatasetJob]) -> None:
-    """Open every identity a command will use, on the driver, before work starts:
+    """Open every identity a command may use, on the driver, before work starts:
     a wrong passphrase or a KMS refusal is one clear error (exit 2), not one
-    failure per object. (Workers open their own copy; nothing secret is sent.)"""
+    failure per object, and nothing has been written. A run may use one even
+    without ``--reverify``: ``verify: full`` decrypts every copy, and an object
+    a killed run copied is verified by decryption before it is recorded.
+    (Workers open their own copy; nothing secret is sent.)"""
     for job in jobs:
         if job.encryption is not None and job.encryption.identity is not None:
             job.encryption.identities()
@@ -166,8 +171,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
         decided = check_policies(manifest, policies, datasets, audit)
     preflight(jobs)
     preflight_tables(tables)
-    if command == "verify" or reverify or identity is not None:
-        preflight_identities(jobs)
+    preflight_identities(jobs)
     progress = progress or Progress()
     spec = manifest.engine
     engine = Engine.of(spec, scheduler)
@@ -175,9 +179,9 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
     if decided is not None:
         report.policy_warnings = [f"{d.rule_id}: dataset {d.dataset}: {d.field}: {d.reason}"
                                   for d in decided.warned]
-    run_token = report.run_id.rsplit("-", 1)[-1]
+    token = run_token(report)
     settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
-                                fsync=spec.fsync, run_token=run_token,
+                                fsync=spec.fsync, run_token=token,
                                 resume_threshold=4 * spec.part_size)
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
@@ -201,7 +205,7 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
             recorded = sweeper = None
             if writer is not None:  # only a run writes: it records and it cleans up
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
-                sweeper = OrphanSweeper(job.destination, run_token)
+                sweeper = OrphanSweeper(job.destination, token)
                 upload_cutoffs[job.name] = store_clock(job.destination)
             elif ledger.table(OBJECTS) is not None:
                 # verify compares ciphertext with the ledger, and must know what lifecycle
@@ -213,8 +217,11 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                                   job, report, progress)
             for group in batches(items, max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
+                if job.name in report.stopped:
+                    report.not_attempted(job.name, len(group))
+                    break  # its circuit breaker tripped: list no further
                 yield Batch(job, tuple(group), settings)
-            if sweeper is not None:
+            if sweeper is not None and job.name not in report.stopped:
                 count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
         if last:
             progress.listing_done()
@@ -225,28 +232,50 @@ def _execute(command: str, manifest: Manifest, *, scheduler: str | None, reverif
                       sequence=sequence)
     upload_cutoffs: dict[str, datetime | None] = {}
     staged = stages(jobs)
+
+    def flush() -> None:  # rows land while the run goes on, not only at its end
+        if writer is not None:
+            writer.flush()
+        if audit is not None:
+            audit.flush()
+
     with engine if jobs or not tables else contextlib.nullcontext(), progress:
         for number, stage in enumerate(staged, start=1):  # a stage ends before the next plans
+            if report.interrupted:
+                break
             for batch, item, result in settle(engine, run_batch,
                                               work(stage, number == len(staged)), report,
-                                              progress):
+                                              progress, threshold=spec.circuit_breaker,
+                                              flush=flush):
                 if writer is not None:
                     writer.add(ledger_row(batch.job, item, result, report.run_id))
                 if audit is not None:
                     record_result(audit, batch.job, result)
     for job in jobs:  # after the copies: resumed uploads are complete by now
-        if job.name in upload_cutoffs:
-            count_housekeeping(report, job, "orphan_uploads_aborted",
-                   abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
-            wrote = report.dataset(job.name).counts
-            if not job.destination.is_s3 and (wrote["copied"] or wrote["repaired"]
-                                              or wrote["failed"]):
-                # A worker that died mid-copy left temporary files named for this run.
-                sweeper = OrphanSweeper(job.destination, run_token, run_is_over=True)
-                for _ in list_entries(job.destination, on_partial=sweeper):
-                    pass
-                count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
+        if job.name in upload_cutoffs and not report.interrupted and \
+                job.name not in report.stopped:  # be quick; its endpoint may be gone
+            tidy_up(report, job, upload_cutoffs[job.name], token)
     return close_run(manifest, report, engine.description, ledger, writer, audit)
+
+
+def tidy_up(report: Report, job: DatasetJob, cutoff: datetime | None, token: str) -> None:
+    """After a dataset's copies: abort the uploads killed runs left, and remove the
+    temporary files this run's dead workers left. A store that fails now costs a
+    warning, not the run: its objects are recorded and the next run tidies up."""
+    try:
+        count_housekeeping(report, job, "orphan_uploads_aborted",
+                           abort_orphan_uploads(job.destination, cutoff))
+        wrote = report.dataset(job.name).counts
+        if not job.destination.is_s3 and (wrote["copied"] or wrote["repaired"]
+                                          or wrote["failed"]):
+            # A worker that died mid-copy left temporary files named for this run.
+            sweeper = OrphanSweeper(job.destination, token, run_is_over=True)
+            for _ in list_entries(job.destination, on_partial=sweeper):
+                pass
+            count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
+    except Exception as exc:
+        report.warn(f"dataset {job.name}: clean-up of {job.destination.url} skipped "
+                    f"({describe(exc)}); the next run does it")
 
 
 def close_run(manifest: Manifest, report: Report, engine: str, ledger: Ledger,
@@ -262,7 +291,8 @@ def close_run(manifest: Manifest, report: Report, engine: str, ledger: Ledger,
                          started_at=ts(report.started), ended_at=ts(report.ended),
                          counts_json=json.dumps(report.to_dict()["datasets"]),
                          exit_code=report.exit_code)
-        ledger.compact()
+        if not report.interrupted:  # a signal asked for a quick end
+            ledger.compact()
     if audit is not None:
         audit.append("run.end", exit_code=report.exit_code,
                      counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
@@ -377,16 +407,84 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
 
 
 def settle(engine: Engine, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch],
-           report: Report, progress: Progress
+           report: Report, progress: Progress, *, threshold: int = DEFAULT_THRESHOLD,
+           flush: Callable[[], None] | None = None
            ) -> Iterator[tuple[Batch, PlanItem, ObjectResult]]:
     """Run ``task`` over ``work`` on the engine and account each object's result (report
-    and progress) as it arrives; yields them for the caller to record."""
-    for batch, outcome in engine.map_unordered(task, work):
-        results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
-        for item, result in zip(batch.items, results, strict=True):
-            report.record(result)
-            progress.done(result)
-            yield batch, item, result
+    and progress) as it arrives; yields them for the caller to record.
+
+    Tasks return what they finished within about a second (transfer.run_items);
+    the rest of their batch is submitted again at once, so results, and the
+    ledger rows the caller writes, stream per object. ``flush`` (the caller's
+    ledger and audit writers) is called about once a second while results are
+    pending or none arrive, so rows land while the run goes on.
+
+    Work stops early in two ways. A dataset whose circuit breaker trips
+    (``threshold`` connection failures in a row, breaker.py) gets nothing more
+    submitted, its workers are told to stop (cancel.py), and the report names
+    the endpoint and counts what was not attempted. A first SIGINT or SIGTERM
+    (interrupt.py) stops everything the same way: in-flight objects stop at
+    their next chunk and what they finished is yielded and recorded; tasks
+    still running after a short grace are let go. The report is then marked
+    interrupted (exit 130 or 143).
+    """
+    interrupt.defer()
+    breaker = CircuitBreaker(threshold)
+    flushed = time.monotonic()
+    with cancel.Switch(run_token(report), engine.client) as switch:
+
+        def halted() -> bool:
+            signal_name = interrupt.requested()
+            if signal_name is not None and report.interrupted is None:
+                report.interrupted = signal_name
+                switch.stop()
+            return signal_name is not None
+
+        def wanted() -> Iterator[Batch]:
+            for batch in work:
+                if batch.job.name in breaker.tripped:
+                    report.not_attempted(batch.job.name, len(batch.items))
+                    continue
+                yield batch
+
+        def rest(batch: Batch, outcome: object) -> Batch | None:
+            left = batch.rest(len(outcome)) if isinstance(outcome, list) else None
+            if left is not None and (halted() or batch.job.name in breaker.tripped):
+                report.not_attempted(batch.job.name, len(left.items))
+                return None
+            return left
+
+        def idle() -> None:
+            nonlocal flushed
+            if flush is not None and time.monotonic() - flushed >= FLUSH_SECONDS:
+                flush()
+                flushed = time.monotonic()
+
+        for batch, outcome in engine.map_unordered(task, wanted(), rest=rest, halted=halted,
+                                                   idle=idle):
+            if isinstance(outcome, LetGo | cancel.Cancelled):
+                report.not_attempted(batch.job.name, len(batch.items))
+                continue
+            results = outcome if isinstance(outcome, list) else task_failed(batch, outcome)
+            for item, result in zip(batch.items, results, strict=False):  # a prefix: rest()
+                report.record(result)
+                progress.done(result)
+                yield batch, item, result
+                reason = breaker.observe(batch.job, result)
+                if reason is not None:
+                    report.stop(batch.job.name, reason)
+                    switch.stop(batch.job.name)
+            idle()
+        halted()  # a signal during the last results still marks the report
+
+
+FLUSH_SECONDS = 1.0
+"""How often the driver commits the ledger and audit rows it holds."""
+
+
+def run_token(report: Report) -> str:
+    """The run's short token: names its temporary files and its cancel flags."""
+    return report.run_id.rsplit("-", 1)[-1]
 
 
 def task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
@@ -396,4 +494,3 @@ def task_failed(batch: Batch, exc: BaseException) -> list[ObjectResult]:
                          destination_url=batch.job.destination.url_of(
                              batch.job.stored_key(item.key)),
                          error=f"task failed: {describe(exc)}") for item in batch.items]
-

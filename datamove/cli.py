@@ -1,8 +1,9 @@
 """The ``datamove`` command: parse arguments, call one API function, render.
 
 Exit codes (README.md, "Commands"): 0 ok, 1 objects failed or differ, 2 bad input,
-3 refused by policy. With ``--json`` the last line of stdout is one JSON object
-that always carries ``exit_code``, errors included.
+3 refused by policy, 130 / 143 interrupted by SIGINT / SIGTERM (interrupt.py). With
+``--json`` the last line of stdout is one JSON object that always carries
+``exit_code``, errors included.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import click
 
-from . import __version__, api, queries
-from .cli_common import JSON, MANIFEST, emit
+from . import __version__, api, interrupt, queries
+from .cli_common import JSON, MANIFEST, Group, emit
 from .cli_common import call as _call
 from .cli_common import fail as _fail
 from .errors import EXIT_BAD_INPUT
@@ -38,7 +39,7 @@ IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
                              "the manifest's encrypt.identity.file.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="datamove")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 def main(verbose: int) -> None:
@@ -512,5 +513,12 @@ def audit_export(manifest: str, fmt: str, output: str | None, run_ids: tuple[str
     click.echo(f"datamove: {count} {fmt} events", err=True)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``datamove`` program: the CLI with SIGINT and SIGTERM handled (interrupt.py).
+    Only here, not in ``main``: a test calling ``main`` in-process keeps its own handlers."""
+    interrupt.install()
     main()
+
+
+if __name__ == "__main__":
+    entry()

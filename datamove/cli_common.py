@@ -12,10 +12,23 @@ from typing import Any
 import click
 
 from .errors import EXIT_BAD_INPUT, BadInput, DatamoveError
+from .interrupt import Interrupted
 
 MANIFEST = click.argument("manifest", type=click.Path(dir_okay=False, path_type=str))
 JSON = click.option("--json", "as_json", is_flag=True,
                     help="Print one JSON summary object as the last line of stdout.")
+
+
+class Group(click.Group):
+    """click's group, ending a command that a signal interrupted (interrupt.py)
+    with one line and 128 + the signal's number, not click's "Aborted!" and 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"datamove: interrupted by {exc.name}", err=True)
+            sys.exit(exc.exit_code)
 
 
 def parse_time(text: str, option: str) -> datetime:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
+from .interrupt import exit_code as signal_exit_code
 from .transfer import ObjectResult
 
 MAX_LISTED_PROBLEMS = 10_000
@@ -82,6 +83,8 @@ class Report:
     policy_warnings: list[str] = field(default_factory=list)  # warn-severity violations
     warnings: list[str] = field(default_factory=list)  # e.g. lifecycle charges; kept short
     warning_count: int = 0
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
+    stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -106,15 +109,33 @@ class Report:
                 self.problems.append(Problem(result.dataset, result.key, result.status,
                                              result.error or result.status))
 
+    def not_attempted(self, dataset: str, count: int) -> None:
+        """Objects planned but never started (or let go) because work stopped early."""
+        if count:
+            self.dataset(dataset).counts["not_attempted"] += count
+
+    def stop(self, dataset: str, reason: str) -> None:
+        """A dataset stopped before its end (its circuit breaker tripped): exit 1."""
+        self.stopped.setdefault(dataset, reason)
+
+    def stop_lines(self) -> list[Problem]:
+        """One problem per stopped dataset, with what was left undone (counted to the end)."""
+        return [Problem(name, "", "stopped",
+                        f"{reason}; {self.dataset(name).counts['not_attempted']:,} objects not "
+                        "attempted")
+                for name, reason in self.stopped.items()]
+
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return signal_exit_code(self.interrupted)
         if self.key_failures:
             return EXIT_BAD_INPUT
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command in ("plan", "archive-plan"):
             bad = ()
         failed = any(ds.counts[k] for ds in self.datasets.values() for k in bad)
-        return EXIT_OBJECTS_FAILED if failed else EXIT_OK
+        return EXIT_OBJECTS_FAILED if failed or self.stopped else EXIT_OK
 
     def finish(self) -> Report:
         self.ended = time.time()
@@ -131,8 +152,9 @@ class Report:
             "ended": iso_time(self.ended) if self.ended else None,
             "seconds": round((self.ended or time.time()) - self.started, 3),
             "datasets": {name: ds.to_dict(keys) for name, ds in self.datasets.items()},
-            "problems": [p.to_dict() for p in self.problems],
-            "problem_count": self.problem_count,
+            "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
+            "problem_count": self.problem_count + len(self.stopped),
+            **({"interrupted": self.interrupted} if self.interrupted else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
                if self.warning_count else {}),
@@ -169,13 +191,25 @@ class Report:
         if self.warning_count > 20:
             console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
                           "them)")
+        for problem in self.stop_lines():
+            console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
+                          markup=True, highlight=False)
         for problem in self.problems:
             console.print(f"[bold]{problem.status}[/bold] {problem.dataset}/{problem.key}: "
                           f"{problem.error}", markup=True, highlight=False)
         if self.problem_count > len(self.problems):
             console.print(f"… and {self.problem_count - len(self.problems):,} more")
         seconds = (self.ended or time.time()) - self.started
-        console.print(self._verdict() + f" in {seconds:.1f}s (exit {self.exit_code})")
+        console.print(self._interruption() + self._verdict() +
+                      f" in {seconds:.1f}s (exit {self.exit_code})")
+
+    def _interruption(self) -> str:
+        """What a signal left undone, before the verdict of what was done."""
+        if not self.interrupted:
+            return ""
+        left = sum(ds.counts["not_attempted"] for ds in self.datasets.values())
+        return (f"interrupted by {self.interrupted}: {left:,} planned objects not attempted, "
+                "a rerun goes on from here; ")
 
     def _table_lines(self) -> list[str]:
         """What the table above cannot show for ``format: delta`` datasets: rows."""

@@ -65,6 +65,7 @@ from .transfer import (
     ObjectResult,
     TransferSettings,
     process_item,
+    run_items,
     verify_destination,
 )
 from .writers import atomic_writer
@@ -149,6 +150,8 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
             record_result(audit, batch.job, result,
                           "key.rotation" if result.status == "rotated" else None)
     for job in jobs:  # uploads a killed rotation left behind
+        if report.interrupted or job.name in report.stopped:
+            continue  # be quick; its endpoint may be gone. The next rotation does it
         count_housekeeping(report, job, "orphan_uploads_aborted",
                abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
     return close_run(manifest, report, engine.description, ledger, writer, audit)
@@ -214,9 +217,10 @@ def _journal(job: DatasetJob, item: PlanItem) -> ObjectResult:
 # --- on the workers ------------------------------------------------------------------
 
 def rotate_batch(batch: Batch) -> list[ObjectResult]:
-    """The Dask task: rotate each object of the batch (retries as for copies)."""
-    return [process_item(batch.job, item, batch.settings, rotate_object)
-            for item in batch.items]
+    """The Dask task: rotate the batch's objects (retries as for copies), returning
+    what it finished within about a second, like transfer.run_batch."""
+    return run_items(batch, lambda item: process_item(batch.job, item, batch.settings,
+                                                      rotate_object))
 
 
 def rotate_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:

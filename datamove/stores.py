@@ -137,10 +137,16 @@ class Location:
 
     @property
     def fs(self) -> AbstractFileSystem:
-        """This process's filesystem for the location (fsspec caches instances).
+        """This process's filesystem for the location (fsspec caches instances),
+        with bounded connect and read timeouts unless the options set their own.
         ``allow_insecure`` is datamove's own option (transport.py), not the store's."""
-        return fsspec.filesystem(self.protocol, **{k: v for k, v in self.options
-                                                   if k != "allow_insecure"})
+        from .timeouts import bound_azure, client_options
+
+        options = {k: v for k, v in self.options if k != "allow_insecure"}
+        fs = fsspec.filesystem(self.protocol, **client_options(self.protocol, options))
+        if self.is_azure:
+            bound_azure(fs, options)
+        return fs
 
     def path(self, key: str) -> str:
         """The store path of ``key``; raises UnsafePath for a key that would leave

@@ -59,7 +59,7 @@ from .progress import Progress
 from .report import Report
 from .restore import ensure_readable, stored_location
 from .stores import Entry, Location, describe, list_entries, open_read, remove, stat
-from .transfer import Batch, ObjectResult, TransferSettings
+from .transfer import Batch, ObjectResult, TransferSettings, run_items
 from .writers import atomic_writer
 
 log = logging.getLogger(__name__)
@@ -252,10 +252,11 @@ def _warning(row: LedgerRow, target: Target, tiers: dict[str, Tier], at: datetim
 # --- moving (workers) ------------------------------------------------------------------
 
 def move_batch(batch: Batch) -> list[ObjectResult]:
-    """The Dask task: move each item of a TierBatch; one result per item, in order."""
+    """The Dask task: move the items of a TierBatch, one result per item, in order,
+    for those it finished within about a second (transfer.run_items)."""
     assert isinstance(batch, TierBatch)
-    return [move_object(batch.job, item, batch.target_of(item), batch.settings,
-                        batch.targets) for item in batch.items]
+    return run_items(batch, lambda item: move_object(batch.job, item, batch.target_of(item),
+                                                     batch.settings, batch.targets))
 
 
 def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: TransferSettings,

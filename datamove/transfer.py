@@ -22,8 +22,9 @@ import stat as stat_mod
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
+from . import cancel
 from .checksum import (
     b64_sha256,
     composite_of_stream,
@@ -32,6 +33,7 @@ from .checksum import (
     read_chunks,
     same_checksum,
 )
+from .connection import OUTAGES, connection_endpoint
 from .encryption import Sealer, decrypt_digest, stored_size_bound
 from .errors import (
     IdentityMismatch,
@@ -84,8 +86,10 @@ class TransferSettings:
     fsync: bool = False
     backoff_base: float = 0.2
     backoff_max: float = 10.0
-    run_token: str = ""  # names this run's temporary files (writers.partial_name)
+    run_token: str = ""  # names this run's temporary files and its cancel flags
     resume_threshold: int = 64 * 1024 * 1024  # local copies this large are journaled
+    task_seconds: float = 1.0  # a task starts no new object after this: results stream
+    dead_after: float = 10.0  # no attempt reached the endpoint for this long: stop retrying
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,9 @@ class ObjectResult:
     payload_sha256: str | None = None
     key_fingerprints: tuple[str, ...] = ()
     previous_key_fingerprints: tuple[str, ...] = ()
-    error_kind: str | None = None  # "key": the wrong or a missing key (exit 2)
+    error_kind: str | None = None  # "key": the wrong or a missing key (exit 2);
+    #                                "connection": the endpoint could not be reached
+    endpoint: str | None = None  # with "connection": the endpoint (scheme://host:port)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -122,23 +128,60 @@ class Batch:
     items: tuple[PlanItem, ...]
     settings: TransferSettings
 
+    def rest(self, done: int) -> Batch | None:
+        """The same batch without its first ``done`` items; None if nothing is left."""
+        return replace(self, items=self.items[done:]) if done < len(self.items) else None
+
 
 def run_batch(batch: Batch) -> list[ObjectResult]:
-    """The Dask task. Returns one result per item, in order."""
-    return [process_item(batch.job, item, batch.settings) for item in batch.items]
+    """The Dask task: one result per item, in order, for the items it got to."""
+    return run_items(batch, lambda item: process_item(batch.job, item, batch.settings))
+
+
+def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[ObjectResult]:
+    """Results of ``one`` for a prefix of the batch's items.
+
+    A task starts no new object after ``settings.task_seconds`` (at least one
+    object per task), so results reach the driver, its report and its ledger
+    about once a second rather than once per batch of hundreds; the driver
+    submits the rest of the batch again at once. It also stops when the driver
+    has stopped the run or the dataset (cancel.py): what was finished is
+    returned, an object cut short published nothing.
+    """
+    token, dataset = batch.settings.run_token, batch.job.name
+    started = time.monotonic()
+    results: list[ObjectResult] = []
+    for item in batch.items:
+        if results and time.monotonic() - started >= batch.settings.task_seconds:
+            break
+        if cancel.is_set(token, dataset):
+            break
+        try:
+            results.append(one(item))
+        except cancel.Cancelled:
+            break
+    return results
 
 
 Attempt = Callable[[DatasetJob, PlanItem, TransferSettings], "ObjectResult"]
+
 
 
 def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                  attempt_once: Attempt | None = None) -> ObjectResult:
     """One object, with retries; a failure becomes a result, never an exception.
 
-    ``attempt_once``: what one attempt does (default: copy, verify or check by
-    the item's action); ``rotate`` passes its own.
+    The one exception is cancel.Cancelled: the driver stopped this work (a
+    signal, the dataset's circuit breaker) and the object is neither done nor
+    failed; run_items returns what it finished. Connection failures are not
+    retried once the dataset's endpoint has been out of reach for
+    ``settings.dead_after`` seconds (connection.Outages). ``attempt_once``:
+    what one attempt does (default: copy, verify or check by the item's
+    action); ``rotate`` passes its own.
     """
     attempt_once = attempt_once or _attempt
+    token = settings.run_token
+    outage = f"{token}/{job.name}"
     started = time.monotonic()
     if item.source is not None and item.source.problem:  # found by the plan: fail, touch nothing
         return ObjectResult(dataset=job.name, key=item.key, action=item.action.value,
@@ -148,23 +191,31 @@ def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     attempt = 0
     while True:
         attempt += 1
+        cancel.check(token, job.name)  # raises Cancelled: the driver stopped this work
         try:
             result = attempt_once(job, item, settings)
+            OUTAGES.ended(outage)
             return _with(result, attempts=attempt, seconds=time.monotonic() - started)
+        except cancel.Cancelled:
+            raise
         except Exception as exc:  # each object's failure is contained here
-            if attempt <= settings.retries and _is_transient(exc):
+            key_trouble = isinstance(exc, IdentityMismatch | KeyProblem)
+            endpoint = None if key_trouble else connection_endpoint(exc)
+            gone = endpoint is not None and OUTAGES.failed(outage) >= settings.dead_after
+            if attempt <= settings.retries and _is_transient(exc) and not gone:
                 delay = min(settings.backoff_max, settings.backoff_base * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + random.random()))
+                cancel.sleep(delay * (0.5 + random.random()), token, job.name)
                 continue
             if isinstance(exc, VerifyMismatch) and item.action in (Action.copy, Action.verify):
                 _remove_bad_copy(job.destination, job.stored_key(item.key))
-            key_trouble = isinstance(exc, IdentityMismatch | KeyProblem)
             ours = key_trouble or isinstance(exc, UnsafePath | SourceChanged)
             return ObjectResult(
                 dataset=job.name, key=item.key, action=item.action.value, status="failed",
                 size=item.size, destination_url=job.destination.url_of(job.stored_key(item.key)),
                 attempts=attempt, error=str(exc) if ours else describe(exc),
-                seconds=time.monotonic() - started, error_kind="key" if key_trouble else None)
+                seconds=time.monotonic() - started,
+                error_kind="key" if key_trouble else "connection" if endpoint is not None
+                else None, endpoint=endpoint or None)
 
 
 def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:
@@ -202,6 +253,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
         try:
             for chunk in read_chunks(reader):
+                cancel.check(settings.run_token, job.name)  # nothing is published then
                 sha.update(chunk)
                 sink.write(chunk)
                 size += len(chunk)
@@ -487,9 +539,8 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
     return isinstance(exc, TimeoutError | ConnectionError) or \
-        type(exc).__name__ in {"ClientError", "ServerTimeoutError", "ClientConnectorError",
-                               "ClientPayloadError", "EndpointConnectionError",
-                               "ReadTimeoutError", "ConnectTimeoutError"}
+        type(exc).__name__ in {"ClientError", "ClientPayloadError"} or \
+        connection_endpoint(exc) is not None
 
 
 def _int(value: str | None) -> int | None:
@@ -500,6 +551,4 @@ def _int(value: str | None) -> int | None:
 
 
 def _with(result: ObjectResult, **changes: object) -> ObjectResult:
-    from dataclasses import replace
-
     return replace(result, **changes)
