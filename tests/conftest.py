@@ -8,6 +8,7 @@ component that cannot start fails the test run; it is never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -102,8 +103,10 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
+@contextlib.contextmanager
+def running_moto() -> Iterator[MotoServer]:
+    """A moto_server subprocess on a free loopback port, stopped afterwards unless
+    the test already killed it."""
     for key, value in AWS_ENV.items():
         os.environ.setdefault(key, value)
     port = free_port()
@@ -112,7 +115,14 @@ def moto_server() -> Iterator[MotoServer]:
     try:
         yield MotoServer(port, process)
     finally:
-        stop_server(process)
+        if process.poll() is None:
+            stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with running_moto() as server:
+        yield server
 
 
 class GcsEmulator:

@@ -228,7 +228,8 @@ def test_kms_unreachable_endpoint(kms_file: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_kms_bodies_stay_out_of_debug_logs(tmp_path: Path, identity: X25519Identity,
                                            kms_key: str, moto_server: MotoServer,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+                                           caplog: pytest.LogCaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`datamove -vv` turns on DEBUG, where botocore logs request and response bodies."""
     import base64
     import logging
@@ -236,6 +237,9 @@ def test_kms_bodies_stay_out_of_debug_logs(tmp_path: Path, identity: X25519Ident
     import boto3
 
     caplog.set_level(logging.DEBUG)
+    # The CLI scrubs every log record (redact.install_log_scrubber); an in-process CLI
+    # test may have installed that for this process. The API must not rely on it.
+    monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)
     kms = boto3.client("kms", endpoint_url=moto_server.endpoint, region_name="us-east-1")
     kms.encrypt(KeyId=kms_key, Plaintext=b"canary-plaintext")
     assert base64.b64encode(b"canary-plaintext").decode() in caplog.text  # the threat is real

@@ -32,11 +32,8 @@ from datamove.stores import PARTIAL_MARKER, Location
 from .conftest import (
     AWS_ENV,
     MotoServer,
-    free_port,
-    require_tool,
+    running_moto,
     s3_location,
-    start_server,
-    stop_server,
     write_manifest,
 )
 
@@ -46,16 +43,8 @@ SIZE = 64 * 1024
 @pytest.fixture
 def doomed_moto() -> Iterator[MotoServer]:
     """A moto_server of the test's own, to be killed (the session's one must live)."""
-    for key, value in AWS_ENV.items():
-        os.environ.setdefault(key, value)
-    port = free_port()
-    process = start_server("moto_server", [require_tool("moto_server"), "-H", "127.0.0.1",
-                                           "-p", str(port)], port)
-    try:
-        yield MotoServer(port, process)
-    finally:
-        if process.poll() is None:
-            stop_server(process)
+    with running_moto() as server:
+        yield server
 
 
 def start_run(manifest: Path, *extra: str) -> subprocess.Popen[str]:

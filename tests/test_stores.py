@@ -188,6 +188,6 @@ def test_azure_credentials_never_reach_a_message(request: pytest.FixtureRequest)
     _ = Location.of("az://c/p/").fs
     assert AZURITE_KEY.encode() not in pickle.dumps(Location.of("az://c/p/"))
     text = describe(ValueError(f"unable to connect: {azurite.connection_string}"))
-    assert AZURITE_KEY not in text and "AccountKey=<redacted>" in text
+    assert AZURITE_KEY not in text and "<redacted>" in text  # the key, or the whole string
     header = describe(RuntimeError("Authorization: SharedKey devstoreaccount1:c2lnbmF0dXJl/x+="))
     assert "c2lnbmF0dXJl" not in header
