@@ -212,10 +212,14 @@ class Report:
                 "a rerun goes on from here; ")
 
     def _table_lines(self) -> list[str]:
-        """What the table above cannot show for ``format: delta`` datasets: rows."""
+        """What the table above cannot show: skipped links, and for ``format: delta``
+        datasets, rows."""
         lines = []
         for name, ds in self.datasets.items():
             c = ds.counts
+            if c["links_skipped"]:
+                lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
+                             "skipped (source.links: follow or copy-link copies them)")
             if "partitions_due" in c:
                 lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
                              "due to move")

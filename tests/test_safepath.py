@@ -193,6 +193,11 @@ def test_links_are_skipped_and_counted_by_default(tmp_path, linked_tree):
     assert report.exit_code == 0
     assert files_under(dst) == {"real.txt", "sub/f.txt"}
     assert report.dataset("d").counts["links_skipped"] == 5
+    import io
+
+    shown = io.StringIO()
+    report.render(shown)
+    assert "dataset d: 5 symbolic links skipped" in shown.getvalue()
 
 
 def test_links_follow_copies_targets_and_fails_loops_and_dangling_links_alone(
