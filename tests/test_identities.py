@@ -237,9 +237,12 @@ def test_kms_bodies_stay_out_of_debug_logs(tmp_path: Path, identity: X25519Ident
     import boto3
 
     caplog.set_level(logging.DEBUG)
-    # The CLI scrubs every log record (redact.install_log_scrubber); an in-process CLI
-    # test may have installed that for this process. The API must not rely on it.
+    # The CLI scrubs every log record (a record factory, and a filter on every handler
+    # it finds, pytest's capture handler included); an in-process CLI test may have
+    # installed both in this process. The API must not rely on them.
     monkeypatch.setattr(logging, "_logRecordFactory", logging.LogRecord)
+    for handler in {caplog.handler, *logging.getLogger().handlers}:
+        monkeypatch.setattr(handler, "filters", [])
     kms = boto3.client("kms", endpoint_url=moto_server.endpoint, region_name="us-east-1")
     kms.encrypt(KeyId=kms_key, Plaintext=b"canary-plaintext")
     assert base64.b64encode(b"canary-plaintext").decode() in caplog.text  # the threat is real
