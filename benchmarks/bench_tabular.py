@@ -45,9 +45,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datamove.stores import KeyFilter, Location
-from datamove.tabular import Table, TableJob, compare, load, stored_digests
-from datamove.tabular_encoding import distinct_columns, plain_columns, writer_properties
+from datamove.stores.core import KeyFilter, Location
+from datamove.tabular.dataset import Table, TableJob, compare, load, stored_digests
+from datamove.tabular.encoding import distinct_columns, plain_columns, writer_properties
 
 SIDES = ("plain", "same encodings", "datamove")
 

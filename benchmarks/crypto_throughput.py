@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from datamove.crypto.age import AgeDecryptor, AgeEncryptor
-from datamove.crypto.keys import X25519Identity, format_identity_file
+from datamove.age.files import AgeDecryptor, AgeEncryptor
+from datamove.age.keys import X25519Identity, format_identity_file
 
 PIECE = 1 << 20
 

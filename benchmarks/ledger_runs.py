@@ -37,10 +37,10 @@ from typing import Any
 import yaml
 
 from datamove import api
-from datamove.ledger import OBJECTS, RUNS, Ledger, LedgerWriter, ts
-from datamove.plan import Action, DatasetJob, PlanItem, plan_dataset
-from datamove.stores import list_entries
-from datamove.transfer import ObjectResult
+from datamove.ledger.tables import OBJECTS, RUNS, Ledger, LedgerWriter, ts
+from datamove.pipeline.march import Action, DatasetJob, PlanItem, plan_dataset
+from datamove.pipeline.transfer import ObjectResult
+from datamove.stores.core import list_entries
 
 HERE = Path(__file__).resolve().parent
 

@@ -33,7 +33,7 @@ import yaml
 from report import FULL, QUICK
 
 import datamove.api as api
-from datamove.transfer import Batch, ObjectResult, run_batch
+from datamove.pipeline.transfer import Batch, ObjectResult, run_batch
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"

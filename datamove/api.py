@@ -1,7 +1,7 @@
 """The Python API behind every command: plan, run, verify.
 
-Each function takes a loaded :class:`~datamove.manifest.Manifest` and returns a
-:class:`~datamove.report.Report`; the CLI only parses arguments and renders.
+Each function takes a loaded :class:`~datamove.manifest.model.Manifest` and returns a
+:class:`~datamove.pipeline.report.Report`; the CLI only parses arguments and renders.
 Flow of a run: preflight every location (fail before anything moves) → record
 the run's start in the ledger → stream each dataset's plan (source × destination
 × ledger) → group copies into batches → run them on the engine with a bounded
@@ -19,23 +19,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from . import cancel, interrupt
-from .audit import AuditWriter
-from .auditing import open_audit, record_policy, record_result
-from .breaker import DEFAULT_THRESHOLD, CircuitBreaker
-from .cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
-from .engine import Engine, LetGo
-from .errors import LocationUnreachable
-from .ledger import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
-from .locks import ledger_lock
-from .manifest import Manifest, load_manifest
-from .plan import Action, DatasetJob, PlanItem, batches, plan_dataset
-from .policy import PolicyReport
-from .progress import Progress
-from .report import DatasetReport, Report
-from .stores import check_readable, describe, list_entries
-from .tabular import execute_table, preflight_tables, table_jobs
-from .transfer import Batch, ObjectResult, TransferSettings, run_batch
+from datamove.audit import AuditWriter
+from datamove.errors import LocationUnreachable
+from datamove.ledger.lock import ledger_lock
+from datamove.ledger.tables import DONE_STATUSES, OBJECTS, ROTATING, Ledger, LedgerWriter, now, ts
+from datamove.manifest.model import Manifest, load_manifest
+from datamove.pipeline import cancel, interrupt
+from datamove.pipeline.auditing import open_audit, record_policy, record_result
+from datamove.pipeline.breaker import DEFAULT_THRESHOLD, CircuitBreaker
+from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
+from datamove.pipeline.engine import Engine, LetGo
+from datamove.pipeline.march import Action, DatasetJob, PlanItem, batches, plan_dataset
+from datamove.pipeline.progress import Progress
+from datamove.pipeline.report import DatasetReport, Report
+from datamove.pipeline.transfer import Batch, ObjectResult, TransferSettings, run_batch
+from datamove.policy.rules import PolicyReport
+from datamove.stores.core import check_readable, describe, list_entries
+from datamove.tabular.dataset import execute_table, preflight_tables, table_jobs
 
 __all__ = ["load_manifest", "plan", "run", "verify"]
 
@@ -62,7 +62,7 @@ def jobs_of(manifest: Manifest, only: list[str] | None = None,
 def with_identity_file(job: DatasetJob, path: str) -> DatasetJob:
     from dataclasses import replace
 
-    from .identities import IdentityRef
+    from datamove.crypto.identities import IdentityRef
 
     if job.encryption is None:
         return job
@@ -75,7 +75,7 @@ def check_policies(manifest: Manifest, policies: list[str] | None,
                    datasets: list[str] | None, audit: AuditWriter) -> PolicyReport:
     """The policy preflight of a run: every decision goes to the audit log, then
     PolicyRefused (exit 3) if any rule denies, before anything moves."""
-    from .policy import check
+    from datamove.policy.rules import check
 
     decided = check(manifest, policies, datasets=datasets)
     record_policy(audit, decided)
@@ -304,7 +304,7 @@ def stages(jobs: list[DatasetJob]) -> list[list[DatasetJob]]:
     """Datasets in the order they can run: one whose source overlaps an earlier
     dataset's destination (a chain such as S3 → GCS → Azure) waits until that
     dataset's copies are done, so it never plans from half-written output."""
-    from .manifest_checks import comparable_url
+    from datamove.manifest.checks import comparable_url
 
     def overlaps(a: str, b: str) -> bool:
         a, b = comparable_url(a), comparable_url(b)

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from datamove.stores import Location
+from datamove.stores.core import Location
 
 KINDS = ["local", "memory", "s3", "gcs", "azure"]
 SERVERS = {"s3": "moto_server", "gcs": "gcs_emulator", "azure": "azurite"}

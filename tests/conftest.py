@@ -135,7 +135,7 @@ class GcsEmulator:
         self.options = {"endpoint_url": self.endpoint, "token": "anon", "project": "test"}
 
     def fs(self):  # type: ignore[no-untyped-def]
-        from datamove.stores import Location
+        from datamove.stores.core import Location
 
         return Location.of("gs://x", self.options).fs
 
@@ -182,7 +182,7 @@ class Azurite:
                     "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY}
 
     def fs(self):  # type: ignore[no-untyped-def]
-        from datamove.stores import Location
+        from datamove.stores.core import Location
 
         return Location.of("az://x").fs
 

@@ -21,8 +21,8 @@ from deltalake import DeltaTable, write_deltalake
 from datamove.audit import AuditLog
 from datamove.audit.events import AUDIT_SCHEMA, canonical, row_of
 from datamove.audit.tables import AUDIT
-from datamove.audit_cli import audit
-from datamove.ledger import Ledger
+from datamove.cli.audit import audit
+from datamove.ledger.tables import Ledger
 from tests.conftest import run_cli, write_manifest
 
 

@@ -30,7 +30,7 @@ from datamove.audit.events import AUDIT_SCHEMA, make_event, row_of
 from datamove.audit.query import prove
 from datamove.audit.tables import AUDIT, CHECKPOINTS, read_table
 from datamove.errors import BadInput
-from datamove.ledger import Ledger, now
+from datamove.ledger.tables import Ledger, now
 
 
 def new_key(tmp_path: Path, name: str = "audit-test") -> tuple[str, Signer]:

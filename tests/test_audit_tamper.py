@@ -23,7 +23,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from datamove.audit import AuditLog, SignedCheckpoint, Signer, verify_log
-from datamove.ledger import Ledger
+from datamove.ledger.tables import Ledger
 
 KINDS = ["modify", "delete", "insert", "swap", "truncate", "signature"]
 TRIALS = 60

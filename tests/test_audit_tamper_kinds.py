@@ -34,7 +34,7 @@ from deltalake import DeltaTable, write_deltalake
 from datamove.audit import AuditLog, Signer, read_note_file, verify_log
 from datamove.audit.events import AUDIT_SCHEMA, CHECKPOINT_SCHEMA, ZERO_HASH, canonical, row_of
 from datamove.audit.tables import AUDIT, CHECKPOINTS, read_table
-from datamove.ledger import Ledger
+from datamove.ledger.tables import Ledger
 
 SEED = 6962
 ROUNDS = 5  # trials per event kind

@@ -39,7 +39,7 @@ from datamove.audit.tables import (
     read_table,
 )
 from datamove.cli import main
-from datamove.ledger import Ledger, now
+from datamove.ledger.tables import Ledger, now
 from tests.conftest import write_manifest
 from tests.test_audit_log import events_of, independent_root, new_key
 
@@ -303,7 +303,7 @@ def test_keys_rotate_refuses_before_it_writes_anything(tmp_path):
     """`keys rotate` opens the audit log before its ledger row and before any header
     is rewritten, so a refusal leaves the ledger and the objects as they were."""
     from datamove import api
-    from datamove.rotate import rotate
+    from datamove.commands.rotate import rotate
     from tests.test_rotate import keypair
 
     key_file, _ = new_key(tmp_path)

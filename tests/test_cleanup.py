@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from datamove.cleanup import OrphanSweeper, abort_orphan_uploads
-from datamove.stores import Location, list_entries
+from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads
+from datamove.stores.core import Location, list_entries
 from tests.conftest import run_cli, s3_location, write_manifest
 
 

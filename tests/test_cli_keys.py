@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from datamove.crypto import X25519Identity, format_identity_file
+from datamove.age import X25519Identity, format_identity_file
 from tests.conftest import MotoServer, require_tool, run_cli, run_with_passphrase
 
 PASSPHRASE = "cli keys: correct horse battery staple"

@@ -26,11 +26,11 @@ import pytest
 import yaml
 
 from datamove import api
-from datamove.crypto import X25519Identity, format_identity_file
+from datamove.age import X25519Identity, format_identity_file
 from datamove.errors import ManifestError
-from datamove.ledger import Ledger
-from datamove.manifest import Manifest, parse_manifest
-from datamove.stores import list_entries, stat
+from datamove.ledger.tables import Ledger
+from datamove.manifest.model import Manifest, parse_manifest
+from datamove.stores.core import list_entries, stat
 
 from .backends import KINDS, Backend, backend_of
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from datamove import api
-from datamove.stores import PARTIAL_MARKER, list_entries
-from datamove.writers import atomic_writer
+from datamove.stores.core import PARTIAL_MARKER, list_entries
+from datamove.stores.writers import atomic_writer
 
 from .backends import KINDS, Backend, backend_of
 from .test_conformance import PART, manifest
@@ -92,8 +92,8 @@ def test_a_failing_commit_leaves_the_old_object(backend: Backend) -> None:
 
 WRITER = r"""
 import json, sys, time
-from datamove.stores import Location
-from datamove.writers import atomic_writer
+from datamove.stores.core import Location
+from datamove.stores.writers import atomic_writer
 spec = json.loads(sys.argv[1])
 loc = Location.of(spec["url"], spec.get("options"))
 part = spec["part"]

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from datamove.ledger import Ledger
+from datamove.ledger.tables import Ledger
 
 from .conftest import AZURITE_KEY, run_cli, write_manifest
 
@@ -85,7 +85,7 @@ def test_s3_to_gcs_to_azure_run_and_verify(tmp_path: Path, moto_server, gcs_emul
 
 def test_the_example_manifest_loads() -> None:
     """manifests/crosscloud.yaml is valid, holds no secret, and chains the hops."""
-    from datamove.manifest import load_manifest
+    from datamove.manifest.model import load_manifest
 
     manifest = load_manifest(Path(__file__).parent.parent / "manifests" / "crosscloud.yaml")
     hops = [(d.source.url.split(":")[0], d.destination.url.split(":")[0])

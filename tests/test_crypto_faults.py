@@ -14,15 +14,7 @@ import tracemalloc
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from datamove.crypto.age import (
-    AgeDecryptor,
-    AgeEncryptor,
-    decrypt,
-    encrypt,
-    rewrap,
-    rewrap_header,
-)
-from datamove.crypto.errors import (
+from datamove.age.errors import (
     AgeError,
     HeaderError,
     HeaderMacError,
@@ -30,9 +22,17 @@ from datamove.crypto.errors import (
     NoIdentityMatch,
     PayloadError,
 )
-from datamove.crypto.header import parse_header, serialize_header, wrap_file_key
-from datamove.crypto.keys import ScryptIdentity, ScryptRecipient, X25519Identity
-from datamove.crypto.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, NONCE_SIZE, payload_key
+from datamove.age.files import (
+    AgeDecryptor,
+    AgeEncryptor,
+    decrypt,
+    encrypt,
+    rewrap,
+    rewrap_header,
+)
+from datamove.age.header import parse_header, serialize_header, wrap_file_key
+from datamove.age.keys import ScryptIdentity, ScryptRecipient, X25519Identity
+from datamove.age.stream import CHUNK_SIZE, ENCRYPTED_CHUNK_SIZE, NONCE_SIZE, payload_key
 
 ALICE = X25519Identity.generate()
 BOB = X25519Identity.generate()

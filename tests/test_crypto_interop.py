@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from datamove.crypto.age import decrypt, encrypt
-from datamove.crypto.keys import (
+from datamove.age.files import decrypt, encrypt
+from datamove.age.keys import (
     ScryptIdentity,
     ScryptRecipient,
     X25519Identity,

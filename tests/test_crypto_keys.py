@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from datamove.crypto import bech32
-from datamove.crypto.age import decrypt_identities, encrypt
-from datamove.crypto.armor import ArmorDecoder, ArmorEncoder
-from datamove.crypto.errors import ArmorError, InvalidKey
-from datamove.crypto.keys import (
+from datamove.age import bech32
+from datamove.age.armor import ArmorDecoder, ArmorEncoder
+from datamove.age.errors import ArmorError, InvalidKey
+from datamove.age.files import decrypt_identities, encrypt
+from datamove.age.keys import (
     ScryptIdentity,
     ScryptRecipient,
     X25519Identity,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from datamove.crypto import errors
-from datamove.crypto.age import AgeDecryptor, decrypt
-from datamove.crypto.header import parse_header, unwrap_file_key
-from datamove.crypto.keys import Identity, ScryptIdentity, X25519Identity
+from datamove.age import errors
+from datamove.age.files import AgeDecryptor, decrypt
+from datamove.age.header import parse_header, unwrap_file_key
+from datamove.age.keys import Identity, ScryptIdentity, X25519Identity
 
 VECTOR_DIR = Path(__file__).resolve().parent / "data" / "age-vectors"
 VECTOR_COUNT = 100  # the files in VECTOR_DIR (SOURCE.md, LICENSE aside): none may go missing

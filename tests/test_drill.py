@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from datamove.age import X25519Identity, format_identity_file
 from datamove.api import load_manifest
-from datamove.crypto import X25519Identity, format_identity_file
-from datamove.drill import Selection, drill
+from datamove.commands.drill import Selection, drill
 from datamove.errors import BadInput
 from tests.conftest import run_cli, write_manifest
 from tests.lifecycle_helpers import audit_events, make_source

@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datamove import api, transfer
-from datamove.crypto import X25519Identity, fingerprint, format_identity_file
-from datamove.encryption import stored_listing
-from datamove.ledger import Ledger
-from datamove.stores import Entry, KeyFilter
+from datamove import api
+from datamove.age import X25519Identity, fingerprint, format_identity_file
+from datamove.crypto.dataset import stored_listing
+from datamove.ledger.tables import Ledger
+from datamove.pipeline import transfer
+from datamove.stores.core import Entry, KeyFilter
 from tests.conftest import file_sha, require_tool, run_cli, s3_location, write_manifest
 
 SIZES = [0, 1, 65_535, 65_536, 65_537, 131_072, 5 * 1024 * 1024 + 1]

@@ -15,11 +15,11 @@ import yaml
 from fsspec.implementations.memory import MemoryFileSystem
 
 from datamove import api
-from datamove.crypto import X25519Identity, format_identity_file
-from datamove.engine import Engine
-from datamove.manifest import parse_manifest
-from datamove.plan import DatasetJob, plan_dataset
-from datamove.transfer import Batch, TransferSettings
+from datamove.age import X25519Identity, format_identity_file
+from datamove.manifest.model import parse_manifest
+from datamove.pipeline.engine import Engine
+from datamove.pipeline.march import DatasetJob, plan_dataset
+from datamove.pipeline.transfer import Batch, TransferSettings
 
 
 class FlakyFileSystem(MemoryFileSystem):
@@ -206,9 +206,9 @@ def test_embedded_worker_processes_copy_encrypted_objects(tmp_path):
 
 def test_a_chained_dataset_waits_for_the_one_it_reads(tmp_path):
     from datamove.api import stages
-    from datamove.manifest import VerifyMode
-    from datamove.plan import DatasetJob
-    from datamove.stores import KeyFilter, Location
+    from datamove.manifest.model import VerifyMode
+    from datamove.pipeline.march import DatasetJob
+    from datamove.stores.core import KeyFilter, Location
 
     def job(name: str, src: str, dst: str) -> DatasetJob:
         return DatasetJob(name, Location.of(src), Location.of(dst), KeyFilter((), ()),

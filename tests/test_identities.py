@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from datamove.crypto import (
+from datamove.age import (
     ScryptIdentity,
     ScryptRecipient,
     X25519Identity,
     encrypt,
     format_identity_file,
 )
-from datamove.errors import EXIT_BAD_INPUT, KeyProblem
-from datamove.identities import (
+from datamove.crypto.identities import (
     KMS_COMMENT,
     KMS_MAGIC,
     PASSPHRASE_ENV,
@@ -32,6 +31,7 @@ from datamove.identities import (
     wrap_identity_with_kms,
     write_secret_file,
 )
+from datamove.errors import EXIT_BAD_INPUT, KeyProblem
 from tests.conftest import MotoServer
 
 PASSPHRASE = "identities: correct horse battery staple"

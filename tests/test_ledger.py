@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamove import api
-from datamove.ledger import OBJECT_SCHEMA, OBJECTS, RUNS, Ledger, LedgerWriter
-from datamove.ledger_damage import LedgerUnwritable
-from datamove.manifest import load_manifest
-from datamove.plan import DatasetJob, plan_dataset
+from datamove.ledger.damage import LedgerUnwritable
+from datamove.ledger.tables import OBJECT_SCHEMA, OBJECTS, RUNS, Ledger, LedgerWriter
+from datamove.manifest.model import load_manifest
+from datamove.pipeline.march import DatasetJob, plan_dataset
 from tests.conftest import s3_location, write_manifest
 
 # --- helpers -------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def test_ledger_on_s3_records_and_a_rerun_skips_from_it(tmp_path, moto_server):
 def test_rows_of_an_old_destination_do_not_skip_a_new_one(tmp_path):
     """A dataset re-pointed at another destination must not inherit its rows."""
     from datamove import api
-    from datamove.manifest import load_manifest
+    from datamove.manifest.model import load_manifest
     from tests.conftest import write_manifest
 
     (tmp_path / "src").mkdir()

@@ -34,7 +34,7 @@ from click.testing import CliRunner, Result
 from deltalake import DeltaTable
 
 from datamove import cli as commands
-from datamove.lifecycle_cli import archive, restore
+from datamove.cli.lifecycle import archive, restore
 from tests.conftest import AWS_ENV, require_tool, write_manifest
 from tests.lifecycle_helpers import make_source
 

@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from datamove.commands.schedule import schedule
 from datamove.errors import BadInput, ManifestError
-from datamove.lifecycle import (
+from datamove.manifest.model import LifecycleRule, load_manifest
+from datamove.tiers import (
     S3_TIERS,
     due,
     minimum_duration_warning,
     parse_duration,
     small_object_warning,
 )
-from datamove.manifest import LifecycleRule, load_manifest
-from datamove.schedule import schedule
 from tests.conftest import run_cli, write_manifest
 
 

@@ -1,4 +1,4 @@
-"""OpenLineage export of a real ledger (datamove/lineage.py).
+"""OpenLineage export of a real ledger (datamove/commands/lineage.py).
 
 The ledger is made by datamove itself on a small local tree: a clean run, a run
 in which one object fails for real (a destination *file* stands where the
@@ -32,10 +32,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from datamove import api
-from datamove.crypto import X25519Identity, format_identity_file
-from datamove.errors import BadInput
-from datamove.ledger import LedgerWriter, ts
-from datamove.lineage import (
+from datamove.age import X25519Identity, format_identity_file
+from datamove.commands.lineage import (
     CORE_SCHEMA_ID,
     CUSTOM_FACETS,
     FACETS_SCHEMA,
@@ -44,7 +42,9 @@ from datamove.lineage import (
     export_openlineage,
     write_openlineage,
 )
-from datamove.rotate import rotate
+from datamove.commands.rotate import rotate
+from datamove.errors import BadInput
+from datamove.ledger.tables import LedgerWriter, ts
 from tests.conftest import REPO, write_manifest
 
 SCHEMAS = Path(__file__).resolve().parent / "data" / "openlineage"

@@ -23,11 +23,11 @@ import pytest
 from click.testing import CliRunner
 
 from datamove import api
+from datamove.age import X25519Identity
 from datamove.cli import main
-from datamove.crypto import X25519Identity
-from datamove.identities import protect_with_passphrase
-from datamove.ledger import Ledger
-from datamove.stores import PARTIAL_MARKER, Location
+from datamove.crypto.identities import protect_with_passphrase
+from datamove.ledger.tables import Ledger
+from datamove.stores.core import PARTIAL_MARKER, Location
 
 from .conftest import (
     AWS_ENV,
@@ -286,7 +286,7 @@ def test_timeouts_are_bounded_by_default_and_an_explicit_option_wins() -> None:
 
 def _wait_for_stop(token: str, dataset: str) -> float:
     """A task that runs until the driver raises its dataset's stop flag (at most 30 s)."""
-    from datamove import cancel
+    from datamove.pipeline import cancel
 
     began = time.monotonic()
     while not cancel.is_set(token, dataset) and time.monotonic() - began < 30:
@@ -299,7 +299,7 @@ def test_stop_flags_reach_worker_processes_of_a_remote_scheduler() -> None:
     driver's stop flag through the scheduler, within the poll interval."""
     from distributed import Client, LocalCluster
 
-    from datamove import cancel
+    from datamove.pipeline import cancel
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                       dashboard_address="127.0.0.1:0") as cluster, \

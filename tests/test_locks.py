@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from datamove.locks import LockTimeout, ledger_lock
+from datamove.ledger.lock import LockTimeout, ledger_lock
 from tests.conftest import AWS_ENV, write_manifest
 
 
@@ -31,7 +31,7 @@ def test_local_lock_is_released_when_its_holder_is_killed(tmp_path):
     ledger = str(tmp_path / "ledger")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import time, sys\n"
-        "from datamove.locks import ledger_lock\n"
+        "from datamove.ledger.lock import ledger_lock\n"
         f"with ledger_lock({ledger!r}, command='archive'):\n"
         "    print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

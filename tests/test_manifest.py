@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from datamove.errors import EXIT_BAD_INPUT, ManifestError
-from datamove.manifest import (
+from datamove.manifest.model import (
     DEFAULT_LEDGER,
     EngineSpec,
     Manifest,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from datamove.crypto import AgeDecryptor, X25519Identity, format_identity_file
+from datamove.age import AgeDecryptor, X25519Identity, format_identity_file
 from tests.conftest import AWS_ENV, REPO, s3_location, write_manifest
 
 MiB = 1024 * 1024

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from datamove.checksum import Crc32c, StreamHasher, native_algo, same_checksum
-from datamove.manifest import VerifyMode
-from datamove.plan import Action, DatasetJob, PlanItem
-from datamove.stores import Entry, KeyFilter, Location, stat
-from datamove.transfer import ObjectResult, TransferSettings, check_object, copy_object
+from datamove.manifest.model import VerifyMode
+from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.pipeline.transfer import ObjectResult, TransferSettings, check_object, copy_object
+from datamove.stores.core import Entry, KeyFilter, Location, stat
 
 from .backends import Backend, backend_of
 

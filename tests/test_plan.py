@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datamove.plan import Action, batches, decide, march
-from datamove.stores import Entry
+from datamove.pipeline.march import Action, batches, decide, march
+from datamove.stores.core import Entry
 
 
 def entries(*keys: str) -> list[Entry]:

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
-from datamove.crypto import X25519Identity
+from datamove.age import X25519Identity
 from datamove.errors import BadInput, PolicyRefused
-from datamove.manifest import Manifest, load_manifest
-from datamove.policy import (
+from datamove.manifest.model import Manifest, load_manifest
+from datamove.policy.regions import RegionFacts
+from datamove.policy.rules import (
     REGION_MISMATCH,
     Decision,
     PolicyFileError,
@@ -31,7 +32,6 @@ from datamove.policy import (
     load_policies,
     parse_policies,
 )
-from datamove.regions import RegionFacts
 
 from .conftest import REPO, write_manifest
 

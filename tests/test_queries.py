@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 from click.testing import CliRunner, Result
 
 from datamove import cli as commands
-from datamove.ledger import Ledger, LedgerWriter
-from datamove.lifecycle_cli import archive
+from datamove.cli.lifecycle import archive
+from datamove.ledger.tables import Ledger, LedgerWriter
 from tests.conftest import run_cli, write_manifest
 from tests.lifecycle_helpers import make_source
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from datamove.errors import PolicyRefused
-from datamove.manifest import load_manifest
-from datamove.policy import REGION_MISMATCH, check
-from datamove.regions import RegionFacts, discover, discover_all, discover_manifest
-from datamove.stores import Location
+from datamove.manifest.model import load_manifest
+from datamove.policy.regions import RegionFacts, discover, discover_all, discover_manifest
+from datamove.policy.rules import REGION_MISMATCH, check
+from datamove.stores.core import Location
 
 from .conftest import GcsEmulator, MotoServer, s3_location, write_manifest
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from datamove import api
-from datamove.residency import residency
+from datamove.commands.residency import residency
 from tests.conftest import MotoServer, run_cli, s3_location, write_manifest
 
 EU_ONLY = """\

@@ -40,11 +40,12 @@ from typing import Any
 
 import pytest
 
-from datamove import api, transfer
-from datamove.ledger import DONE_STATUSES, OBJECTS, Ledger
-from datamove.manifest import load_manifest
-from datamove.plan import DatasetJob, plan_dataset
-from datamove.stores import PARTIAL_MARKER
+from datamove import api
+from datamove.ledger.tables import DONE_STATUSES, OBJECTS, Ledger
+from datamove.manifest.model import load_manifest
+from datamove.pipeline import transfer
+from datamove.pipeline.march import DatasetJob, plan_dataset
+from datamove.stores.core import PARTIAL_MARKER
 from tests.conftest import AWS_ENV, file_sha, s3_location, write_manifest
 
 MiB = 1024 * 1024

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from datamove import api
-from datamove.crypto import X25519Identity, fingerprint, format_identity_file
-from datamove.ledger import Ledger, LedgerWriter
-from datamove.rotate import rotate
+from datamove.age import X25519Identity, fingerprint, format_identity_file
+from datamove.commands.rotate import rotate
+from datamove.ledger.tables import Ledger, LedgerWriter
 from tests.conftest import AWS_ENV, require_tool, run_cli, s3_location, write_manifest
 
 

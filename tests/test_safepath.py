@@ -22,11 +22,11 @@ import pytest
 
 from datamove import api
 from datamove.errors import UnsafePath
-from datamove.ledger import Ledger, LedgerWriter
-from datamove.manifest import load_manifest
-from datamove.safepath import key_problem
-from datamove.stores import Location, list_entries
-from datamove.writers import atomic_writer
+from datamove.ledger.tables import Ledger, LedgerWriter
+from datamove.manifest.model import load_manifest
+from datamove.stores.core import Location, list_entries
+from datamove.stores.safepath import key_problem
+from datamove.stores.writers import atomic_writer
 from tests.conftest import s3_location, write_manifest
 from tests.lifecycle_helpers import audit_events, object_rows
 
@@ -85,7 +85,7 @@ def test_s3_keys_that_leave_the_root_fail_alone_and_nothing_escapes(
     dst = outside / "c" / "dst"  # escapes would land in a, a/b or /
     extra = {}
     if encrypted:
-        from datamove.crypto import X25519Identity
+        from datamove.age import X25519Identity
 
         (tmp_path / "r.txt").write_text(X25519Identity.generate().recipient.encode() + "\n")
         extra = {"encrypt": {"recipients_file": str(tmp_path / "r.txt")}}
@@ -139,7 +139,7 @@ def test_restore_never_writes_a_recorded_key_outside_its_target(tmp_path):
     writer.add(row)
     writer.flush()
 
-    from datamove.restore import restore
+    from datamove.commands.restore import restore
 
     report = restore(manifest, "d", str(to))
     assert report.exit_code == 1
@@ -256,7 +256,7 @@ def test_a_link_below_a_root_is_not_followed_when_reading(tmp_path):
     (tmp_path / "secret").write_bytes(b"secret")
     os.symlink(tmp_path / "secret", root / "d" / "f")
     location = Location.of(str(root))
-    from datamove.stores import open_read, stat
+    from datamove.stores.core import open_read, stat
 
     with pytest.raises(UnsafePath, match="symbolic link"):
         open_read(location, "d/f")
@@ -266,7 +266,7 @@ def test_a_link_below_a_root_is_not_followed_when_reading(tmp_path):
 
 UNREADABLE = """
 import json, sys
-from datamove.stores import Location, list_entries
+from datamove.stores.core import Location, list_entries
 print(json.dumps([(e.key, e.problem) for e in list_entries(Location.of(sys.argv[1]))]))
 """
 
@@ -310,7 +310,7 @@ def test_copies_keep_permission_bits_restores_and_decrypts_are_private(tmp_path)
     assert modes == {"shared.txt": 0o644, "group.txt": 0o640, "private.key": 0o600,
                      "tool.sh": 0o755}  # set-id bits are never carried over
 
-    from datamove.restore import restore
+    from datamove.commands.restore import restore
 
     restore(manifest, "d", str(tmp_path / "restored"))
     restored = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "restored").iterdir()}
@@ -321,7 +321,7 @@ def test_copies_keep_permission_bits_restores_and_decrypts_are_private(tmp_path)
 
 
 def test_decrypted_files_are_private_and_ciphertext_is_not(tmp_path, monkeypatch):
-    from datamove.filecrypt import decrypt_file, encrypt_file
+    from datamove.commands.encrypt import decrypt_file, encrypt_file
 
     monkeypatch.setenv("DATAMOVE_PASSPHRASE", "correct horse battery staple")
     plain = tmp_path / "plain.txt"

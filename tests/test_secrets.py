@@ -26,18 +26,18 @@ from urllib.parse import quote
 import pytest
 
 from datamove import api
-from datamove.crypto import X25519Identity, format_identity_file, read_header
-from datamove.crypto.header import unwrap_file_key
-from datamove.errors import KeyProblem
-from datamove.identities import (
+from datamove.age import X25519Identity, format_identity_file, read_header
+from datamove.age.header import unwrap_file_key
+from datamove.crypto.identities import (
     IdentityRef,
     clear_identity_cache,
     load_identities,
     protect_with_passphrase,
     wrap_identity_with_kms,
 )
-from datamove.plan import plan_dataset
-from datamove.transfer import Batch, TransferSettings
+from datamove.errors import KeyProblem
+from datamove.pipeline.march import plan_dataset
+from datamove.pipeline.transfer import Batch, TransferSettings
 from tests.conftest import run_cli, s3_location, write_manifest
 
 PASSPHRASE = "correct horse battery staple 0x5eed"

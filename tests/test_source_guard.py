@@ -21,11 +21,11 @@ import pytest
 
 from datamove import api
 from datamove.errors import SourceChanged
-from datamove.manifest import VerifyMode, load_manifest
-from datamove.plan import Action, DatasetJob, PlanItem
-from datamove.source_guard import SourceGuard
-from datamove.stores import PARTIAL_MARKER, KeyFilter, Location, list_entries, open_read
-from datamove.transfer import TransferSettings, process_item
+from datamove.manifest.model import VerifyMode, load_manifest
+from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.pipeline.transfer import TransferSettings, process_item
+from datamove.stores.core import PARTIAL_MARKER, KeyFilter, Location, list_entries, open_read
+from datamove.stores.source_guard import SourceGuard
 from tests.backends import KINDS, backend_of
 from tests.conftest import write_manifest
 from tests.lifecycle_helpers import object_rows

@@ -11,7 +11,7 @@ import fsspec
 import pytest
 
 from datamove.errors import LocationUnreachable
-from datamove.stores import (
+from datamove.stores.core import (
     Entry,
     KeyFilter,
     Location,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from datamove import tabular
 from datamove.api import run, verify
-from datamove.manifest import load_manifest
+from datamove.manifest.model import load_manifest
+from datamove.tabular.dataset import dataset as tabular
 from tests.conftest import AWS_ENV, REPO, run_cli, s3_location, write_manifest
 from tests.tabular_fixtures import (
     delta_rows,
@@ -139,7 +139,7 @@ def test_unknown_files_and_missing_source_are_bad_input(tmp_path: Path) -> None:
 def test_encrypted_delta_dataset_is_refused(tmp_path: Path) -> None:
     """Item 5: datamove has no Parquet encryption, so encrypt + format: delta is exit 2."""
     write_parquet_files(tmp_path / "src", 1, 10)
-    from datamove.crypto import X25519Identity
+    from datamove.age import X25519Identity
 
     recipient = X25519Identity.generate().recipient.encode()
     ds = manifest(tmp_path, tmp_path / "src", str(tmp_path / "out"),
@@ -243,11 +243,11 @@ def test_a_million_rows_with_bounded_memory(tmp_path: Path) -> None:
 
 CRASH_SCRIPT = """
 import sys
-from datamove import tabular
+from datamove.tabular.dataset import dataset as tabular
 tabular.UNIT_ROWS = 10_000
 tabular.GROUP_BYTES = 1
 from datamove.api import run
-from datamove.manifest import load_manifest
+from datamove.manifest.model import load_manifest
 sys.exit(run(load_manifest(sys.argv[1])).exit_code)
 """
 

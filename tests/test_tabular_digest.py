@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from datamove import tabular_digest as td
-from datamove.tabular_digest import Digest, PartitionDigests, row_hashes
+from datamove.tabular.dataset import digest as td
+from datamove.tabular.digest import Digest, PartitionDigests, row_hashes
 
 
 def digest(table: pa.Table, by: tuple[str, ...] = (), chunk: int = 3) -> dict:

@@ -12,14 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datamove.api import run, verify
-from datamove.manifest import load_manifest
-from datamove.tabular_encoding import (
+from datamove.manifest.model import load_manifest
+from datamove.tabular.encoding import (
     dictionary_columns,
     distinct_columns,
     plain_columns,
     writer_properties,
 )
-from datamove.tabular_tiering import tier_partitions
+from datamove.tabular.tiering import tier_partitions
 from tests.conftest import write_manifest
 from tests.tabular_fixtures import delta_rows, features, ids, manifest, write_csv, write_jsonl
 from tests.test_tabular_tiering import NOW

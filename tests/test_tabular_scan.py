@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from datamove.tabular_digest import PartitionDigests
-from datamove.tabular_scan import digest_table, partition_batches, scan_batches
+from datamove.tabular.digest import PartitionDigests
+from datamove.tabular.scan import digest_table, partition_batches, scan_batches
 
 
 def grouped(dt: object, by: tuple[str, ...], where: object = None) -> dict:

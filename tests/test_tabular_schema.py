@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamove.api import run
-from datamove.manifest import load_manifest
+from datamove.manifest.model import load_manifest
 from tests.conftest import write_manifest
 from tests.tabular_fixtures import delta_rows, features, manifest
 

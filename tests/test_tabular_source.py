@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datamove import tabular_source
-from datamove.stores import KeyFilter, Location
-from datamove.tabular_encoding import dictionary_columns
-from datamove.tabular_source import (
+from datamove.stores.core import KeyFilter, Location
+from datamove.tabular.dataset import source as tabular_source
+from datamove.tabular.encoding import dictionary_columns
+from datamove.tabular.source import (
     FileReader,
     list_source_files,
     parquet_batch_rows,
@@ -75,7 +75,7 @@ def test_dictionary_columns_are_those_the_writer_kept_in_its_dictionary(
 
 def test_a_file_read_as_dictionaries_loads_and_verifies(tmp_path: Path) -> None:
     """The writer gets decoded columns and the digests still match the table's."""
-    from datamove.tabular import Table, TableJob, compare, load, stored_digests
+    from datamove.tabular.dataset import Table, TableJob, compare, load, stored_digests
     from tests.tabular_fixtures import delta_rows, write_parquet_files
 
     rows = write_parquet_files(tmp_path / "src", files=2, rows=30_000)
@@ -147,7 +147,7 @@ def test_a_csv_value_that_does_not_fit_its_column_later_is_an_error(tmp_path: Pa
         for _ in reader:
             pass
 
-    from datamove.tabular import Table, TableJob, load
+    from datamove.tabular.dataset import Table, TableJob, load
 
     job = TableJob(name="t", source=location, source_format=None,
                    key_filter=KeyFilter((), ()), table=Table(Location.of(str(tmp_path / "t"))),

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from datamove.api import run, verify
-from datamove.manifest import load_manifest
-from datamove.tabular_tiering import FAULT_ENV, tier_partitions
+from datamove.manifest.model import load_manifest
+from datamove.tabular.tiering import FAULT_ENV, tier_partitions
 from tests.conftest import AWS_ENV, REPO, write_manifest
 from tests.tabular_fixtures import (
     DAY0,
@@ -47,7 +47,7 @@ def days(uri: Path) -> set[str]:
 
 def test_due_partitions_move_and_the_dataset_still_verifies(tmp_path: Path) -> None:
     path, want = loaded(tmp_path)
-    from datamove.auditing import open_audit
+    from datamove.pipeline.auditing import open_audit
 
     m = load_manifest(path)
     audit = open_audit(m, "tier-run")
@@ -80,9 +80,9 @@ def test_due_partitions_move_and_the_dataset_still_verifies(tmp_path: Path) -> N
 SCRIPT = """
 import sys
 from datetime import UTC, datetime, timedelta
-from datamove.auditing import open_audit
-from datamove.manifest import load_manifest
-from datamove.tabular_tiering import tier_partitions
+from datamove.pipeline.auditing import open_audit
+from datamove.manifest.model import load_manifest
+from datamove.tabular.tiering import tier_partitions
 m = load_manifest(sys.argv[1])
 audit = open_audit(m, "tier-" + sys.argv[2])
 result = tier_partitions(m, "feat", now=datetime(2024, 1, 10, 12, tzinfo=UTC), audit=audit,
@@ -143,8 +143,8 @@ def test_rows_arriving_for_a_moved_day_stay_hot_with_a_message(tmp_path: Path) -
 def test_partitions_move_between_tables_on_s3(moto_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Hot table, cold table and ledger on S3 (moto_server): the move, a kill -9 after
     the delete and the rerun, read through delta-rs's object store, not a local path."""
-    from datamove.stores import Location
-    from datamove.tabular import Table
+    from datamove.stores.core import Location
+    from datamove.tabular.dataset import Table
     from tests.conftest import s3_location
 
     bucket = moto_server.new_bucket()

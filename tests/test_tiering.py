@@ -222,7 +222,7 @@ def test_an_in_place_move_a_killed_run_did_not_record_is_recorded_not_redone(tmp
 
 def test_restore_writes_to_s3_and_refuses_an_encrypted_dataset_without_identity(
         tmp_path, moto_server):
-    from datamove.crypto import X25519Identity
+    from datamove.age import X25519Identity
 
     files = make_source(tmp_path / "src", 3)
     recipient = X25519Identity.generate().recipient.encode()

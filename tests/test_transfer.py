@@ -14,8 +14,8 @@ import pytest
 
 from datamove import api
 from datamove.checksum import READ_SIZE
-from datamove.ledger import Ledger
-from datamove.manifest import parse_manifest
+from datamove.ledger.tables import Ledger
+from datamove.manifest.model import parse_manifest
 from tests.conftest import s3_location, write_manifest
 
 PART = 5 * 1024 * 1024

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from datamove.ledger import storage_options
-from datamove.transport import is_loopback
+from datamove.ledger.tables import storage_options
+from datamove.stores.transport import is_loopback
 from tests.conftest import (
     AWS_ENV,
     MotoServer,

@@ -26,9 +26,16 @@ from botocore.exceptions import ClientError
 
 from datamove.checksum import b64
 from datamove.errors import SourceChanged, VerifyMismatch
-from datamove.manifest import VerifyMode
-from datamove.plan import Action, DatasetJob, PlanItem
-from datamove.stores import (
+from datamove.manifest.model import VerifyMode
+from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.pipeline.transfer import (
+    Batch,
+    TransferSettings,
+    copy_object,
+    run_batch,
+    verify_destination,
+)
+from datamove.stores.core import (
     META_PART_SIZE,
     META_SHA256,
     PARTIAL_MARKER,
@@ -36,14 +43,7 @@ from datamove.stores import (
     Location,
     list_entries,
 )
-from datamove.transfer import (
-    Batch,
-    TransferSettings,
-    copy_object,
-    run_batch,
-    verify_destination,
-)
-from datamove.writers import atomic_writer
+from datamove.stores.writers import atomic_writer
 from tests.conftest import AWS_ENV, REPO, file_sha, run_cli, s3_location, write_manifest
 
 MiB = 1024 * 1024

@@ -13,12 +13,18 @@ may continue from), ``log`` (the writer), ``verify`` (verification), ``query``
 (show, prove).
 """
 
-from .events import EventError
-from .log import AuditConflict, AuditLog, AuditWriter
-from .note import SignedCheckpoint, Signer, Verifier, read_note_file, read_verifier_file
-from .tables import AuditDamaged
-from .verify import Problem, VerifyResult, verify_log
-from .vouch import AuditUnvouched
+from datamove.audit.events import EventError
+from datamove.audit.log import AuditConflict, AuditLog, AuditWriter
+from datamove.audit.note import (
+           SignedCheckpoint,
+           Signer,
+           Verifier,
+           read_note_file,
+           read_verifier_file,
+)
+from datamove.audit.tables import AuditDamaged
+from datamove.audit.verify import Problem, VerifyResult, verify_log
+from datamove.audit.vouch import AuditUnvouched
 
 __all__ = ["AuditConflict", "AuditDamaged", "AuditLog", "AuditUnvouched", "AuditWriter",
            "EventError", "Problem", "SignedCheckpoint", "Signer", "Verifier", "VerifyResult",

@@ -33,10 +33,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import BadInput
-from ..ledger import Ledger, append_once, now, user
-from . import merkle
-from .events import (
+from datamove.audit import merkle
+from datamove.audit.events import (
     ACKNOWLEDGED,
     AUDIT_SCHEMA,
     CHECKPOINT_SCHEMA,
@@ -45,9 +43,9 @@ from .events import (
     row_of,
     sha256_hex,
 )
-from .note import Checkpoint, NoteError, Signer, check_name
-from .seal import SEAL_KEY, make_seal
-from .tables import (
+from datamove.audit.note import Checkpoint, NoteError, Signer, check_name
+from datamove.audit.seal import SEAL_KEY, make_seal
+from datamove.audit.tables import (
     AUDIT,
     CHECKPOINTS,
     META_FRONTIER,
@@ -58,7 +56,9 @@ from .tables import (
     read_head,
     table_size,
 )
-from .vouch import open_vouched
+from datamove.audit.vouch import open_vouched
+from datamove.errors import BadInput
+from datamove.ledger.tables import Ledger, append_once, now, user
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..errors import BadInput
+from datamove.errors import BadInput
 
 ALG_ED25519 = 0x01
 DASH = "\u2014"  # the em dash that starts a signature line

@@ -15,11 +15,11 @@ from typing import Any, TextIO
 
 import pyarrow.compute as pc
 
-from ..errors import EXIT_OBJECTS_FAILED, EXIT_OK, BadInput
-from ..ledger import Ledger
-from . import merkle
-from .note import NoteError, SignedCheckpoint
-from .tables import AUDIT, CHECKPOINTS, read_table
+from datamove.audit import merkle
+from datamove.audit.note import NoteError, SignedCheckpoint
+from datamove.audit.tables import AUDIT, CHECKPOINTS, read_table
+from datamove.errors import EXIT_OBJECTS_FAILED, EXIT_OK, BadInput
+from datamove.ledger.tables import Ledger
 
 FORMATS = ("table", "json", "csv")
 

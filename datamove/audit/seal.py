@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import merkle
-from .note import Checkpoint, NoteError, Signer, Verifier, b64decode, b64encode
-from .tables import META_FRONTIER, META_HEAD, META_SIZE
+from datamove.audit import merkle
+from datamove.audit.note import Checkpoint, NoteError, Signer, Verifier, b64decode, b64encode
+from datamove.audit.tables import META_FRONTIER, META_HEAD, META_SIZE
 
 SEAL_KEY = "datamove.audit.seal"
 SEAL_FORMAT = "datamove-audit-seal/1"

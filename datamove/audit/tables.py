@@ -16,10 +16,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import BadInput
-from ..ledger import Ledger
-from . import merkle
-from .events import AUDIT_SCHEMA, CHECKPOINT_SCHEMA, INIT_ACTION, ZERO_HASH, sha256_hex
+from datamove.audit import merkle
+from datamove.audit.events import (
+    AUDIT_SCHEMA,
+    CHECKPOINT_SCHEMA,
+    INIT_ACTION,
+    ZERO_HASH,
+    sha256_hex,
+)
+from datamove.errors import BadInput
+from datamove.ledger.tables import Ledger
 
 AUDIT = "audit"
 CHECKPOINTS = "audit_checkpoints"

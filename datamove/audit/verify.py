@@ -38,10 +38,8 @@ from typing import Any, TextIO
 
 import pyarrow as pa
 
-from ..errors import EXIT_OBJECTS_FAILED, EXIT_OK
-from ..ledger import Ledger
-from . import merkle
-from .events import (
+from datamove.audit import merkle
+from datamove.audit.events import (
     ACKNOWLEDGED,
     INIT_ACTION,
     ZERO_HASH,
@@ -50,9 +48,11 @@ from .events import (
     parse_time,
     sha256_hex,
 )
-from .note import Checkpoint, Note, NoteError, SignedCheckpoint, Verifier
-from .seal import newest_seal
-from .tables import AUDIT, CHECKPOINTS, read_table
+from datamove.audit.note import Checkpoint, Note, NoteError, SignedCheckpoint, Verifier
+from datamove.audit.seal import newest_seal
+from datamove.audit.tables import AUDIT, CHECKPOINTS, read_table
+from datamove.errors import EXIT_OBJECTS_FAILED, EXIT_OK
+from datamove.ledger.tables import Ledger
 
 MAX_PROBLEMS = 1_000  # a renumbered tail breaks every later link; the first ones matter
 

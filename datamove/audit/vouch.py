@@ -25,13 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BadInput
-from ..ledger import Ledger
-from . import merkle
-from .events import ZERO_HASH
-from .note import NoteError, SignedCheckpoint, Verifier
-from .seal import SEAL_HISTORY, newest_seal
-from .tables import (
+from datamove.audit import merkle
+from datamove.audit.events import ZERO_HASH
+from datamove.audit.note import NoteError, SignedCheckpoint, Verifier
+from datamove.audit.seal import SEAL_HISTORY, newest_seal
+from datamove.audit.tables import (
     AUDIT,
     CHECKPOINTS,
     META_FRONTIER,
@@ -44,7 +42,9 @@ from .tables import (
     rebuild_frontier,
     table_size,
 )
-from .verify import verify_tail
+from datamove.audit.verify import verify_tail
+from datamove.errors import BadInput
+from datamove.ledger.tables import Ledger
 
 VERIFY_HINT = "Run `datamove audit verify MANIFEST --pubkey VERIFIER_KEY` to see it"
 ASIDE_HINT = ("then restore the audit tables from a backup, or move <ledger>/audit and "

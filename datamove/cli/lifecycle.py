@@ -1,0 +1,187 @@
+"""The lifecycle commands: ``archive``, ``schedule``, ``restore`` and ``drill``.
+
+Thin, like cli.py: parse, call one API function (tiering, schedule, restore,
+drill), render. Registered onto the main group by cli.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from datamove.cli.options import JSON, MANIFEST, call, emit
+
+TIMEOUT = click.option("--timeout", default="12h", show_default=True, metavar="DURATION",
+                       help="How long to wait for archive restores (S3 GLACIER, DEEP_ARCHIVE) "
+                            "to complete, e.g. 30m, 12h, 2d; 0 starts them without waiting.")
+POLL = click.option("--poll", default="60s", show_default=True, metavar="DURATION",
+                    help="How often to look whether an archive restore completed.")
+RESTORE_TIER = click.option("--restore-tier", type=click.Choice(["Expedited", "Standard", "Bulk"]),
+                            default="Standard", show_default=True,
+                            help="S3 retrieval tier for archive restores (cost vs speed).")
+RESTORE_DAYS = click.option("--restore-days", type=click.IntRange(1, 365), default=1,
+                            show_default=True,
+                            help="Days S3 keeps a restored archive copy readable.")
+IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
+                        help="Identity file for encrypted datasets, instead of the manifest's.")
+
+
+def _waiting(timeout: str, poll: str, tier: str, days: int):  # type: ignore[no-untyped-def]
+    from datamove.commands.restore import Waiting, parse_seconds
+
+    return Waiting(parse_seconds(timeout), parse_seconds(poll), days, tier)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(archive)
+    main.add_command(schedule)
+    main.add_command(restore)
+    main.add_command(drill)
+
+
+@click.command()
+@MANIFEST
+@JSON
+@click.option("--now", "now", metavar="TIMESTAMP",
+              help="Judge ages as of this ISO 8601 time (default: the current time), e.g. "
+                   "2027-03-01T00:00:00Z.")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME",
+              help="Only this dataset (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Count what is due without moving anything.")
+@click.option("--policies", multiple=True, metavar="PATH", help="Policy files, as for run.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", help="An existing Dask scheduler.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def archive(manifest: str, as_json: bool, now: str | None, datasets: tuple[str, ...],
+            dry_run: bool, policies: tuple[str, ...], scheduler: str | None,
+            progress: bool) -> None:
+    """Move objects that lifecycle rules say are due to colder tiers.
+
+    Idempotent and safe on a schedule: moves only what is due, never twice (a
+    second run at the same time waits for the first, then finds nothing due).
+    Each move is verified (the stored sha256 is unchanged) and recorded in the
+    ledger and the audit log. Exit 0 ok, 1 some moves failed, 2 bad input, 3
+    refused by policy.
+    """
+    from datamove import api
+    from datamove.cli.options import parse_time
+    from datamove.commands.archive import archive as run_archive
+    from datamove.pipeline.progress import progress_for
+
+    emit(call(lambda: run_archive(
+        api.load_manifest(manifest), at=parse_time(now, "--now") if now else None,
+        datasets=list(datasets) or None, dry_run=dry_run, scheduler=scheduler,
+        policies=list(policies) or None, progress=progress_for(progress and not as_json)),
+        as_json), as_json)
+
+
+@click.command()
+@MANIFEST
+@JSON
+@click.option("--count", default=5, show_default=True, help="How many next runs to list.")
+def schedule(manifest: str, as_json: bool, count: int) -> None:
+    """Print the next runs of the manifest's schedule and a ready crontab line."""
+    from datamove import api
+    from datamove.commands.schedule import schedule as next_runs
+
+    emit(call(lambda: next_runs(api.load_manifest(manifest), count=count), as_json), as_json)
+
+
+@click.command()
+@MANIFEST
+@JSON
+@click.option("--dataset", required=True, metavar="NAME", help="The dataset to restore.")
+@click.option("--prefix", default="", metavar="P", help="Only keys starting with P.")
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="Where to write the restored plaintext (a path or fsspec URL).")
+@IDENTITY
+@TIMEOUT
+@POLL
+@RESTORE_TIER
+@RESTORE_DAYS
+@click.option("--mode", "file_mode", default="0600", show_default=True, metavar="OCTAL",
+              help="Permission bits of restored local files (private by default: restored "
+                   "data may be secret).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str,
+            identity_file: str | None, timeout: str, poll: str, restore_tier: str,
+            restore_days: int, file_mode: str, progress: bool) -> None:
+    """Read a dataset back from any tier: restore archives, decrypt, verify, write.
+
+    Every object is checked against the ledger (plaintext sha256 and size) before
+    it appears under --to, atomically. Exit 0 all restored, 1 some failed or
+    timed out, 2 bad input (including an identity that opens nothing).
+    """
+    from datamove import api
+    from datamove.commands.restore import restore as run_restore
+    from datamove.pipeline.progress import progress_for
+
+    emit(call(lambda: run_restore(
+        api.load_manifest(manifest), dataset, to_url, prefix=prefix, identity=identity_file,
+        waiting=_waiting(timeout, poll, restore_tier, restore_days),
+        progress=progress_for(progress and not as_json), mode=_octal_mode(file_mode)),
+        as_json), as_json)
+
+
+def _octal_mode(text: str) -> int:
+    """``--mode 0640``: permission bits in octal, nothing beyond rwx for all three."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise click.BadParameter(f"{text!r} is not an octal mode such as 0600 or 0640",
+                                 param_hint="--mode")
+    return mode
+
+
+@click.command()
+@MANIFEST
+@JSON
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME",
+              help="Only this dataset (repeatable; default: all).")
+@click.option("--sample", type=float, metavar="PERCENT", help="Drill this share of objects.")
+@click.option("--count", type=int, metavar="N", help="Drill N objects per dataset.")
+@click.option("--rotate", "rotate_spec", metavar="n/t",
+              help="Only rotation bucket n of t: drills 1/t … t/t cover every object once.")
+@click.option("--seed", default="", metavar="S", help="Sampling seed (same seed, same picks).")
+@click.option("--report", "report_path", metavar="FILE",
+              help="Write the evidence: FILE.json / FILE.md by suffix, else both.")
+@click.option("--scratch", metavar="URL", help="Where to restore (default: a temporary "
+                                                 "directory, removed afterwards).")
+@IDENTITY
+@TIMEOUT
+@POLL
+@RESTORE_TIER
+@RESTORE_DAYS
+def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float | None,
+          count: int | None, rotate_spec: str | None, seed: str, report_path: str | None,
+          scratch: str | None, identity_file: str | None, timeout: str, poll: str,
+          restore_tier: str, restore_days: int) -> None:
+    """Restore a deterministic sample into scratch space, verify it, and report.
+
+    Per object: tier, bytes, time to first byte, total time, result; in total:
+    coverage, throughput and the estimated time to recover the whole dataset.
+    Exit 0 all read back and verified, 1 any failure, 2 bad input.
+    """
+    from datamove import api
+    from datamove.commands.drill import Selection, parse_rotate, write_report
+    from datamove.commands.drill import drill as run_drill
+
+    def go():  # type: ignore[no-untyped-def]
+        selection = Selection(sample=sample, count=count, seed=seed,
+                              rotate=parse_rotate(rotate_spec) if rotate_spec else None)
+        result = run_drill(api.load_manifest(manifest), selection,
+                           datasets=list(datasets) or None, identity=identity_file,
+                           scratch=scratch,
+                           waiting=_waiting(timeout, poll, restore_tier, restore_days))
+        if report_path:
+            for written in write_report(result, report_path):
+                click.echo(f"datamove: drill report written to {written}", err=True)
+        return result
+
+    result = call(go, as_json)
+    if as_json:
+        emit(result, as_json)
+    sys.stdout.write(result.to_markdown())
+    sys.exit(result.exit_code)

@@ -1,0 +1,1 @@
+"""The copy pipeline: march, transfer, engine, cleanup, progress, report."""

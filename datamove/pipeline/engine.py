@@ -1,0 +1,208 @@
+"""Running batches on Dask: an embedded cluster by default, or an existing one.
+
+The driver keeps a bounded window of in-flight tasks instead of building one
+graph of a million tasks, so memory on the driver and the scheduler stays flat
+and results stream back while the plan is still being listed. Finished futures
+arrive on a queue the driver reads with a short timeout, so it can also stop
+(a signal, a tripped circuit breaker) and flush its ledger while nothing
+finishes. Tasks are time-bounded (transfer.run_batch returns what it finished
+after about a second) and the rest of a batch is resubmitted at once, so
+results stream per object, on the embedded cluster and on a remote scheduler
+alike. Tasks are submitted with ``pure=False`` (a resubmitted key must run
+again, not return a cached error) and may run twice after a worker dies, which
+transfer.run_batch tolerates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from datamove.errors import BadInput
+
+if TYPE_CHECKING:
+    from datamove.manifest.model import EngineSpec
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """A Dask client for the run. Use as a context manager.
+
+    ``scheduler=None`` starts an embedded in-process cluster with ``threads``
+    worker threads: copies are IO-bound and threads avoid pickling and process
+    start-up on small machines. ``processes=N`` starts N worker processes
+    instead (``threads`` shared among them), for CPU-bound work such as
+    encrypting many small local files, where threads contend for the GIL. A
+    ``tcp://`` address attaches to an existing cluster whose workers must have
+    datamove installed and their own credentials.
+    """
+
+    def __init__(self, scheduler: str | None = None, threads: int = 8, window: int = 16,
+                 processes: int = 0):
+        self.scheduler = scheduler
+        self.threads = threads
+        self.window = window
+        self.processes = processes
+        self._client: Any = None
+        self._cluster: Any = None
+        self._abandoned = False  # tasks were let go: do not wait for their threads
+
+    @classmethod
+    def of(cls, spec: EngineSpec, scheduler: str | None = None) -> Engine:
+        """The engine a manifest's ``engine`` section asks for (``--scheduler`` wins)."""
+        return cls(scheduler or spec.scheduler, threads=spec.threads,
+                   window=spec.effective_window, processes=spec.processes)
+
+    def __enter__(self) -> Engine:
+        from distributed import Client, LocalCluster
+
+        # distributed configures its loggers on import; its INFO chatter is not ours.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+
+        if self.scheduler is None:
+            # The scheduler always serves HTTP (health checks); ":0" keeps it off
+            # the well-known port 8787 so parallel runs never collide.
+            if self.processes:
+                self._cluster = LocalCluster(
+                    n_workers=self.processes, processes=True,
+                    threads_per_worker=self.threads_per_process,
+                    dashboard_address="127.0.0.1:0")
+            else:
+                self._cluster = LocalCluster(n_workers=1, threads_per_worker=self.threads,
+                                             processes=False,
+                                             dashboard_address="127.0.0.1:0")
+            self._client = Client(self._cluster, set_as_default=False)
+        else:
+            try:
+                self._client = Client(self.scheduler, timeout="10s", set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise BadInput(
+                    f"cannot reach the Dask scheduler at {self.scheduler}: {exc}. Check the "
+                    "address (engine.scheduler or --scheduler) and that the scheduler runs"
+                ) from exc
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._cluster is not None and self._abandoned:
+            # A let-go task may be blocked on a dead endpoint: closing the embedded
+            # workers would wait for its thread. Their threads are daemons.
+            for worker in list(self._cluster.workers.values()):
+                with contextlib.suppress(Exception):
+                    self._cluster.sync(worker.close, executor_wait=False)
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    @property
+    def client(self) -> Any:
+        """The Dask client while the engine is open (None before)."""
+        return self._client
+
+    @property
+    def threads_per_process(self) -> int:
+        return max(1, self.threads // max(1, self.processes))
+
+    @property
+    def description(self) -> str:
+        if self.scheduler is None and self.processes:
+            return (f"embedded ({self.processes} processes × {self.threads_per_process} "
+                    f"thread{'s' * (self.threads_per_process != 1)})")
+        if self.scheduler is None:
+            return f"embedded ({self.threads} threads)"
+        return f"dask {self.scheduler}"
+
+    def map_unordered(self, fn: Callable[[T], R], items: Iterable[T], retries: int = 2, *,
+                      rest: Callable[[T, R | BaseException], T | None] | None = None,
+                      halted: Callable[[], bool] | None = None,
+                      idle: Callable[[], None] | None = None,
+                      grace: float = 2.5) -> Iterator[tuple[T, R | BaseException]]:
+        """Run ``fn`` over ``items`` with at most ``window`` tasks in flight.
+
+        Yields ``(item, result)`` as tasks finish; a task that failed outright
+        (after Dask's own retries, e.g. its workers kept dying) yields its
+        exception instead, so the caller can fail those objects and go on.
+
+        ``rest(item, result)``: what of ``item`` the task left undone (tasks are
+        time-bounded so results stream back), submitted again at once; None when
+        nothing is left. ``halted()``, asked between results and at least every
+        ``TICK`` seconds: once True, nothing more is submitted, tasks in flight
+        get ``grace`` seconds to return what they finished (workers see the
+        cancel flags), and those still running after that are let go: yielded
+        with a :class:`LetGo` and no longer waited for. ``idle()`` is called every
+        ``TICK`` seconds while no task finishes (the driver's timed flushes).
+        """
+        client = self._client
+        source = iter(items)
+        pending: dict[Any, T] = {}
+        finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        deadline: float | None = None
+        stopped = halted or (lambda: False)
+
+        def submit(item: T) -> None:
+            future = client.submit(fn, item, pure=False, retries=retries)
+            pending[future] = item
+            future.add_done_callback(finished.put)
+
+        def fill() -> None:
+            while len(pending) < self.window and not stopped():
+                item = next(source, _DONE)
+                if item is _DONE:
+                    return
+                submit(item)
+
+        fill()
+        while pending:
+            try:
+                future = finished.get(timeout=TICK)
+            except queue.Empty:
+                future = None
+            if stopped() and deadline is None:
+                deadline = time.monotonic() + grace
+            if future is None:
+                if idle is not None:
+                    idle()
+                if deadline is not None and time.monotonic() >= deadline:
+                    yield from self._let_go(pending)
+                continue
+            if future not in pending:
+                continue  # let go earlier
+            item = pending.pop(future)
+            try:
+                outcome: R | BaseException = future.result()
+            except Exception as exc:  # the task itself failed, not one object
+                outcome = exc
+            future.release()
+            yield item, outcome
+            left = rest(item, outcome) if rest is not None else None
+            if left is not None and not stopped():
+                submit(left)
+            fill()
+
+    def _let_go(self, pending: dict[Any, T]) -> Iterator[tuple[T, BaseException]]:
+        """Stop waiting for tasks that did not return within the grace period."""
+        futures = list(pending)
+        self._abandoned = True
+        with contextlib.suppress(Exception):
+            self._client.cancel(futures)
+        for future in futures:
+            yield pending.pop(future), LetGo("still running when the run stopped; let go")
+
+
+class LetGo(Exception):
+    """A task still running when the run stopped, no longer waited for: what it
+    did is unknown to the driver (the next run verifies anything it published)."""
+
+
+TICK = 0.2
+"""Seconds between two looks at ``halted`` and ``idle`` while no task finishes."""
+
+_DONE: Any = object()

@@ -1,0 +1,1 @@
+"""Policy files, their evaluation, and where locations are (regions)."""

@@ -1,0 +1,1 @@
+"""Stores: locations, listings, atomic writers, and safe local paths."""

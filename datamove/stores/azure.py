@@ -1,0 +1,194 @@
+"""Azure Blob Storage: listing, stat and atomic writes, over adlfs.
+
+adlfs builds the client from the worker's environment (for example
+``AZURE_STORAGE_CONNECTION_STRING``, or ``account_name`` in the options and a
+credential from the Azure identity chain), so no key travels with a Location.
+This module uses adlfs's async client directly, through fsspec's loop:
+
+* ``with fs.open(p, "wb")`` in adlfs commits the staged blocks on close, also
+  when an exception is propagating, so a truncated blob would appear.
+  :class:`AzureWriter` instead puts a small blob in one Put Blob request
+  (atomic), and a large one as staged blocks that become visible only when
+  ``commit`` commits the block list. Uncommitted blocks are invisible and the
+  service discards them after a week.
+* Listings are the service's pages (1,000 blobs each), never a whole-container
+  ``find``.
+
+Native checksum: Content-MD5. The service computes it for a blob written by
+one Put Blob (and checks the one the client sends); for a blob committed from
+blocks it is only whatever the client claimed, so it is not trusted then
+(docs/BACKENDS.md). Azure has no region in the blob API: see regions.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from fsspec.asyn import sync
+
+from datamove.checksum import b64
+from datamove.errors import LocationUnreachable, VerifyMismatch
+
+if TYPE_CHECKING:
+    from datamove.stores.core import Entry, Location, ObjectInfo
+    from datamove.stores.writers import Committed
+
+AZURE_PROTOCOLS = ("az", "abfs", "abfss")
+SINGLE_PUT_MAX = 64 * 1024 * 1024  # the SDK's max_single_put_size: one Put Blob up to here
+META_SHA256 = "datamove_sha256"  # Azure metadata names must be C# identifiers: no '-'
+META_PART_SIZE = "datamove_part_size"
+
+
+def _md5(settings: Any) -> str | None:
+    digest = getattr(settings, "content_md5", None) if settings is not None else None
+    return f"md5:{b64(bytes(digest))}" if digest else None
+
+
+def _not_found(exc: BaseException) -> bool:
+    return type(exc).__name__ in ("ResourceNotFoundError", "FileNotFoundError")
+
+
+def list_azure(location: Location) -> Iterator[Entry]:
+    """Every blob under the location, one service page at a time."""
+    from datamove.stores.core import Entry
+
+    fs = location.fs
+    container, prefix = location.bucket_and_prefix()
+    client = fs.service_client.get_container_client(container)
+
+    async def page(token: str | None) -> tuple[list[Any], str | None]:
+        pager = client.list_blobs(name_starts_with=prefix or None,
+                                  results_per_page=1000).by_page(continuation_token=token)
+        items = [blob async for blob in await pager.__anext__()]
+        return items, pager.continuation_token
+
+    token: str | None = None
+    while True:
+        try:
+            items, token = sync(fs.loop, page, token)
+        except Exception as exc:
+            if _not_found(exc):
+                raise LocationUnreachable(
+                    f"{location.url}: container {container!r} does not exist or is not "
+                    "visible with these credentials") from exc
+            raise
+        for blob in items:
+            key = blob.name[len(prefix):]
+            if not key or key.endswith("/"):
+                continue
+            modified = blob.last_modified
+            yield Entry(key=key, size=int(blob.size or 0),
+                        mtime=modified.timestamp() if modified else None,
+                        etag=(blob.etag or "").strip('"') or None)
+        if not token:
+            return
+
+
+def stat_azure(location: Location, key: str) -> ObjectInfo | None:
+    """Size, time, metadata, Content-MD5 and access tier of one blob."""
+    from datamove.stores.core import META_PART_SIZE as PART
+    from datamove.stores.core import META_SHA256 as SHA
+    from datamove.stores.core import ObjectInfo
+
+    fs = location.fs
+    container, prefix = location.bucket_and_prefix()
+    client = fs.service_client.get_blob_client(container, prefix + key)
+    try:
+        props = sync(fs.loop, client.get_blob_properties)
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
+    metadata = dict(props.metadata or {})
+    # Present the metadata under datamove's usual names (stores.META_*).
+    for azure_name, name in ((META_SHA256, SHA), (META_PART_SIZE, PART)):
+        if azure_name in metadata:
+            metadata[name] = metadata.pop(azure_name)
+    md5 = _md5(props.content_settings)
+    return ObjectInfo(size=int(props.size or 0),
+                      mtime=props.last_modified.timestamp() if props.last_modified else None,
+                      etag=(props.etag or "").strip('"') or None, metadata=metadata,
+                      native={"md5": md5} if md5 else {},
+                      storage_class=str(props.blob_tier) if props.blob_tier else None,
+                      # A blob committed from blocks carries only a client's claim of an MD5.
+                      native_trusted=PART not in metadata and SHA in metadata)
+
+
+class AzureWriter:
+    """One Put Blob for a small object; staged blocks committed only by ``commit``.
+
+    Memory: one part buffer. Each request carries a transactional MD5
+    (``validate_content``) that the service checks, so damaged bytes are refused
+    on arrival; a single Put Blob's Content-MD5, which the service computed, is
+    compared with ours before ``commit`` returns.
+    """
+
+    def __init__(self, location: Location, key: str, part_size: int):
+        self.fs = location.fs
+        self.url = location.url_of(key)
+        container, prefix = location.bucket_and_prefix()
+        self.client = self.fs.service_client.get_blob_client(container, prefix + key)
+        self.part_size = part_size
+        self._buffer = bytearray()
+        self._nonce = uuid.uuid4().hex[:16]
+        self._blocks: list[str] = []
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self.sent = 0
+        self.committed = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._buffer += data
+        self._md5.update(data)
+        self.size += len(data)
+        while len(self._buffer) > self.part_size:
+            block = bytes(memoryview(self._buffer)[:self.part_size])
+            del self._buffer[:self.part_size]
+            self._stage(block)
+
+    def _stage(self, block: bytes) -> None:
+        # Block ids of one blob must all have the same length.
+        block_id = base64.b64encode(f"{self._nonce}-{len(self._blocks):08d}".encode()).decode()
+        sync(self.fs.loop, self.client.stage_block, block_id, block, length=len(block),
+             validate_content=True)
+        self._blocks.append(block_id)
+        self.sent += len(block)
+
+    def commit(self, sha256: str, mtime: float | None) -> Committed:
+        from azure.storage.blob import BlobBlock
+
+        from datamove.stores.writers import Committed
+
+        expected = f"md5:{b64(self._md5.digest())}"
+        metadata = {META_SHA256: sha256}
+        if not self._blocks and self.size <= SINGLE_PUT_MAX:
+            body = bytes(self._buffer)
+            self._buffer = bytearray()
+            response = sync(self.fs.loop, self.client.upload_blob, body, overwrite=True,
+                            metadata=metadata, validate_content=True, length=len(body))
+            self.sent = len(body)
+            self.committed = True
+            stored = f"md5:{b64(bytes(response['content_md5']))}" \
+                if response.get("content_md5") else None
+            if stored is not None and stored != expected:
+                raise VerifyMismatch(f"{self.url}: the store's Content-MD5 differs from the "
+                                     "bytes sent")
+            return Committed(size=self.size, native=stored, expected=expected if stored else None,
+                             sent=self.sent)
+        if self._buffer or not self._blocks:
+            self._stage(bytes(self._buffer))
+            self._buffer = bytearray()
+        metadata[META_PART_SIZE] = str(self.part_size)
+        sync(self.fs.loop, self.client.commit_block_list,
+             [BlobBlock(block_id=b) for b in self._blocks], metadata=metadata)
+        self.committed = True
+        return Committed(size=self.size, sent=self.sent, multipart=True)
+
+    def abort(self) -> None:
+        # Staged blocks are invisible without a commit, and expire; nothing to undo.
+        self._buffer = bytearray()
+        self._blocks = []

@@ -1,0 +1,1 @@
+"""`format: delta` datasets: sources, loading, digests, tiering."""
