@@ -17,7 +17,7 @@ import pytest
 
 from datamove.api import run, verify
 from datamove.manifest.model import load_manifest
-from datamove.tabular.dataset import dataset as tabular
+from datamove.tabular import dataset as tabular
 from tests.conftest import AWS_ENV, REPO, run_cli, s3_location, write_manifest
 from tests.tabular_fixtures import (
     delta_rows,
@@ -243,7 +243,7 @@ def test_a_million_rows_with_bounded_memory(tmp_path: Path) -> None:
 
 CRASH_SCRIPT = """
 import sys
-from datamove.tabular.dataset import dataset as tabular
+from datamove.tabular import dataset as tabular
 tabular.UNIT_ROWS = 10_000
 tabular.GROUP_BYTES = 1
 from datamove.api import run

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from datamove.tabular.dataset import digest as td
+from datamove.tabular import digest as td
 from datamove.tabular.digest import Digest, PartitionDigests, row_hashes
 
 

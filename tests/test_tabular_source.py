@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datamove.stores.core import KeyFilter, Location
-from datamove.tabular.dataset import source as tabular_source
+from datamove.tabular import source as tabular_source
 from datamove.tabular.encoding import dictionary_columns
 from datamove.tabular.source import (
     FileReader,
