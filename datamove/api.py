@@ -266,8 +266,8 @@ def tidy_up(report: Report, job: DatasetJob, cutoff: datetime | None, token: str
         count_housekeeping(report, job, "orphan_uploads_aborted",
                            abort_orphan_uploads(job.destination, cutoff))
         wrote = report.dataset(job.name).counts
-        if not job.destination.is_s3 and (wrote["copied"] or wrote["repaired"]
-                                          or wrote["failed"]):
+        if job.destination.backend.atomic_temp_names and (
+                wrote["copied"] or wrote["repaired"] or wrote["failed"]):
             # A worker that died mid-copy left temporary files named for this run.
             sweeper = OrphanSweeper(job.destination, token, run_is_over=True)
             for _ in list_entries(job.destination, on_partial=sweeper):
@@ -365,7 +365,7 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         "payload_sha256": payload_sha if done else None,
         "previous_key_fingerprints": list(result.previous_key_fingerprints),
         "storage_class": (job.storage_class or "STANDARD")
-        if job.destination.is_s3 or job.destination.is_gcs else None,
+        if job.destination.backend.storage_classes is not None else None,
         "region": job.destination.region,
         "verify_mode": job.verify.value,
         "verify_result": "ok" if done else (None if result.status == ROTATING else

@@ -68,12 +68,11 @@ GCS_TIERS = {t.name: t for t in (
 
 
 def tiers_of(protocol: str) -> dict[str, Tier] | None:
-    """The storage classes a store protocol has, or None (use a cold location)."""
-    if protocol in ("s3", "s3a"):
-        return S3_TIERS
-    if protocol in ("gs", "gcs"):
-        return GCS_TIERS
-    return None
+    """The storage classes a store protocol has, or None (use a cold location):
+    its backend's declared ``storage_classes``."""
+    from datamove.stores.base import backend_for
+
+    return backend_for(protocol).storage_classes
 
 
 def needs_restore(storage_class: str | None) -> bool:

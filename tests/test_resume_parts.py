@@ -89,7 +89,7 @@ def test_killed_upload_resumes_from_the_last_stored_part(tmp_path, moto_server):
 def test_a_changed_source_does_not_reuse_stale_parts(tmp_path, moto_server):
     """Parts stored for other bytes are detected by checksum and sent again."""
     from datamove.stores.core import Location
-    from datamove.stores.writers import S3Writer
+    from datamove.stores.s3 import S3Writer
 
     client = moto_server.client()
     bucket = moto_server.new_bucket()
@@ -152,7 +152,7 @@ def test_killed_local_copy_resumes_from_its_journal(tmp_path):
 
 
 def test_local_journal_stops_reuse_where_the_source_differs(tmp_path):
-    from datamove.stores.writers import ResumableLocalWriter
+    from datamove.stores.local import ResumableLocalWriter
 
     part = 1 * MIB
     first = ResumableLocalWriter(str(tmp_path), "obj", "id1", part, readback=True)

@@ -275,7 +275,7 @@ def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: Trans
             url = _move_to_location(here, stored_key, row, target.location, settings,
                                     target.storage_class)
             return replace(base, destination_url=url, bytes_written=row.stored_size)
-        if here.is_gcs:
+        if not here.backend.server_side_copy:
             _rewrite_in_class(here, stored_key, row, target.tier or "", settings)
             return replace(base, bytes_written=row.stored_size)
         checksum = _change_class(here, stored_key, row, target.tier or "")
@@ -286,7 +286,7 @@ def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: Trans
 
 def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> str:
     """S3 CopyObject onto itself into ``tier``; returns S3's sha256 of the stored bytes."""
-    if not location.is_s3:
+    if not location.backend.server_side_copy:
         raise TransferError(f"{location.url_of(key)}: only S3 objects change class in place")
     bucket, prefix = location.bucket_and_prefix()
     s3_key = prefix + key
@@ -363,7 +363,7 @@ def _rewrite_in_class(location: Location, key: str, row: LedgerRow, tier: str,
 def _move_to_location(here: Location, key: str, row: LedgerRow, cold: Location,
                       settings: TransferSettings, storage_class: str | None = None) -> str:
     """Copy the stored bytes to ``cold`` atomically, committing only if they hash right."""
-    if here.is_s3:
+    if here.backend.archive_restore:
         ensure_readable(here, key, row.storage_class, timeout=0)
     sha = hashlib.sha256()
     size = 0

@@ -63,7 +63,7 @@ def ensure_readable(location: Location, key: str, storage_class: str | None,
     waiting = waiting or Waiting()
     if timeout is not None:
         waiting = Waiting(timeout, waiting.poll, waiting.days, waiting.tier)
-    if not location.is_s3 or not needs_restore(storage_class):
+    if not location.backend.archive_restore or not needs_restore(storage_class):
         return 0.0
     bucket, prefix = location.bucket_and_prefix()
     url = location.url_of(key)
@@ -147,7 +147,7 @@ def restore_batch(batch: RestoreBatch) -> list[Restored]:
 
     Archive restores for the whole batch are requested first, so they run in S3
     at the same time instead of one after another."""
-    if batch.job.destination.is_s3 or batch.cold:
+    if batch.job.destination.backend.archive_restore or batch.cold:
         for row in batch.rows:
             if needs_restore(row.storage_class):
                 here = stored_location(batch.job, row, batch.cold)

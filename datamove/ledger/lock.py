@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from datamove.errors import DatamoveError
+from datamove.stores.base import backend_for, protocol_of
+from datamove.stores.s3 import s3_error_code
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ def ledger_lock(ledger_url: str, options: dict[str, Any] | None = None, *,
                 command: str, wait: float = 3600.0, ttl: float = 60.0) -> Iterator[None]:
     """Hold the ledger's writer lock for the ``with`` block, waiting up to ``wait`` s."""
     url = ledger_url.rstrip("/")
-    if "://" not in url or url.startswith(("file://", "local://")):
+    how = backend_for(protocol_of(url)).lease_lock
+    if how == "flock":
         path = url.split("://", 1)[1] if "://" in url else url
         existed = os.path.exists(path)
         try:
@@ -59,7 +62,7 @@ def ledger_lock(ledger_url: str, options: dict[str, Any] | None = None, *,
             if not existed and os.listdir(path) == [LOCK_DIR]:
                 # The command failed before writing anything: leave no trace of it.
                 shutil.rmtree(path, ignore_errors=True)
-    elif url.startswith(("s3://", "s3a://")):
+    elif how == "conditional-write":
         lease = _S3Lease(url, options or {}, command, ttl)
         lease.acquire(wait)
         try:
@@ -226,10 +229,3 @@ def _who_in(raw: bytes) -> str:
         return _who(json.loads(raw))
     except ValueError:
         return "another datamove process"
-
-
-def s3_error_code(exc: BaseException) -> str:
-    """The S3 error code behind an exception s3fs translated (it keeps the cause)."""
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    response = getattr(cause, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))

@@ -63,7 +63,7 @@ def record_result(audit: AuditWriter, job: DatasetJob, result: ObjectResult,
         details["key_fingerprints"] = list(result.key_fingerprints)
     if result.previous_key_fingerprints:
         details["previous_key_fingerprints"] = list(result.previous_key_fingerprints)
-    if job.storage_class or job.destination.is_s3 or job.destination.is_gcs:
+    if job.storage_class or job.destination.backend.storage_classes is not None:
         details["storage_class"] = job.storage_class or "STANDARD"
     if result.error:
         details["error"] = result.error
@@ -80,7 +80,8 @@ def record_tier_change(audit: AuditWriter, job: DatasetJob, item: PlanItem, targ
     assert row is not None
     details: dict[str, Any] = {
         "from": row.archive_url or row.storage_class or
-        ("STANDARD" if job.destination.is_s3 else job.destination.url),
+        ("STANDARD" if job.destination.backend.storage_classes is not None
+         else job.destination.url),
         "to": target,
         "stored_size": row.stored_size, "stored_sha256": row.stored_sha256,
         "region": region or job.destination.region, "location": result.destination_url,

@@ -14,7 +14,6 @@ commit → verify per mode. Nothing is held whole in memory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import random
@@ -202,7 +201,7 @@ def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
             key_trouble = isinstance(exc, IdentityMismatch | KeyProblem)
             endpoint = None if key_trouble else connection_endpoint(exc)
             gone = endpoint is not None and OUTAGES.failed(outage) >= settings.dead_after
-            if attempt <= settings.retries and _is_transient(exc) and not gone:
+            if attempt <= settings.retries and _is_transient(exc, job) and not gone:
                 delay = min(settings.backoff_max, settings.backoff_base * 2 ** (attempt - 1))
                 cancel.sleep(delay * (0.5 + random.random()), token, job.name)
                 continue
@@ -499,21 +498,17 @@ def _native_match(location: Location, key: str, info: ObjectInfo, sha256: str,
     return None
 
 
-_NATIVE_PREFERENCE = {"gs": ("crc32c", "md5"), "gcs": ("crc32c", "md5"), "az": ("md5",),
-                      "abfs": ("md5",), "abfss": ("md5",), "s3": ("md5", "crc32c"),
-                      "s3a": ("md5", "crc32c")}
-
-
 def native_algos_of(location: Location, info: ObjectInfo | None = None) -> tuple[str, ...]:
     """The one native checksum worth computing from a source for this destination
     (docs/BACKENDS.md): GCS crc32c (present for every object, composite ones too),
     Azure Content-MD5, S3's ETag MD5 or CRC32C of an object without ChecksumSHA256.
     With ``info``: the first of those the object actually has."""
-    preferred = _NATIVE_PREFERENCE.get(location.protocol, ())
+    backend = location.backend
+    preferred = backend.native_checksums
     if info is not None:
         preferred = tuple(a for a in preferred if a in info.native)
-    elif location.is_s3:
-        return ()  # datamove's own S3 objects carry ChecksumSHA256
+    elif backend.sha256_on_write:
+        return ()  # datamove's own objects there carry a SHA-256 the store keeps
     return preferred[:1]
 
 
@@ -530,17 +525,17 @@ def _remove_bad_copy(location: Location, key: str) -> None:
         remove(location, key)
 
 
-def _is_transient(exc: BaseException) -> bool:
+def _is_transient(exc: BaseException, job: DatasetJob) -> bool:
+    """Worth another attempt: datamove's own errors say so themselves; anything
+    else is judged by the backends at either end (``Backend.is_transient``), so
+    an answer that will not change (access denied, no such bucket, an invalid
+    request) fails the object at once."""
     if isinstance(exc, TransferError):
         return exc.transient
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError |
                   NotADirectoryError | FileExistsError):
         return False
-    if isinstance(exc, OSError):
-        return exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG)
-    return isinstance(exc, TimeoutError | ConnectionError) or \
-        type(exc).__name__ in {"ClientError", "ClientPayloadError"} or \
-        connection_endpoint(exc) is not None
+    return any(where.backend.is_transient(exc) for where in (job.source, job.destination))
 
 
 def _int(value: str | None) -> int | None:

@@ -34,21 +34,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
 
 from datamove.manifest.model import Manifest
 from datamove.stores.core import Location, describe
-from datamove.stores.gcs import bucket_location
 
 LOCAL_REGION_ENV = "DATAMOVE_LOCAL_REGION"
 DECLARED = "declared"
 """``RegionFacts.source`` when nothing was discovered (discovery not attempted)."""
 
-# GetBucketLocation's legacy answers (AWS S3 API reference, GetBucketLocation).
-_S3_LEGACY_CONSTRAINTS = {"": "us-east-1", "EU": "eu-west-1"}
-_LOCAL_PROTOCOLS = ("file", "memory")
-_AZURE_UNKNOWN = ("unknown: Azure Blob has no API that names an account's region (it is an "
-                  "Azure Resource Manager property); declare region: in the manifest")
+_NO_REGION_API = {"azure": ("unknown: Azure Blob has no API that names an account's region "
+                             "(it is an Azure Resource Manager property); declare region: in "
+                             "the manifest")}
 
 
 @dataclass(frozen=True)
@@ -127,23 +123,20 @@ def discover(location: Location) -> RegionFacts:
     is violated; a declared region is then used as is).
     """
     declared = location.region
-    if location.protocol in _LOCAL_PROTOCOLS:
+    backend = location.backend
+    if backend.region_is_host:
         region, source = local_region()
         return RegionFacts(declared, region, source)
+    what = backend.region_source
+    if what is None:
+        return RegionFacts(declared, None, _NO_REGION_API.get(
+            backend.name, f"unknown: datamove cannot discover the region of {location.protocol}://"))
     try:
-        if location.is_s3:
-            return RegionFacts(declared, _s3_region(location), "s3 GetBucketLocation")
-        if location.is_gcs:
-            region = bucket_location(location)
-            return RegionFacts(declared, region, "gcs bucket location" if region else
-                               "unknown: the GCS bucket has no location")
-        if location.is_azure:
-            return RegionFacts(declared, None, _AZURE_UNKNOWN)
+        region = backend.region(location)
     except Exception as exc:  # the store's own words, minus anything signed
-        what = "s3 GetBucketLocation" if location.is_s3 else "gcs bucket location"
         return RegionFacts(declared, None, f"unknown: {what} failed: {describe(exc)}")
-    return RegionFacts(declared, None,
-                       f"unknown: datamove cannot discover the region of {location.protocol}://")
+    return RegionFacts(declared, region, what if region else
+                       f"unknown: the {backend.name.upper()} bucket has no location")
 
 
 def local_region() -> tuple[str | None, str]:
@@ -153,13 +146,6 @@ def local_region() -> tuple[str | None, str]:
         return configured, f"env {LOCAL_REGION_ENV}"
     return None, (f"unknown: a local path has no discoverable region; set {LOCAL_REGION_ENV} "
                   "on this host")
-
-
-def _s3_region(location: Location) -> str:
-    bucket, _ = location.bucket_and_prefix()
-    answer: dict[str, Any] = location.fs.call_s3("get_bucket_location", Bucket=bucket)
-    constraint = answer.get("LocationConstraint") or ""
-    return _S3_LEGACY_CONSTRAINTS.get(constraint, constraint)
 
 
 def discover_all(locations: list[Location]) -> list[RegionFacts]:
@@ -172,7 +158,7 @@ def discover_all(locations: list[Location]) -> list[RegionFacts]:
     found: dict[tuple[str, str, str], RegionFacts] = {}
     out = []
     for location in locations:
-        if location.protocol in _LOCAL_PROTOCOLS:
+        if location.backend.region_is_host:
             key = (location.protocol, "", "")
         else:
             # repr: option values may be mappings (client_kwargs), which do not hash.

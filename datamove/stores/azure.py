@@ -25,22 +25,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from fsspec.asyn import sync
 
 from datamove.checksum import b64
 from datamove.errors import LocationUnreachable, VerifyMismatch
+from datamove.stores.base import (
+    META_PART_SIZE,
+    META_SHA256,
+    AtomicWriter,
+    Backend,
+    Committed,
+    Entry,
+    Location,
+    ObjectInfo,
+    WriteOptions,
+)
+from datamove.stores.timeouts import AZURE_BACKOFF, CONNECT_TIMEOUT, READ_TIMEOUT
 
-if TYPE_CHECKING:
-    from datamove.stores.core import Entry, Location, ObjectInfo
-    from datamove.stores.writers import Committed
-
-AZURE_PROTOCOLS = ("az", "abfs", "abfss")
 SINGLE_PUT_MAX = 64 * 1024 * 1024  # the SDK's max_single_put_size: one Put Blob up to here
-META_SHA256 = "datamove_sha256"  # Azure metadata names must be C# identifiers: no '-'
-META_PART_SIZE = "datamove_part_size"
+AZURE_SHA256 = "datamove_sha256"  # Azure metadata names must be C# identifiers: no '-'
+AZURE_PART_SIZE = "datamove_part_size"
 
 
 def _md5(settings: Any) -> str | None:
@@ -52,10 +59,65 @@ def _not_found(exc: BaseException) -> bool:
     return type(exc).__name__ in ("ResourceNotFoundError", "FileNotFoundError")
 
 
+class AzureBackend(Backend):
+    """``az://container/prefix`` (and ``abfs://``, ``abfss://``)."""
+
+    name = "azure"
+    native_checksums = ("md5",)
+    atomic_temp_names = False
+    can_host_ledger = True
+
+    def client_options(self, location: Location) -> dict[str, Any]:
+        """Bounded waits (timeouts.py) unless the options set their own."""
+        out = super().client_options(location)
+        out.setdefault("connection_timeout", CONNECT_TIMEOUT)
+        out.setdefault("read_timeout", READ_TIMEOUT)
+        return out
+
+    def filesystem(self, location: Location) -> Any:
+        fs = super().filesystem(location)
+        _bound_service_client(fs, dict(location.options))
+        return fs
+
+    def list(self, location: Location, on_link: Callable[[str], None] | None = None
+             ) -> Iterator[Entry]:
+        return list_azure(location)
+
+    def stat(self, location: Location, key: str) -> ObjectInfo | None:
+        return stat_azure(location, key)
+
+    def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
+        return AzureWriter(location, key, options.part_size)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """408, 429 and 5xx answers and dropped connections; other answers
+        (403 authentication or authorization, 404) are final."""
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and type(exc).__module__.startswith("azure."):
+            return status in (408, 429) or status >= 500
+        return super().is_transient(exc)
+
+
+def _bound_service_client(fs: Any, options: dict[str, Any]) -> None:
+    """adlfs applies its timeouts only to its own calls; this module also calls
+    the SDK's service client directly. Give that client's transport and retry
+    policy the same bounds (on fsspec's cached instance: idempotent)."""
+    client = getattr(fs, "service_client", None)
+    config = getattr(client, "_config", None)
+    if config is None:
+        return
+    transport = getattr(config, "transport", None)
+    connection = getattr(transport, "connection_config", None)
+    if connection is not None:
+        connection.timeout = options.get("connection_timeout", CONNECT_TIMEOUT)
+        connection.read_timeout = options.get("read_timeout", READ_TIMEOUT)
+    retry = getattr(config, "retry_policy", None)
+    if retry is not None and hasattr(retry, "initial_backoff"):
+        retry.initial_backoff, retry.increment_base = AZURE_BACKOFF
+
+
 def list_azure(location: Location) -> Iterator[Entry]:
     """Every blob under the location, one service page at a time."""
-    from datamove.stores.core import Entry
-
     fs = location.fs
     container, prefix = location.bucket_and_prefix()
     client = fs.service_client.get_container_client(container)
@@ -90,10 +152,6 @@ def list_azure(location: Location) -> Iterator[Entry]:
 
 def stat_azure(location: Location, key: str) -> ObjectInfo | None:
     """Size, time, metadata, Content-MD5 and access tier of one blob."""
-    from datamove.stores.core import META_PART_SIZE as PART
-    from datamove.stores.core import META_SHA256 as SHA
-    from datamove.stores.core import ObjectInfo
-
     fs = location.fs
     container, prefix = location.bucket_and_prefix()
     client = fs.service_client.get_blob_client(container, prefix + key)
@@ -105,7 +163,7 @@ def stat_azure(location: Location, key: str) -> ObjectInfo | None:
         raise
     metadata = dict(props.metadata or {})
     # Present the metadata under datamove's usual names (stores.META_*).
-    for azure_name, name in ((META_SHA256, SHA), (META_PART_SIZE, PART)):
+    for azure_name, name in ((AZURE_SHA256, META_SHA256), (AZURE_PART_SIZE, META_PART_SIZE)):
         if azure_name in metadata:
             metadata[name] = metadata.pop(azure_name)
     md5 = _md5(props.content_settings)
@@ -115,7 +173,7 @@ def stat_azure(location: Location, key: str) -> ObjectInfo | None:
                       native={"md5": md5} if md5 else {},
                       storage_class=str(props.blob_tier) if props.blob_tier else None,
                       # A blob committed from blocks carries only a client's claim of an MD5.
-                      native_trusted=PART not in metadata and SHA in metadata)
+                      native_trusted=META_PART_SIZE not in metadata and META_SHA256 in metadata)
 
 
 class AzureWriter:
@@ -161,10 +219,8 @@ class AzureWriter:
     def commit(self, sha256: str, mtime: float | None) -> Committed:
         from azure.storage.blob import BlobBlock
 
-        from datamove.stores.writers import Committed
-
         expected = f"md5:{b64(self._md5.digest())}"
-        metadata = {META_SHA256: sha256}
+        metadata = {AZURE_SHA256: sha256}
         if not self._blocks and self.size <= SINGLE_PUT_MAX:
             body = bytes(self._buffer)
             self._buffer = bytearray()
@@ -182,7 +238,7 @@ class AzureWriter:
         if self._buffer or not self._blocks:
             self._stage(bytes(self._buffer))
             self._buffer = bytearray()
-        metadata[META_PART_SIZE] = str(self.part_size)
+        metadata[AZURE_PART_SIZE] = str(self.part_size)
         sync(self.fs.loop, self.client.commit_block_list,
              [BlobBlock(block_id=b) for b in self._blocks], metadata=metadata)
         self.committed = True

@@ -24,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -34,14 +34,61 @@ from fsspec.asyn import sync
 
 from datamove.checksum import Crc32c, native_value
 from datamove.errors import LocationUnreachable, VerifyMismatch
+from datamove.stores.base import (
+    META_PART_SIZE,
+    META_SHA256,
+    AtomicWriter,
+    Backend,
+    Committed,
+    Entry,
+    Location,
+    ObjectInfo,
+    WriteOptions,
+)
+from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
+from datamove.tiers import GCS_TIERS
 
-if TYPE_CHECKING:
-    from datamove.stores.core import Entry, Location, ObjectInfo
-    from datamove.stores.writers import Committed
-
-GCS_PROTOCOLS = ("gs", "gcs")
 MIN_CHUNK = 256 * 1024  # non-final resumable chunks must be multiples of this
-GCS_CLASSES = ("STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE")
+
+
+class GCSBackend(Backend):
+    """``gs://bucket/prefix`` (and ``gcs://``)."""
+
+    name = "gcs"
+    native_checksums = ("crc32c", "md5")
+    atomic_temp_names = False
+    storage_classes = GCS_TIERS
+    can_host_ledger = True
+    region_source = "gcs bucket location"
+
+    def client_options(self, location: Location) -> dict[str, Any]:
+        """Bounded waits (timeouts.py) unless ``requests_timeout`` is set."""
+        out = super().client_options(location)
+        if "requests_timeout" not in out:
+            out["requests_timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
+        return out
+
+    def list(self, location: Location, on_link: Callable[[str], None] | None = None
+             ) -> Iterator[Entry]:
+        return list_gcs(location)
+
+    def stat(self, location: Location, key: str) -> ObjectInfo | None:
+        return stat_gcs(location, key)
+
+    def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
+        return GCSWriter(location, key, options.part_size, storage_class=options.storage_class)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """429 and 5xx answers (after gcsfs's own retries) and dropped connections;
+        a 4xx answer is final."""
+        code = getattr(exc, "code", None)
+        if type(exc).__name__ == "HttpError" and isinstance(code, int):
+            return code in (408, 429) or code >= 500
+        return super().is_transient(exc)
+
+    def region(self, location: Location) -> str | None:
+        return bucket_location(location)
 
 
 def _time(value: str | None) -> float | None:
@@ -62,8 +109,6 @@ def natives_of(resource: dict[str, Any]) -> dict[str, str]:
 
 def list_gcs(location: Location) -> Iterator[Entry]:
     """Every object under the location, one API page at a time, in byte order."""
-    from datamove.stores.core import Entry
-
     fs = location.fs
     bucket, prefix = location.bucket_and_prefix()
     token: str | None = None
@@ -92,8 +137,6 @@ def list_gcs(location: Location) -> Iterator[Entry]:
 
 def stat_gcs(location: Location, key: str) -> ObjectInfo | None:
     """The object's resource: size, update time, metadata, crc32c/md5Hash, class."""
-    from datamove.stores.core import ObjectInfo
-
     bucket, prefix = location.bucket_and_prefix()
     try:
         resource = location.fs.call("GET", "b/{}/o/{}", bucket, prefix + key, json_out=True)
@@ -153,7 +196,7 @@ class GCSWriter:
 
     def _send(self, n: int, final: bool) -> dict[str, Any] | None:
         if self._session is None:
-            self._resource["metadata"]["datamove-part-size"] = str(self.part_size)
+            self._resource["metadata"][META_PART_SIZE] = str(self.part_size)
             headers, _ = self.fs.call(
                 "POST", self._upload_base(), uploadType="resumable", json=self._resource,
                 headers={"X-Upload-Content-Type": "application/octet-stream"})
@@ -176,12 +219,10 @@ class GCSWriter:
         return None
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
-        from datamove.stores.writers import Committed
-
         crc = native_value("crc32c", self._crc.digest())
         if self._session is None:
             # Known only now: a resumable session's metadata was sent when it began.
-            self._resource["metadata"]["datamove-sha256"] = sha256
+            self._resource["metadata"][META_SHA256] = sha256
             resource = self._simple_upload(crc)
         else:
             resource = None

@@ -11,7 +11,7 @@ the new version.
   mtime) at open, and again at the end (size, mtime and ctime in nanoseconds:
   a write changes them even within the same second); the path must still name
   the same inode (a file replaced by rename is a new version too).
-* S3: s3fs pins every ranged GET of an open file to the ETag it saw at open
+* S3 (``pins_reads``): s3fs pins every ranged GET of an open file to the ETag it saw at open
   (``If-Match``), so a change mid-read fails the read; the guard checks that
   this ETag is the listed one.
 * GCS, Azure and other stores: the object's ETag (or size and mtime) is read
@@ -45,7 +45,7 @@ class SourceGuard:
             if self._fd is not None:
                 self._opened = os.fstat(self._fd)
                 self._check_listed(self._opened.st_size, self._opened.st_mtime)
-        elif location.is_s3:
+        elif location.backend.pins_reads:
             etag = (getattr(reader, "details", None) or {}).get("ETag", "").strip('"')
             if entry.etag and etag and etag != entry.etag:
                 raise self._changed("its ETag is not the listed one")
@@ -79,7 +79,7 @@ class SourceGuard:
             if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
                     (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
                 raise self._changed("it was written while it was read")
-        elif not self.location.is_local and not self.location.is_s3:
+        elif not self.location.is_local and not self.location.backend.pins_reads:
             info = stat(self.location, self.entry.key)
             if info is None:
                 raise self._changed("it was removed while it was read")
