@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from datamove.errors import LocationUnreachable
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, process_item
@@ -149,3 +150,12 @@ def test_access_denied_fails_after_one_attempt(tmp_path: Path, moto_with_auth: s
     result = _copy_to_s3(tmp_path, destination, 1000, 5 * MIB)
     assert result.status == "failed" and "Access Denied" in (result.error or "")
     assert result.attempts == 1
+
+
+def test_sftp_refuses_to_trust_any_host_key_towards_a_remote_host() -> None:
+    """fsspec's default would accept whatever key a man in the middle shows;
+    datamove checks known_hosts and asks for an explicit opt-in (nothing connects)."""
+    location = Location.of("sftp://alice@files.example:2222/srv", {"host_key_policy": "auto_add"})
+    assert location.backend.name == "sftp"
+    with pytest.raises(LocationUnreachable, match="known_hosts"):
+        location.fs  # noqa: B018

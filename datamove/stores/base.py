@@ -263,6 +263,7 @@ BACKENDS: dict[str, str] = {
     "az": "datamove.stores.azure:AzureBackend",
     "abfs": "datamove.stores.azure:AzureBackend",
     "abfss": "datamove.stores.azure:AzureBackend",
+    "sftp": "datamove.stores.sftp:SFTPBackend",
 }
 """Scheme -> ``module:Class``, imported on first use. Any other scheme is served by
 the generic fsspec backend (fsspec's own URL parsing and filesystem)."""
