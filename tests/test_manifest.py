@@ -395,6 +395,9 @@ BAD = {
     # locations
     "unknown-url-scheme": Bad(ds("source: {url: 'foo://x'}\ndestination: {url: ./dst/}\n"), 5,
                               "datasets[0].source.url", "unknown storage scheme 'foo'"),
+    "ledger-on-a-store-delta-cannot-use": Bad(
+        ds(SRC_DST) + "ledger: 'sftp://files.example/ledger'\n", 7, "ledger",
+        "sftp:// cannot hold the ledger"),
     "s3-without-bucket": Bad(ds("source: {url: ./src/}\ndestination: {url: 's3://'}\n"), 6,
                              "datasets[0].destination.url",
                              "s3:// URL needs a bucket or container name"),

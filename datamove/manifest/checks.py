@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import fsspec
 
 from datamove.redact import Path_
+from datamove.stores.base import backend_for, protocol_of
 from datamove.stores.transport import OPT_IN, insecure_settings
 from datamove.tiers import tiers_of
 
@@ -32,6 +33,10 @@ S3_STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIER
 def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
     known = set(fsspec.available_protocols()) | set(fsspec.registry)  # + runtime plugins
     yield from _transport_problems(manifest)
+    ledger_backend = backend_for(protocol_of(manifest.ledger))
+    if not ledger_backend.can_host_ledger:
+        yield ("ledger",), (f"{ledger_backend.protocol}:// cannot hold the ledger (a Delta Lake "
+                            "table); put it on a local path, s3://, gs:// or az://")
     seen: dict[str, int] = {}
     for i, dataset in enumerate(manifest.datasets):
         if dataset.name in seen:
