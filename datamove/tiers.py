@@ -67,14 +67,6 @@ GCS_TIERS = {t.name: t for t in (
 )}
 
 
-def tiers_of(protocol: str) -> dict[str, Tier] | None:
-    """The storage classes a store protocol has, or None (use a cold location):
-    its backend's declared ``storage_classes``."""
-    from datamove.stores.base import backend_for
-
-    return backend_for(protocol).storage_classes
-
-
 def needs_restore(storage_class: str | None) -> bool:
     """Objects in this class cannot be read until an archive restore completes."""
     tier = S3_TIERS.get(storage_class or "")

@@ -59,7 +59,6 @@ from datamove.tiers import (
     minimum_duration_warning,
     needs_restore,
     small_object_warning,
-    tiers_of,
 )
 
 log = logging.getLogger(__name__)
@@ -203,7 +202,7 @@ def _due(ledger: Ledger, job: DatasetJob, spec: DatasetSpec, at: datetime, repor
          progress: Progress | None = None) -> Iterator[tuple[PlanItem, Target]]:
     """The dataset's objects a rule says must move now, in key order, with warnings."""
     ds = report.dataset(spec.name, job.source.url, job.destination.url)
-    tiers = tiers_of(job.destination.protocol) or {}
+    tiers = job.destination.backend.storage_classes or {}
     targets = [Target.of(rule) for rule in spec.lifecycle]
     for row in ledger.latest_done(job.name, job.destination.url_of("")):
         index = due(spec.lifecycle, ts(row.copied_at), ts(row.source_mtime), at)

@@ -21,7 +21,6 @@ import fsspec
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
 from datamove.stores.transport import OPT_IN, insecure_settings
-from datamove.tiers import tiers_of
 
 if TYPE_CHECKING:
     from datamove.manifest.model import DatasetSpec, KeysSpec, Manifest
@@ -60,9 +59,10 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         yield from _encryption_problems(manifest, dataset, i)
         storage_class = dataset.destination.storage_class
         url = dataset.destination.url
-        protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
-        store, classes = ("S3", S3_STORAGE_CLASSES) if protocol in ("s3", "s3a") else \
-            ("GCS", tuple(tiers_of(protocol) or ())) if protocol in ("gs", "gcs") else ("", ())
+        backend = backend_for(protocol_of(url))
+        store = backend.name.upper()  # S3 writes classes that are no lifecycle tier, too
+        classes = S3_STORAGE_CLASSES if backend.name == "s3" else \
+            tuple(backend.storage_classes or ())
         if storage_class is not None and not classes:
             yield ("datasets", i, "destination", "storage_class"), (
                 "only S3 destinations have storage classes, and GCS destinations too; remove "
@@ -141,9 +141,8 @@ def _tabular_problems(manifest: Manifest, dataset: DatasetSpec,
 def _lifecycle_problems(dataset: DatasetSpec, i: int,
                         known: set[str]) -> Iterator[tuple[Path_, str]]:
     delta = dataset.destination.format == "delta"
-    protocol = dataset.destination.url.split("://", 1)[0].lower() \
-        if "://" in dataset.destination.url else "file"
-    tiers = tiers_of(protocol)
+    protocol = protocol_of(dataset.destination.url)
+    tiers = backend_for(protocol).storage_classes
     seen: dict[timedelta, int] = {}
     for j, rule in enumerate(dataset.lifecycle):
         at = ("datasets", i, "lifecycle", j)
