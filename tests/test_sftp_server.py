@@ -50,8 +50,12 @@ def test_the_server_wants_the_agents_key_and_shows_the_known_host_key(
 
 def test_a_manifest_names_the_server_without_a_secret(tmp_path: Path,
                                                       sftp_server: SftpServer) -> None:
-    destination = sftp_server.location(sftp_server.new_dir())
-    doc = {"version": 1, "name": "sftp", "datasets": [
-        {"name": "d", "source": {"url": f"{tmp_path}/"}, "destination": destination}]}
-    m = parse_manifest(yaml.safe_dump(doc), str(tmp_path / "m.yaml"), base_dir=tmp_path)
-    assert m.datasets[0].destination.url == destination["url"]
+    """The key stays in the agent; and SSH is encrypted, so a remote SFTP host is
+    not refused as clear text (transport.py), as plain http:// or ftp:// would be."""
+    local = sftp_server.location(sftp_server.new_dir())
+    remote = {"url": "sftp://backup.example.com:2222/srv/archive/", "options": {"username": "u"}}
+    for destination in (local, remote):
+        doc = {"version": 1, "name": "sftp", "datasets": [
+            {"name": "d", "source": {"url": f"{tmp_path}/"}, "destination": destination}]}
+        m = parse_manifest(yaml.safe_dump(doc), str(tmp_path / "m.yaml"), base_dir=tmp_path)
+        assert m.datasets[0].destination.url == destination["url"]
