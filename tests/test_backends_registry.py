@@ -18,7 +18,7 @@ from datamove.manifest.model import VerifyMode
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, process_item
 from datamove.stores.base import BACKENDS, Location, backend_for
-from datamove.stores.core import Entry, KeyFilter
+from datamove.stores.core import Entry, KeyFilter, list_entries
 from tests.conftest import free_port, require_tool, start_server, stop_server
 
 MIB = 1024 * 1024
@@ -159,3 +159,19 @@ def test_sftp_refuses_to_trust_any_host_key_towards_a_remote_host() -> None:
     assert location.backend.name == "sftp"
     with pytest.raises(LocationUnreachable, match="known_hosts"):
         location.fs  # noqa: B018
+
+
+def test_sftp_checks_the_host_key_against_known_hosts(tmp_path: Path, sftp_server) -> None:
+    """``reject`` (the default towards any other host) refuses a server whose key no
+    known_hosts file names, and connects when the ``known_hosts`` option names it."""
+    directory = sftp_server.new_dir()
+    (Path(directory) / "a.bin").write_bytes(b"x")
+    url = f"sftp://127.0.0.1:{sftp_server.port}{directory}"
+    unknown = Location.of(url, {**sftp_server.options, "host_key_policy": "reject",
+                                "skip_instance_cache": True})
+    with pytest.raises(Exception, match="not found in known_hosts"):
+        unknown.fs  # noqa: B018
+    known = Location.of(url, {**sftp_server.options, "host_key_policy": "reject",
+                              "known_hosts": str(sftp_server.known_hosts),
+                              "skip_instance_cache": True})
+    assert [e.key for e in list_entries(known)] == ["a.bin"]
