@@ -36,6 +36,7 @@ from datamove.cli.lifecycle import archive, drill, restore, schedule
 from datamove.cli.options import Group
 from datamove.cli.policy import policy
 from datamove.cli.queries import history, show, status
+from datamove.pipeline import interrupt
 
 __all__ = ["archive", "audit", "audit_export", "audit_residency", "configure_logging",
            "decrypt", "drill", "encrypt", "entry", "history", "keys", "main", "plan", "policy",
@@ -93,7 +94,5 @@ class _Scrub(logging.Filter):
 def entry() -> None:
     """The ``datamove`` program: the CLI with SIGINT and SIGTERM handled (interrupt.py).
     Only here, not in ``main``: a test calling ``main`` in-process keeps its own handlers."""
-    from datamove.pipeline import interrupt
-
     interrupt.install()
     main()
