@@ -1,8 +1,8 @@
 """How fast ``datamove`` starts: ``--help``, ``--version`` and a command's ``--help``.
 
-Issue 16's target: those import no store SDK, no pyarrow or deltalake, and the
-imports of ``datamove.cli`` take at most 0.3 s. Measured here, each in fresh
-interpreters (nothing cached in ``sys.modules``):
+Issue 16's target: those import no store SDK, no pyarrow or deltalake, and
+``import datamove.cli`` takes at most 0.3 s (its cumulative ``-X importtime``).
+Measured here, each in fresh interpreters (nothing cached in ``sys.modules``):
 
 * wall time of ``python -m datamove ARGS`` (median of ``--repeat`` runs), beside
   ``python -c pass`` (the interpreter's own start, which no change of ours removes);
@@ -121,7 +121,9 @@ def main() -> int:
          for name in modules), reverse=True)[:10]
     figures["heavy_loaded"] = {f"datamove {' '.join(argv)}": probe(*argv)["loaded"]
                                for argv in INVOCATIONS}
-    figures["target_met"] = (figures["import_datamove_cli_s"] <= 0.3
+    # The target is on what importing the CLI adds (its cumulative time), not on the
+    # interpreter's own start-up modules (site, encodings), which `python -c pass` pays too.
+    figures["target_met"] = (figures["datamove_cli_cumulative_s"] <= 0.3
                              and not any(figures["heavy_loaded"].values()))
     figures["load_average_after"] = os.getloadavg()[0]
 
@@ -141,7 +143,7 @@ def main() -> int:
             print(f"  {seconds * 1000:7.1f} ms  {name}")
         for name, loaded in figures["heavy_loaded"].items():
             print(f"heavy modules loaded by {name}: {', '.join(loaded) or 'none'}")
-        print("target (<= 0.3 s of imports, no heavy module):",
+        print("target (import datamove.cli <= 0.3 s cumulative, no heavy module):",
               "met" if figures["target_met"] else "NOT met")
     return 0 if figures["target_met"] else 1
 
