@@ -22,18 +22,22 @@ in this order:
    compaction, ``run.end`` and a (signed) checkpoint.
 
 Leaving the ``with`` block on an exception (a failure, KeyboardInterrupt, a
-signal before work was in flight) writes no end: the rows and events of the
-objects already settled are committed (ledger first, then audit), and the lock
-is released last. Identity preflights stay with the commands
-(jobs.preflight_identities, restore.require_identities): which identities a
-command needs is its own business.
+signal before work was in flight) records no end and commits nothing more, as
+if the process had died: the engine closes, then the lock is released. Rows
+still buffered are lost the way a crash loses them, and every command is built
+for that (a run verifies what a dead run copied, a rotation resumes from its
+journal, an archive finishes the moves a killed run left). SIGINT and SIGTERM
+under the CLI take the other way out: :meth:`settle` stops the work, records
+every finished object and :meth:`finish` writes the end (exit 130/143).
+
+Identity preflights stay with the commands (jobs.preflight_identities,
+restore.require_identities): which identities a command needs is its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -53,8 +57,6 @@ from datamove.pipeline.report import Report
 from datamove.pipeline.transfer import Batch, ObjectResult, TransferSettings
 from datamove.policy.rules import PolicyReport
 from datamove.stores.core import describe
-
-log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 """How often the driver commits the ledger and audit rows it holds."""
@@ -89,7 +91,6 @@ class RunSession:
         self._announces = announces
         self._stack = contextlib.ExitStack()
         self._report: Report | None = None
-        self._finished = False
 
     # --- opening ------------------------------------------------------------------------
 
@@ -211,27 +212,10 @@ class RunSession:
                                   counts={name: dict(ds.counts)
                                           for name, ds in report.datasets.items()})
             self.audit.checkpoint()  # flushes; signs when the manifest has a signing key
-        self._finished = True
         return report
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        try:
-            if kind is not None and not self._finished:
-                self._keep_what_is_settled()
-        finally:
-            self._stack.close()  # the lock goes last
-
-    def _keep_what_is_settled(self) -> None:
-        """A run that failed records no end, but the objects it settled stay recorded:
-        ledger rows first, then the audit events (never events without their rows)."""
-        try:
-            if self.writer is not None:
-                self.writer.flush()
-            if self.audit is not None:
-                self.audit.flush()
-        except Exception as exc:  # the run's own error is the one to report
-            log.warning("run %s: rows of settled objects not recorded: %s",
-                        self.run_id, describe(exc))
+        self._stack.close()  # the lock, last: the engine closed when working() ended
 
 
 def settle(engine: Engine, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch],
