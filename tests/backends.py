@@ -17,8 +17,9 @@ import pytest
 
 from datamove.stores.core import Location
 
-KINDS = ["local", "memory", "s3", "gcs", "azure"]
-SERVERS = {"s3": "moto_server", "gcs": "gcs_emulator", "azure": "azurite"}
+KINDS = ["local", "memory", "s3", "gcs", "azure", "sftp"]
+SERVERS = {"s3": "moto_server", "gcs": "gcs_emulator", "azure": "azurite",
+           "sftp": "sftp_server"}
 
 
 class Backend:
@@ -34,6 +35,11 @@ class Backend:
             self.prefix = f"/mem-{uuid.uuid4().hex[:8]}"
             self.location = {"url": f"memory://{self.prefix}/"}
             self.fs, self.bucket = fsspec.filesystem("memory"), ""
+        elif kind == "sftp":  # OpenSSH's sshd (conftest.sftp_server), paths on its disk
+            self.bucket = server.new_dir()
+            self.location = server.location(self.bucket, prefix)
+            self.fs = server.fs()
+            self.prefix = f"{self.bucket}/{prefix.rstrip('/')}"
         else:
             if kind == "s3":
                 self.bucket = server.new_bucket()
@@ -58,7 +64,10 @@ class Backend:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         else:
-            self.fs.pipe(f"{self.prefix}/{key}", data)
+            path = f"{self.prefix}/{key}"
+            if self.kind == "sftp":  # a directory tree: the parents first
+                self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe(path, data)
 
     def get(self, key: str) -> bytes:
         self.fs.invalidate_cache()
@@ -91,7 +100,9 @@ class Backend:
                     "ledger_options": {"endpoint_url": self.server.endpoint}}
         if self.kind == "azure":
             return {"ledger": f"az://{self.bucket}/ledger"}
-        return None  # memory: not a delta-rs store; gcs: the emulator lacks the XML API
+        # memory: not a delta-rs store; gcs: the emulator lacks the XML API; sftp: no
+        # delta-rs object store for it.
+        return None
 
 
 def backend_of(request: pytest.FixtureRequest, kind: str, tmp_path: Path,

@@ -2,7 +2,8 @@
 
 S3 runs on ``moto_server`` in its own process (the in-process threaded server can
 deadlock with delta-rs); GCS on ``gcp-storage-emulator``; Azure Blob on Azurite
-(from the npm registry, installed by .ci/run into .ci/node). In CI (CI=true) a
+(from the npm registry, installed by .ci/run into .ci/node); SFTP on Debian's
+OpenSSH sshd (installed by .ci/run), with an ssh-agent holding the key. In CI (CI=true) a
 component that cannot start fails the test run; it is never skipped.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import pwd
 import select
 import shutil
 import socket
@@ -214,6 +216,111 @@ def azurite() -> Iterator[Azurite]:
             else:
                 os.environ[name] = value
         stop_server(process)
+
+
+class SftpServer:
+    """OpenSSH's sshd on a loopback port, serving SFTP (``internal-sftp``) from this
+    machine's file system as the current user, who logs in with a key held by an
+    ssh-agent: datamove gets no secret in the manifest (redact.py refuses inline
+    keys, ``key_filename`` too), and paramiko finds the key through
+    ``SSH_AUTH_SOCK`` in the environment, as a user's agent would serve it.
+    """
+
+    def __init__(self, port: int, root: Path, known_hosts: Path):
+        self.port = port
+        self.root = root  # where each test's directories are made
+        self.known_hosts = known_hosts  # the server's host key, for a checking client
+        self.username = pwd.getpwuid(os.getuid()).pw_name
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"username": self.username}
+
+    def fs(self):  # type: ignore[no-untyped-def]
+        """fsspec's own sftp filesystem, for raw access beside datamove's."""
+        import fsspec
+
+        return fsspec.filesystem("sftp", host="127.0.0.1", port=self.port, **self.options)
+
+    def new_dir(self) -> str:
+        path = self.root / f"s-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        return str(path)
+
+    def location(self, directory: str, prefix: str = "data/") -> dict:
+        return {"url": f"sftp://127.0.0.1:{self.port}{directory}/{prefix}",
+                "options": dict(self.options)}
+
+
+def _generate_key(path: Path) -> Path:
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C",
+                    path.name, "-f", str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
+    """sshd (Debian's openssh-server, installed by .ci/run) with a generated config,
+    host key and authorized key, and an ssh-agent holding the client key; the
+    agent's socket is put in SSH_AUTH_SOCK for the session and restored after."""
+    sshd = shutil.which("sshd", path=f"{os.environ.get('PATH', '')}:/usr/sbin") \
+        or require_tool("sshd")  # sbin is not on a non-root PATH; sshd needs its full path
+    base = tmp_path_factory.mktemp("sftp")
+    host_key, client_key = _generate_key(base / "host_key"), _generate_key(base / "client_key")
+    (base / "authorized_keys").write_text((base / "client_key.pub").read_text())
+    port = free_port()
+    config = base / "sshd_config"
+    config.write_text("\n".join([
+        "ListenAddress 127.0.0.1", f"HostKey {host_key}", "PidFile none",
+        f"AuthorizedKeysFile {base / 'authorized_keys'}", "StrictModes no",
+        "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+        # Without PAM, a non-root sshd cannot read the shadow file and takes a user
+        # without a password for a locked account; as root, PAM sessions would write
+        # to /run (motd) and the login records, which a test server has no business doing.
+        f"UsePAM {'no' if os.geteuid() == 0 else 'yes'}",
+        "Subsystem sftp internal-sftp", ""]))
+    # As root, sshd separates privileges into an empty root-owned directory, which
+    # the package's service unit makes at boot; made here when missing, removed after.
+    privsep = Path("/run/sshd")
+    made_privsep = os.geteuid() == 0 and not privsep.exists()
+    if made_privsep:
+        privsep.mkdir(mode=0o755)
+    previous = os.environ.get("SSH_AUTH_SOCK")
+    process = agent = None
+    try:
+        checked = subprocess.run([sshd, "-t", "-f", str(config)], capture_output=True,
+                                 text=True)
+        if checked.returncode:
+            pytest.fail(f"sshd refuses its test config: {checked.stderr.strip()}")
+        agent_socket = base / "agent.sock"
+        agent = subprocess.Popen([require_tool("ssh-agent"), "-D", "-a", str(agent_socket)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = start_server("sshd", [sshd, "-D", "-f", str(config), "-p", str(port),
+                                        "-E", str(base / "sshd.log")], port)
+        deadline = time.monotonic() + 10
+        while not agent_socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        subprocess.run([require_tool("ssh-add"), "-q", str(client_key)], check=True,
+                       capture_output=True, env={**os.environ, "SSH_AUTH_SOCK": str(agent_socket)})
+        os.environ["SSH_AUTH_SOCK"] = str(agent_socket)
+        public = host_key.with_suffix(".pub").read_text().split()
+        known_hosts = base / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {public[0]} {public[1]}\n")
+        root = base / "files"
+        root.mkdir()
+        yield SftpServer(port, root, known_hosts)
+    finally:
+        if previous is None:
+            os.environ.pop("SSH_AUTH_SOCK", None)
+        else:
+            os.environ["SSH_AUTH_SOCK"] = previous
+        for started in (process, agent):
+            if started is not None:
+                stop_server(started)
+        if made_privsep:
+            with contextlib.suppress(OSError):
+                privsep.rmdir()
 
 
 def file_sha(path: Path) -> str:

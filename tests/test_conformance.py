@@ -1,9 +1,9 @@
 """Conformance: every store-facing behaviour on every backend, against real stores.
 
-Backends: local disk, memory://, S3 (moto_server), GCS (gcp-storage-emulator) and
-Azure Blob (Azurite). Each test runs the Python API the CLI wraps (api.run and
-api.verify) with the backend as destination, and reads the results back through
-the store's own client:
+Backends: local disk, memory://, S3 (moto_server), GCS (gcp-storage-emulator),
+Azure Blob (Azurite) and SFTP (OpenSSH's sshd). Each test runs the Python API the
+CLI wraps (api.run and api.verify) with the backend as destination, and reads the
+results back through the store's own client:
 
 * copy, verify, rerun skips; the copy read back from the backend as a source;
 * a flipped destination byte is caught by verify (checksum, full) and repaired
@@ -113,6 +113,7 @@ NATIVE_ALGO = {
     "s3": {"small": "md5", "multi/part.bin": "sha256"},     # ETag of a PUT; composite sha256
     "gcs": {"small": "crc32c", "multi/part.bin": "crc32c"},  # GCS computes it for all
     "azure": {"small": "md5", "multi/part.bin": None},      # Put Blob MD5; blocks have none
+    "sftp": {"small": None, "multi/part.bin": None},        # SFTP has no checksum request
 }
 
 
@@ -187,7 +188,8 @@ def test_encrypted_copy_is_age_at_rest_and_verifies_by_decryption(tmp_path: Path
 
 # --- the ledger on the store -----------------------------------------------------------
 
-LEDGER_KINDS = ["local", "s3", "azure"]  # memory: no delta-rs store; gcs: docs/BACKENDS.md
+# memory, sftp: no delta-rs store; gcs: docs/BACKENDS.md
+LEDGER_KINDS = ["local", "s3", "azure"]
 
 
 @pytest.mark.parametrize("kind", LEDGER_KINDS)

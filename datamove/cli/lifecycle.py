@@ -1,43 +1,45 @@
 """The lifecycle commands: ``archive``, ``schedule``, ``restore`` and ``drill``.
 
-Thin, like cli.py: parse, call one API function (tiering, schedule, restore,
-drill), render. Registered onto the main group by cli.py.
+Thin, like every command module: parse, call one function (commands/archive,
+schedule, restore, drill), render; those are imported inside each command.
+Registered on the root group by cli/__init__.py.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from datamove.cli.options import JSON, MANIFEST, call, emit
+from datamove.cli.options import (
+    DATASET,
+    IDENTITY,
+    JSON,
+    MANIFEST,
+    POLICIES,
+    POLL,
+    PROGRESS,
+    RESTORE_DAYS,
+    RESTORE_TIER,
+    SCHEDULER,
+    TIMEOUT,
+    call,
+    datasets_or_all,
+    emit,
+    parse_time,
+    progress_of,
+)
 
-TIMEOUT = click.option("--timeout", default="12h", show_default=True, metavar="DURATION",
-                       help="How long to wait for archive restores (S3 GLACIER, DEEP_ARCHIVE) "
-                            "to complete, e.g. 30m, 12h, 2d; 0 starts them without waiting.")
-POLL = click.option("--poll", default="60s", show_default=True, metavar="DURATION",
-                    help="How often to look whether an archive restore completed.")
-RESTORE_TIER = click.option("--restore-tier", type=click.Choice(["Expedited", "Standard", "Bulk"]),
-                            default="Standard", show_default=True,
-                            help="S3 retrieval tier for archive restores (cost vs speed).")
-RESTORE_DAYS = click.option("--restore-days", type=click.IntRange(1, 365), default=1,
-                            show_default=True,
-                            help="Days S3 keeps a restored archive copy readable.")
-IDENTITY = click.option("--identity", "identity_file", metavar="FILE",
-                        help="Identity file for encrypted datasets, instead of the manifest's.")
+if TYPE_CHECKING:
+    from datamove.commands.restore import Waiting
 
 
-def _waiting(timeout: str, poll: str, tier: str, days: int):  # type: ignore[no-untyped-def]
+def _waiting(timeout: str, poll: str, tier: str, days: int) -> Waiting:
+    """The archive-restore options (TIMEOUT, POLL, RESTORE_TIER, RESTORE_DAYS) as one value."""
     from datamove.commands.restore import Waiting, parse_seconds
 
     return Waiting(parse_seconds(timeout), parse_seconds(poll), days, tier)
-
-
-def register(main: click.Group) -> None:
-    main.add_command(archive)
-    main.add_command(schedule)
-    main.add_command(restore)
-    main.add_command(drill)
 
 
 @click.command()
@@ -46,12 +48,11 @@ def register(main: click.Group) -> None:
 @click.option("--now", "now", metavar="TIMESTAMP",
               help="Judge ages as of this ISO 8601 time (default: the current time), e.g. "
                    "2027-03-01T00:00:00Z.")
-@click.option("--dataset", "datasets", multiple=True, metavar="NAME",
-              help="Only this dataset (repeatable).")
+@DATASET
 @click.option("--dry-run", is_flag=True, help="Count what is due without moving anything.")
-@click.option("--policies", multiple=True, metavar="PATH", help="Policy files, as for run.")
-@click.option("--scheduler", metavar="tcp://HOST:PORT", help="An existing Dask scheduler.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@POLICIES
+@SCHEDULER
+@PROGRESS
 def archive(manifest: str, as_json: bool, now: str | None, datasets: tuple[str, ...],
             dry_run: bool, policies: tuple[str, ...], scheduler: str | None,
             progress: bool) -> None:
@@ -64,14 +65,12 @@ def archive(manifest: str, as_json: bool, now: str | None, datasets: tuple[str, 
     refused by policy.
     """
     from datamove import api
-    from datamove.cli.options import parse_time
     from datamove.commands.archive import archive as run_archive
-    from datamove.pipeline.progress import progress_for
 
     emit(call(lambda: run_archive(
         api.load_manifest(manifest), at=parse_time(now, "--now") if now else None,
-        datasets=list(datasets) or None, dry_run=dry_run, scheduler=scheduler,
-        policies=list(policies) or None, progress=progress_for(progress and not as_json)),
+        datasets=datasets_or_all(datasets), dry_run=dry_run, scheduler=scheduler,
+        policies=list(policies) or None, progress=progress_of(progress, as_json)),
         as_json), as_json)
 
 
@@ -102,7 +101,7 @@ def schedule(manifest: str, as_json: bool, count: int) -> None:
 @click.option("--mode", "file_mode", default="0600", show_default=True, metavar="OCTAL",
               help="Permission bits of restored local files (private by default: restored "
                    "data may be secret).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@PROGRESS
 def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str,
             identity_file: str | None, timeout: str, poll: str, restore_tier: str,
             restore_days: int, file_mode: str, progress: bool) -> None:
@@ -114,12 +113,11 @@ def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str
     """
     from datamove import api
     from datamove.commands.restore import restore as run_restore
-    from datamove.pipeline.progress import progress_for
 
     emit(call(lambda: run_restore(
         api.load_manifest(manifest), dataset, to_url, prefix=prefix, identity=identity_file,
         waiting=_waiting(timeout, poll, restore_tier, restore_days),
-        progress=progress_for(progress and not as_json), mode=_octal_mode(file_mode)),
+        progress=progress_of(progress, as_json), mode=_octal_mode(file_mode)),
         as_json), as_json)
 
 
@@ -138,8 +136,7 @@ def _octal_mode(text: str) -> int:
 @click.command()
 @MANIFEST
 @JSON
-@click.option("--dataset", "datasets", multiple=True, metavar="NAME",
-              help="Only this dataset (repeatable; default: all).")
+@DATASET
 @click.option("--sample", type=float, metavar="PERCENT", help="Drill this share of objects.")
 @click.option("--count", type=int, metavar="N", help="Drill N objects per dataset.")
 @click.option("--rotate", "rotate_spec", metavar="n/t",
@@ -172,7 +169,7 @@ def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float
         selection = Selection(sample=sample, count=count, seed=seed,
                               rotate=parse_rotate(rotate_spec) if rotate_spec else None)
         result = run_drill(api.load_manifest(manifest), selection,
-                           datasets=list(datasets) or None, identity=identity_file,
+                           datasets=datasets_or_all(datasets), identity=identity_file,
                            scratch=scratch,
                            waiting=_waiting(timeout, poll, restore_tier, restore_days))
         if report_path:

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datamove.commands import DEFAULT_HISTORY_LIMIT
 from datamove.errors import EXIT_OBJECTS_FAILED, EXIT_OK
 from datamove.ledger.tables import OBJECTS, RUNS, Ledger, LedgerRow, batches, scan
 from datamove.ledger.vouched import events_by_run
@@ -48,8 +49,6 @@ MAX_LISTED_FAILURES = 1_000
 
 SHOWN_FAILURES = 20
 """Failed objects printed by the human form of ``status``."""
-
-DEFAULT_HISTORY_LIMIT = 20
 
 _RUN_COUNT_KEYS = ("copied", "skipped", "verified", "repaired", "failed")
 

@@ -50,6 +50,7 @@ target, the convention rclone's ``--links`` reads back."""
 LINK_POLICIES = ("skip", "follow", "copy-link")
 
 _S3_PROTOCOLS = ("s3", "s3a")
+_BUCKET_PROTOCOLS = (*_S3_PROTOCOLS, *GCS_PROTOCOLS, *AZURE_PROTOCOLS)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,13 @@ class Location:
             path = self.url.removeprefix("file://").removeprefix("local://")
             return os.path.abspath(os.path.expanduser(path))
         rest = self.url.split("://", 1)[1].rstrip("/")
-        return rest if self.protocol != "memory" else "/" + rest.lstrip("/")
+        if self.protocol == "memory":
+            return "/" + rest.lstrip("/")
+        cls = _fsspec_class(self.protocol)
+        if self.protocol in _BUCKET_PROTOCOLS or cls is None:
+            return rest
+        # Any other scheme by its filesystem's own rules: sftp://host:port/x is path /x.
+        return str(cls._strip_protocol(self.url)).rstrip("/") or "/"
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -143,6 +150,10 @@ class Location:
         from datamove.stores.timeouts import bound_azure, client_options
 
         options = {k: v for k, v in self.options if k != "allow_insecure"}
+        cls = _fsspec_class(self.protocol)
+        if self.protocol not in (*_BUCKET_PROTOCOLS, "file", "memory") and cls is not None:
+            # Host, port and user as the URL names them (fsspec's parsing); options win.
+            options = {**cls._get_kwargs_from_urls(self.url), **options}
         fs = fsspec.filesystem(self.protocol, **client_options(self.protocol, options))
         if self.is_azure:
             bound_azure(fs, options)
@@ -164,6 +175,15 @@ class Location:
 
     def __str__(self) -> str:
         return self.url
+
+
+def _fsspec_class(protocol: str) -> Any:
+    """fsspec's filesystem class for ``protocol``, or None when unknown or its library
+    is missing (making the filesystem then fails with fsspec's message naming it)."""
+    try:
+        return fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        return None
 
 
 # --- filters -------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""The copy commands: ``plan``, ``run`` and ``verify``.
+
+Thin: parse, call one API function, render the report (options.finish). The API
+and the pipeline are imported inside each command, never at the top: `datamove
+--help` must not load them (tests/test_cli_startup.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from datamove.cli.options import (
+    DATASET,
+    IDENTITY,
+    JSON,
+    MANIFEST,
+    POLICIES,
+    PROGRESS,
+    SCHEDULER,
+    datasets_or_all,
+    finish,
+    progress_of,
+)
+
+if TYPE_CHECKING:
+    from datamove.pipeline.report import Report
+
+
+@click.command()
+@MANIFEST
+@JSON
+@DATASET
+@click.option("--reverify", is_flag=True, help="Count up-to-date objects as to re-verify.")
+def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool) -> None:
+    """Show what a run would copy and skip, per dataset, without copying."""
+    from datamove import api
+
+    finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
+                            datasets=datasets_or_all(datasets)), as_json)
+
+
+@click.command()
+@MANIFEST
+@JSON
+@SCHEDULER
+@DATASET
+@PROGRESS
+@IDENTITY
+@POLICIES
+@click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
+@click.option("--reverify", is_flag=True,
+              help="Re-check up-to-date objects against their source and repair any that differ.")
+def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
+        progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
+        reverify: bool) -> None:
+    """Copy every dataset in MANIFEST; verify each object; never copy twice.
+
+    Policies are checked first (`datamove policy check`): a denial ends the run
+    with exit 3 before anything moves. Encrypted datasets need only their
+    recipients; an identity is used to verify by decryption (verify: full,
+    --reverify).
+    """
+    from datamove import api
+
+    def go() -> Report:
+        loaded = api.load_manifest(manifest)
+        if dry_run:
+            return api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))
+        return api.run(loaded, scheduler=scheduler, reverify=reverify,
+                       datasets=datasets_or_all(datasets),
+                       progress=progress_of(progress, as_json),
+                       identity=identity_file, policies=list(policies) or None)
+
+    finish(go, as_json)
+
+
+@click.command()
+@MANIFEST
+@JSON
+@SCHEDULER
+@DATASET
+@PROGRESS
+@IDENTITY
+def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
+           progress: bool, identity_file: str | None) -> None:
+    """Compare sources and destinations without copying (missing, extra, differing).
+
+    Encrypted objects are stream-decrypted and compared with the source when an
+    identity is configured or given (nothing is written), otherwise their stored
+    bytes are compared with the ledger. Exit 0 all match, 1 some differ, 2 bad
+    input (including an identity that opens no object).
+    """
+    from datamove import api
+
+    finish(lambda: api.verify(api.load_manifest(manifest), scheduler=scheduler,
+                              datasets=datasets_or_all(datasets),
+                              progress=progress_of(progress, as_json),
+                              identity=identity_file), as_json)
