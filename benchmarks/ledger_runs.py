@@ -1,7 +1,7 @@
 """Opening the ledger and planning after many recorded runs.
 
 Records ``--runs`` small runs (default 1,000) into a fresh local ledger the way
-``datamove run`` does (a start row, the objects rows built by ``api.ledger_row``,
+``datamove run`` does (a start row, the objects rows built by ``pipeline.jobs.ledger_row``,
 one flush, an end row: three Delta commits per run, each with its app
 transaction), then times what the next run pays before it copies anything:
 
@@ -38,6 +38,7 @@ import yaml
 
 from datamove import api
 from datamove.ledger.tables import OBJECTS, RUNS, Ledger, LedgerWriter, ts
+from datamove.pipeline.jobs import ledger_row
 from datamove.pipeline.march import Action, DatasetJob, PlanItem, plan_dataset
 from datamove.pipeline.transfer import ObjectResult
 from datamove.stores.core import list_entries
@@ -82,7 +83,7 @@ def record_runs(manifest: Any, runs: int, per_run: int) -> dict[str, float]:
             result = ObjectResult(dataset=job.name, key=entry.key, action="copy",
                                   status="copied", size=entry.size, sha256="0" * 64,
                                   destination_url=job.destination.url_of(entry.key))
-            writer.add(api.ledger_row(job, item, result, run_id))
+            writer.add(ledger_row(job, item, result, run_id))
         writer.flush()
         writer.run_event("end", command="run", manifest_name=manifest.name,
                          manifest_sha256=manifest.sha256, engine="benchmark",

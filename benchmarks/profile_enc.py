@@ -3,7 +3,7 @@
 cProfile sees only the thread it is enabled in, and datamove's copies run in the
 embedded Dask cluster's worker threads, not in the main thread; a plain
 ``python -m cProfile -m datamove.cli run`` therefore shows the driver waiting. This
-script wraps the Dask task (``datamove.api.run_batch``) so that every task is profiled
+script wraps the Dask task (``datamove.commands.copy.run_batch``) so that every task is profiled
 in the thread that runs it, profiles the driver (main thread) separately, and prints
 both: the workers' totals by own time (``tottime``) and by cumulative time, then the
 driver's. The manifest is the benchmark's (same data, ``verify: checksum``, encrypted
@@ -33,6 +33,7 @@ import yaml
 from report import FULL, QUICK
 
 import datamove.api as api
+import datamove.commands.copy as copy_command
 from datamove.pipeline.transfer import Batch, ObjectResult, run_batch
 
 HERE = Path(__file__).resolve().parent
@@ -87,7 +88,7 @@ def main() -> None:
     # lock), so submit this module's function as an importable one, by reference.
     import profile_enc as me
 
-    api.run_batch = me.profiled_run_batch  # type: ignore[attr-defined]  # what _execute submits
+    copy_command.run_batch = me.profiled_run_batch  # type: ignore[attr-defined]  # what execute submits
     task_profiles = me._task_profiles
     driver = cProfile.Profile()
     started, cpu = time.perf_counter(), time.process_time()

@@ -6,7 +6,7 @@ so GCS is a destination and a source in the same run. Credentials come only
 from the environment: the manifest holds endpoints and the anonymous-token mode,
 and no account key reaches the output or the ledger. One ``datamove run`` does
 both hops: a dataset whose source is another's destination waits for it
-(api.stages). A flipped byte in Azure
+(pipeline/jobs.stages). A flipped byte in Azure
 makes ``datamove verify`` exit 1 and name the object; ``run --reverify``
 repairs it.
 """

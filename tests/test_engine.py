@@ -205,8 +205,8 @@ def test_embedded_worker_processes_copy_encrypted_objects(tmp_path):
 
 
 def test_a_chained_dataset_waits_for_the_one_it_reads(tmp_path):
-    from datamove.api import stages
     from datamove.manifest.model import VerifyMode
+    from datamove.pipeline.jobs import stages
     from datamove.pipeline.march import DatasetJob
     from datamove.stores.core import KeyFilter, Location
 

@@ -36,6 +36,7 @@ from datamove.crypto.identities import (
     wrap_identity_with_kms,
 )
 from datamove.errors import KeyProblem
+from datamove.pipeline.jobs import jobs_of, preflight_identities
 from datamove.pipeline.march import plan_dataset
 from datamove.pipeline.transfer import Batch, TransferSettings
 from tests.conftest import run_cli, s3_location, write_manifest
@@ -152,11 +153,11 @@ def test_no_secret_in_outputs_ledger_pickles_or_errors(session):
     # What the driver ships to workers: jobs and batches pickle without secrets,
     # even after the driver opened the identities (they are cached in-process).
     loaded = api.load_manifest(s["manifest"])
-    jobs = api.jobs_of(loaded)
+    jobs = jobs_of(loaded)
     clear_identity_cache()
     os.environ["DATAMOVE_PASSPHRASE"] = PASSPHRASE
     try:
-        api.preflight_identities(jobs)
+        preflight_identities(jobs)
     finally:
         del os.environ["DATAMOVE_PASSPHRASE"]
     for job in jobs:

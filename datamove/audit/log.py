@@ -13,7 +13,7 @@ will sign over (vouch.py: refused, exit 2, before anything is written, if not),
 and seals each commit (seal.py) so that its events, even if the run dies before
 its checkpoint, are told apart from events someone else appended.
 
-Usage (datamove/api.py, rotate.py)::
+Usage (pipeline/auditing.py open_audit, for every run session)::
 
     log = AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
                    signing_key=manifest.audit.signing_key,

@@ -34,20 +34,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from datamove.api import check_policies, close_run, jobs_of, ledger_of, new_run_id, settle
 from datamove.audit import AuditWriter
 from datamove.checksum import b64_sha256, hash_stream, read_chunks
 from datamove.commands.restore import ensure_readable, stored_location
 from datamove.crypto.dataset import stored_listing
 from datamove.errors import BadInput, TransferError, VerifyMismatch
-from datamove.ledger.lock import ledger_lock, s3_error_code
-from datamove.ledger.tables import OBJECTS, Ledger, LedgerRow, LedgerWriter, now, ts
+from datamove.ledger.lock import s3_error_code
+from datamove.ledger.tables import OBJECTS, Ledger, LedgerRow, now, ts
 from datamove.manifest.model import DatasetSpec, LifecycleRule, Manifest
-from datamove.pipeline.auditing import open_audit, record_tier_change
-from datamove.pipeline.engine import Engine
+from datamove.pipeline.auditing import record_tier_change
+from datamove.pipeline.jobs import jobs_of, ledger_of
 from datamove.pipeline.march import Action, DatasetJob, PlanItem, batches, march
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
+from datamove.pipeline.session import RunSession
 from datamove.pipeline.transfer import Batch, ObjectResult, TransferSettings, run_items
 from datamove.stores.core import Entry, Location, describe, list_entries, open_read, remove, stat
 from datamove.stores.writers import atomic_writer
@@ -113,13 +113,13 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
     ledger = ledger_of(manifest)
     if specs and ledger.table(OBJECTS) is None:  # before the lock: bad input leaves no trace
         raise BadInput(f"ledger {ledger.url} has no objects yet: run `datamove run` first")
-    report = Report("archive", manifest.name, new_run_id())
-    with ledger_lock(manifest.ledger, manifest.ledger_options, command="archive",
-                     wait=lock_wait):
+    with RunSession(manifest, "archive", scheduler=scheduler, progress=progress,
+                    lock="archive", lock_wait=lock_wait) as session:
+        report = session.report
         jobs = {job.name: job for job in jobs_of(manifest, [d.name for d in specs])} \
             if specs else {}
         if dry_run:
-            report.command = "archive-plan"
+            report.command, report.engine = "archive-plan", ""  # nothing runs
             for spec in specs:
                 for item, _ in _due(ledger, jobs[spec.name], spec, at, report):
                     report.dataset(spec.name).add("due", item.size)
@@ -129,27 +129,17 @@ def archive(manifest: Manifest, *, at: datetime | None = None, datasets: list[st
                 report.dataset(spec.name, spec.source.url, spec.destination.url).counts[
                     "partitions_due"] += due_partitions(spec, now=at)
             return report.finish()
-        return _archive(manifest, specs, tables, jobs, ledger, report, at, scheduler, policies,
-                        progress or Progress())
+        return _archive(session, specs, tables, jobs, at, policies)
 
 
-def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetSpec],
-             jobs: dict[str, DatasetJob], ledger: Ledger, report: Report, at: datetime,
-             scheduler: str | None, policies: list[str] | None, progress: Progress) -> Report:
-    audit = open_audit(manifest, report.run_id)
-    check_policies(manifest, policies, [s.name for s in specs + tables] or None, audit)
-    spec_of = manifest.engine
-    engine = Engine.of(spec_of, scheduler)
-    report.engine = engine.description
-    settings = TransferSettings(part_size=spec_of.part_size, retries=spec_of.retries,
-                                run_token=report.run_id.rsplit("-", 1)[-1])
-    writer = LedgerWriter(ledger, report.run_id)
-    writer.run_event("start", command="archive", manifest_name=manifest.name,
-                     manifest_sha256=manifest.sha256, engine=engine.description,
-                     started_at=ts(report.started))
-    audit.append("run.start", command="archive", manifest_sha256=manifest.sha256,
-                 engine=engine.description, datasets=[s.name for s in specs + tables],
-                 as_of=at.isoformat())
+def _archive(session: RunSession, specs: list[DatasetSpec], tables: list[DatasetSpec],
+             jobs: dict[str, DatasetJob], at: datetime, policies: list[str] | None) -> Report:
+    manifest, report, ledger = session.manifest, session.report, session.ledger
+    session.check_policies(policies, [s.name for s in specs + tables] or None)
+    spec_of, progress, settings = session.spec, session.progress, session.settings
+    session.start([s.name for s in specs + tables], as_of=at.isoformat())
+    writer, audit = session.writer, session.audit
+    assert writer is not None and audit is not None
     targets = {s.name: tuple(Target.of(rule) for rule in s.lifecycle) for s in specs}
     for spec in specs:
         job = jobs[spec.name]
@@ -165,8 +155,8 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetS
                 yield TierBatch(job, tuple(group), settings, targets[spec.name])
         progress.listing_done()
 
-    with engine, progress:
-        for batch, item, result in settle(engine, move_batch, work(), report, progress):
+    with session.working():
+        for batch, item, result in session.settle(move_batch, work()):
             assert isinstance(batch, TierBatch)
             target = batch.target_of(item)
             if result.status == "moved":
@@ -178,7 +168,7 @@ def _archive(manifest: Manifest, specs: list[DatasetSpec], tables: list[DatasetS
         _finish_deletes(ledger, jobs[spec.name], targets[spec.name], report)
     for spec in tables:
         _tier_table(manifest, spec, at, audit, report)
-    return close_run(manifest, report, engine.description, ledger, writer, audit)
+    return session.finish()
 
 
 def _tier_table(manifest: Manifest, spec: DatasetSpec, at: datetime, audit: AuditWriter,
@@ -367,7 +357,7 @@ def _move_to_location(here: Location, key: str, row: LedgerRow, cold: Location,
     sha = hashlib.sha256()
     size = 0
     with atomic_writer(cold, key, part_size=settings.part_size, size_hint=row.stored_size,
-                       run_token=settings.run_token, resumable=False,
+                       run_token=settings.run_token, resumable=False, fsync=settings.fsync,
                        storage_class=storage_class) as writer, \
             contextlib.closing(open_read(here, key)) as reader:
         for chunk in read_chunks(reader):

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datamove.api import jobs_of, new_run_id
 from datamove.commands.restore import (
     Restored,
     Waiting,
@@ -38,12 +37,12 @@ from datamove.commands.restore import (
     run_restores,
 )
 from datamove.errors import BadInput
-from datamove.ledger.lock import ledger_lock
 from datamove.ledger.tables import LedgerRow
 from datamove.manifest.model import Manifest
-from datamove.pipeline.auditing import open_audit
+from datamove.pipeline.jobs import jobs_of
 from datamove.pipeline.progress import Progress
-from datamove.pipeline.report import Report, human_bytes, iso_time
+from datamove.pipeline.report import human_bytes, iso_time
+from datamove.pipeline.session import RunSession
 from datamove.stores.core import Location
 
 MAX_FAILURES_IN_EVENT = 100
@@ -207,18 +206,22 @@ def drill(manifest: Manifest, selection: Selection, *, datasets: list[str] | Non
     require_identities(jobs)
     own_scratch = scratch is None
     root = scratch or tempfile.mkdtemp(prefix="datamove-drill-")
-    base = Report("restore", manifest.name, new_run_id())
-    report = DrillReport(manifest.name, base.run_id, selection)
+    run_id: str | None = None
     try:
-        with ledger_lock(manifest.ledger, manifest.ledger_options, command="drill"):
-            audit = open_audit(manifest, report.run_id)
+        with RunSession(manifest, "drill", scheduler=scheduler, progress=progress,
+                        lock="drill", records=False, announces=False) as session:
+            run_id = session.run_id
+            report = DrillReport(manifest.name, run_id, selection)
+            session.start([job.name for job in jobs])  # no run.start: drill.completed says it
+            audit = session.audit
+            assert audit is not None
             for job in jobs:
                 totals = report.datasets.setdefault(job.name, DatasetTotals())
                 rows = selection.pick(job.name, recorded_rows(manifest, job), totals)
-                to = Location.of(f"{root.rstrip('/')}/{report.run_id}/{job.name}/")
+                to = Location.of(f"{root.rstrip('/')}/{run_id}/{job.name}/")
                 started = time.monotonic()
-                for restored in run_restores(manifest, job, rows, to, waiting or Waiting(),
-                                             base, scheduler, progress, keep=False):
+                for restored in run_restores(session, job, rows, to, waiting or Waiting(),
+                                             keep=False):
                     report.objects.append(restored)
                     totals.drilled += 1
                     totals.drilled_bytes += restored.stored_size
@@ -232,12 +235,12 @@ def drill(manifest: Manifest, selection: Selection, *, datasets: list[str] | Non
                          failures=[{"dataset": f.dataset, "key": f.key, "tier": f.tier,
                                     "error": f.error or ""}
                                    for f in failures[:MAX_FAILURES_IN_EVENT]])
-            audit.checkpoint()
+            session.finish()  # checkpoints the audit log
     finally:
         if own_scratch:
             shutil.rmtree(root, ignore_errors=True)
-        else:
-            _remove_run_dir(root, report.run_id)
+        elif run_id is not None:
+            _remove_run_dir(root, run_id)
     return report
 
 

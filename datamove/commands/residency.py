@@ -22,9 +22,9 @@ from typing import Any, TextIO
 
 import pyarrow.compute as pc
 
-from datamove.api import ledger_of
 from datamove.ledger.tables import DONE_STATUSES, OBJECTS
 from datamove.manifest.model import Manifest
+from datamove.pipeline.jobs import ledger_of
 from datamove.policy.regions import RegionFacts, discover, matches_any
 from datamove.policy.rules import Rule, find_policy_files, load_policies
 from datamove.stores.core import Location

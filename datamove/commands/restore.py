@@ -21,18 +21,17 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from datamove.age import AgeDecryptor, AgeError, NoIdentityMatch
-from datamove.api import jobs_of, ledger_of, new_run_id
 from datamove.checksum import read_chunks
 from datamove.errors import BadInput, KeyProblem, TransferError
-from datamove.ledger.lock import ledger_lock, s3_error_code
+from datamove.ledger.lock import s3_error_code
 from datamove.ledger.tables import OBJECTS, LedgerRow
 from datamove.manifest.checks import comparable_url
 from datamove.manifest.model import Manifest
-from datamove.pipeline.auditing import open_audit
-from datamove.pipeline.engine import Engine
+from datamove.pipeline.jobs import jobs_of, ledger_of
 from datamove.pipeline.march import DatasetJob, batches
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
+from datamove.pipeline.session import RunSession
 from datamove.pipeline.transfer import ObjectResult
 from datamove.stores.core import Location, describe, open_read, remove
 from datamove.stores.safepath import PRIVATE_FILE_MODE
@@ -140,6 +139,7 @@ class RestoreBatch:
     run_token: str
     keep: bool = True  # drills delete each file once it verified
     mode: int = PRIVATE_FILE_MODE  # restored local files: private unless asked otherwise
+    fsync: bool = False  # engine.fsync: flushed to disk before published
 
 
 def restore_batch(batch: RestoreBatch) -> list[Restored]:
@@ -193,7 +193,7 @@ def restore_object(batch: RestoreBatch, row: LedgerRow) -> Restored:
         url = here.url_of(stored_key)
         with atomic_writer(batch.to, row.key, part_size=batch.part_size, size_hint=row.size,
                            run_token=batch.run_token, resumable=False,
-                           mode=batch.mode) as writer, \
+                           mode=batch.mode, fsync=batch.fsync) as writer, \
                 contextlib.closing(open_read(here, stored_key)) as raw:
             reader = _Timed(raw)
             plain_sha, plain_size, stored_sha, stored_size = _copy_back(job, reader, writer)
@@ -279,24 +279,20 @@ def restore(manifest: Manifest, dataset: str, to_url: str, *, prefix: str = "",
     job = jobs_of(manifest, [dataset], identity)[0]
     require_identities([job])
     to = Location.of(to_url, dict(to_options or {}))
-    report = Report("restore", manifest.name, new_run_id())
-    report.dataset(dataset, spec.destination.url, to.url)
-    with ledger_lock(manifest.ledger, manifest.ledger_options, command="restore"):
+    with RunSession(manifest, "restore", scheduler=scheduler, progress=progress,
+                    lock="restore", records=False) as session:
+        session.report.dataset(dataset, spec.destination.url, to.url)
         rows = recorded_rows(manifest, job, prefix)
-        audit = open_audit(manifest, report.run_id)
-        audit.append("run.start", command="restore", manifest_sha256=manifest.sha256,
-                     datasets=[dataset], to=to.url, prefix=prefix)
-        for restored in run_restores(manifest, job, rows, to, waiting or Waiting(),
-                                     report, scheduler, progress, keep=True, mode=mode):
+        session.start([dataset], to=to.url, prefix=prefix)
+        audit = session.audit
+        assert audit is not None
+        for restored in run_restores(session, job, rows, to, waiting or Waiting(), keep=True,
+                                     mode=mode):
             audit.append("object.restored" if restored.ok else "object.failed",
                          dataset=dataset, key=restored.key, tier=restored.tier,
                          stored_size=restored.stored_size, restored_url=restored.restored_url,
                          **({"error": restored.error} if restored.error else {}))
-        report.finish()
-        audit.append("run.end", exit_code=report.exit_code,
-                     counts={name: dict(ds.counts) for name, ds in report.datasets.items()})
-        audit.checkpoint()
-    return report
+        return session.finish()
 
 
 def require_identities(jobs: list[DatasetJob]) -> None:
@@ -319,22 +315,23 @@ def recorded_rows(manifest: Manifest, job: DatasetJob, prefix: str = "") -> Iter
             if row.key.startswith(prefix))
 
 
-def run_restores(manifest: Manifest, job: DatasetJob, rows: Iterator[LedgerRow] | list,
-                 to: Location, waiting: Waiting, report: Report, scheduler: str | None,
-                 progress: Progress | None, *, keep: bool,
+def run_restores(session: RunSession, job: DatasetJob, rows: Iterator[LedgerRow] | list,
+                 to: Location, waiting: Waiting, *, keep: bool,
                  mode: int = PRIVATE_FILE_MODE) -> Iterator[Restored]:
-    """Restore ``rows`` on the engine, accounting each result in ``report``."""
-    spec = manifest.engine
-    engine = Engine.of(spec, scheduler)
-    report.engine = engine.description
+    """Restore ``rows`` on the session's engine, accounting each result in its report.
+
+    Restored files are flushed to disk before they are published when the
+    manifest says ``engine.fsync``; a drill's scratch copies (``keep`` False),
+    deleted once verified, are not."""
+    spec, report, progress = session.spec, session.report, session.progress
     cold = tuple(Location.of(r.location.url, r.location.options, r.location.region)
-                 for r in manifest.dataset(job.name).lifecycle if r.location is not None)
-    token = report.run_id.rsplit("-", 1)[-1]
-    work = (RestoreBatch(job, tuple(group), to, cold, waiting, spec.part_size, token, keep, mode)
+                 for r in session.manifest.dataset(job.name).lifecycle
+                 if r.location is not None)
+    work = (RestoreBatch(job, tuple(group), to, cold, waiting, spec.part_size, session.token,
+                         keep, mode, fsync=spec.fsync and keep)
             for group in batches(rows, max_objects=spec.batch_objects,  # type: ignore[arg-type]
                                  max_bytes=spec.batch_bytes, large=spec.part_size))
-    progress = progress or Progress()
-    with engine, progress:
+    with session.working() as engine:
         for batch, outcome in engine.map_unordered(restore_batch, work):
             results = outcome if isinstance(outcome, list) else [
                 Restored(job.name, row.key, row.storage_class or "", row.stored_size, False,

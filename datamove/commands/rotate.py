@@ -37,36 +37,24 @@ from datamove.age import (
     new_header,
     read_header,
 )
-from datamove.api import (
-    close_run,
-    count_housekeeping,
-    jobs_of,
-    ledger_of,
-    ledger_row,
-    new_run_id,
-    preflight_identities,
-    settle,
-)
 from datamove.checksum import read_chunks
 from datamove.crypto.dataset import fingerprints_of
 from datamove.errors import BadInput, IdentityMismatch, KeyProblem, TransferError
-from datamove.ledger.lock import ledger_lock
 from datamove.ledger.tables import (
     DONE_STATUSES,
     OBJECTS,
     ROTATING,
     Ledger,
     LedgerRow,
-    LedgerWriter,
-    ts,
 )
 from datamove.manifest.model import Manifest, VerifyMode
-from datamove.pipeline.auditing import open_audit, record_result
+from datamove.pipeline.auditing import record_result
 from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
-from datamove.pipeline.engine import Engine
+from datamove.pipeline.jobs import count_housekeeping, jobs_of, ledger_row, preflight_identities
 from datamove.pipeline.march import Action, DatasetJob, PlanItem, batches, march
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
+from datamove.pipeline.session import RunSession
 from datamove.pipeline.transfer import (
     Batch,
     ObjectResult,
@@ -88,14 +76,14 @@ def rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | Non
            datasets: list[str] | None = None, scheduler: str | None = None,
            progress: Progress | None = None) -> Report:
     """Re-wrap every recorded encrypted object for the recipients in ``recipients_file``."""
-    with ledger_lock(manifest.ledger, manifest.ledger_options, command="keys rotate"):
-        return _rotate(manifest, recipients_file, identity_file=identity_file,
-                       datasets=datasets, scheduler=scheduler, progress=progress)
+    with RunSession(manifest, "rotate", scheduler=scheduler, progress=progress,
+                    lock="keys rotate") as session:
+        return _rotate(session, recipients_file, identity_file=identity_file,
+                       datasets=datasets)
 
 
-def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | None,
-            datasets: list[str] | None, scheduler: str | None,
-            progress: Progress | None) -> Report:
+def _rotate(session: RunSession, recipients_file: str, *, identity_file: str | None,
+            datasets: list[str] | None) -> Report:
     try:
         new_recipients = tuple(r.encode() for r in load_recipients(recipients_file))
     except OSError as exc:
@@ -103,27 +91,17 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
                          f"{exc.strerror or exc}") from None
     except (InvalidKey, UnicodeDecodeError) as exc:
         raise KeyProblem(str(exc)) from None
+    manifest, report, ledger = session.manifest, session.report, session.ledger
     target = fingerprints_of(new_recipients)
     jobs = _encrypted_jobs(manifest, datasets, identity_file)
     preflight_identities(jobs)
-    ledger = ledger_of(manifest)
     if ledger.table(OBJECTS) is None:
         raise BadInput(f"ledger {ledger.url} has no objects yet: nothing to rotate")
 
-    progress = progress or Progress()
-    spec = manifest.engine
-    engine = Engine.of(spec, scheduler)
-    report = Report("rotate", manifest.name, new_run_id(), engine=engine.description)
-    settings = TransferSettings(part_size=spec.part_size, retries=spec.retries,
-                                fsync=spec.fsync, run_token=report.run_id.rsplit("-", 1)[-1])
-    audit = open_audit(manifest, report.run_id)  # may refuse the log: before any write
-    writer = LedgerWriter(ledger, report.run_id)
-    writer.run_event("start", command="rotate", manifest_name=manifest.name,
-                     manifest_sha256=manifest.sha256, engine=engine.description,
-                     started_at=ts(report.started))
-    audit.append("run.start", command="rotate", manifest_sha256=manifest.sha256,
-                 engine=engine.description, datasets=[job.name for job in jobs],
-                 new_key_fingerprints=list(target))
+    spec, progress, settings = session.spec, session.progress, session.settings
+    session.start([job.name for job in jobs], new_key_fingerprints=list(target))
+    writer, audit = session.writer, session.audit
+    assert writer is not None and audit is not None
     for job in jobs:
         report.dataset(job.name, job.source.url, job.destination.url)
         assert job.encryption is not None
@@ -152,8 +130,8 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
                     yield Batch(rotating, tuple(group), settings)
         progress.listing_done()
 
-    with engine, progress:
-        for batch, item, result in settle(engine, rotate_batch, work(), report, progress):
+    with session.working():
+        for batch, item, result in session.settle(rotate_batch, work()):
             writer.add(ledger_row(batch.job, item, result, report.run_id))
             record_result(audit, batch.job, result,
                           "key.rotation" if result.status == "rotated" else None)
@@ -162,7 +140,7 @@ def _rotate(manifest: Manifest, recipients_file: str, *, identity_file: str | No
             continue  # be quick; its endpoint may be gone. The next rotation does it
         count_housekeeping(report, job, "orphan_uploads_aborted",
                abort_orphan_uploads(job.destination, upload_cutoffs[job.name]))
-    return close_run(manifest, report, engine.description, ledger, writer, audit)
+    return session.finish()
 
 
 def _sweep(job: DatasetJob, run_token: str) -> int:

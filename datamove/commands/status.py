@@ -27,12 +27,12 @@ from typing import Any, TextIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from datamove.api import jobs_of, ledger_of, preflight
 from datamove.commands import DEFAULT_HISTORY_LIMIT
 from datamove.errors import EXIT_OBJECTS_FAILED, EXIT_OK
 from datamove.ledger.tables import OBJECTS, RUNS, Ledger, LedgerRow, batches, scan
 from datamove.ledger.vouched import events_by_run
 from datamove.manifest.model import Manifest, VerifyMode
+from datamove.pipeline.jobs import jobs_of, ledger_of, preflight
 from datamove.pipeline.march import Action, PlanItem, plan_dataset
 from datamove.pipeline.report import human_bytes
 

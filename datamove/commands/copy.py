@@ -1,0 +1,190 @@
+"""``datamove plan``, ``run`` and ``verify``: the copy command and its read-only twins.
+
+Flow of a run: take the ledger lock and open a run session (pipeline/session.py)
+→ judge the policies → preflight every location and identity (fail before
+anything moves) → record the run's start → stream each dataset's plan (source
+× destination × ledger) → group copies into batches → run them on the engine
+with a bounded window → fold results into the report and the ledger as they
+arrive → tidy up what killed runs left → record the run's end. ``verify`` runs
+the same plan with ``check_only`` and records nothing; ``plan`` only counts.
+``format: delta`` datasets are loaded and verified by tabular/dataset.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from datamove.ledger.tables import OBJECTS
+from datamove.manifest.model import Manifest
+from datamove.pipeline.auditing import record_result
+from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
+from datamove.pipeline.jobs import (
+    count_housekeeping,
+    jobs_of,
+    ledger_of,
+    ledger_row,
+    new_run_id,
+    preflight,
+    preflight_identities,
+    skipped_link_counter,
+    stages,
+)
+from datamove.pipeline.march import Action, DatasetJob, PlanItem, batches, plan_dataset
+from datamove.pipeline.progress import Progress
+from datamove.pipeline.report import DatasetReport, Report
+from datamove.pipeline.session import RunSession
+from datamove.pipeline.transfer import Batch, ObjectResult, run_batch
+from datamove.stores.core import describe, list_entries
+from datamove.tabular.dataset import execute_table, preflight_tables, table_jobs
+
+
+def plan(manifest: Manifest, *, reverify: bool = False,
+         datasets: list[str] | None = None) -> Report:
+    """Count what a run would copy and skip, per dataset, without copying."""
+    jobs = jobs_of(manifest, datasets)
+    preflight(jobs)
+    report = Report("plan", manifest.name, new_run_id(), engine="none")
+    ledger = ledger_of(manifest)
+    exists = ledger.table(OBJECTS) is not None
+    for job in jobs:
+        ds = report.dataset(job.name, job.source.url, job.destination.url)
+        recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
+        for item in plan_dataset(job, reverify=reverify, recorded=recorded,
+                                 on_link=skipped_link_counter(report, job)):
+            ds.add(item.action.value, item.size)
+    return report.finish()
+
+
+def execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify: bool,
+            datasets: list[str] | None, progress: Progress | None,
+            identity: str | None = None, policies: list[str] | None = None) -> Report:
+    """``run`` (copies, records, holds the lock) or ``verify`` (compares, records nothing)."""
+    writes = command == "run"
+    with RunSession(manifest, command, scheduler=scheduler, progress=progress,
+                    lock="run" if writes else None, records=writes,
+                    audited=writes) as session:
+        return _execute(session, reverify=reverify, datasets=datasets, identity=identity,
+                        policies=policies)
+
+
+def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
+             identity: str | None, policies: list[str] | None) -> Report:
+    manifest, report, ledger = session.manifest, session.report, session.ledger
+    # format: delta datasets are loaded and verified by tabular/dataset.py, not planned as objects.
+    tables = table_jobs(manifest, datasets)
+    jobs = [job for job in jobs_of(manifest, datasets, identity)
+            if job.name not in {table.name for table in tables}]
+    writes = report.command == "run"
+    if writes:
+        session.check_policies(policies, datasets)
+    preflight(jobs)
+    preflight_tables(tables)
+    preflight_identities(jobs)
+    spec, progress, settings = session.spec, session.progress, session.settings
+    for job in jobs:
+        report.dataset(job.name, job.source.url, job.destination.url)
+    for table in tables:
+        report.dataset(table.name, table.source.url, table.table.location.url)
+    check_only = not writes
+    session.start([job.name for job in jobs], ensure_ledger=True)
+    writer, audit = session.writer, session.audit
+
+    def work(stage: list[DatasetJob], last: bool) -> Iterator[Batch]:
+        for job in stage:
+            recorded = sweeper = None
+            if writer is not None:  # only a run writes: it records and it cleans up
+                recorded = ledger.latest_done(job.name, job.destination.url_of(""))
+                sweeper = OrphanSweeper(job.destination, settings.run_token)
+                upload_cutoffs[job.name] = store_clock(job.destination)
+            elif ledger.table(OBJECTS) is not None:
+                # verify compares ciphertext with the ledger, and must know what lifecycle
+                # rules archived: those are counted, never read (docs/LIFECYCLE.md).
+                recorded = ledger.latest_done(job.name, job.destination.url_of(""))
+            items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
+                                               recorded=recorded, on_partial=sweeper,
+                                               on_link=skipped_link_counter(report, job)),
+                                  job, report, progress)
+            for group in batches(items, max_objects=spec.batch_objects,
+                                 max_bytes=spec.batch_bytes, large=spec.part_size):
+                if job.name in report.stopped:
+                    report.not_attempted(job.name, len(group))
+                    break  # its circuit breaker tripped: list no further
+                yield Batch(job, tuple(group), settings)
+            if sweeper is not None and job.name not in report.stopped:
+                count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
+        if last:
+            progress.listing_done()
+
+    for sequence, table in enumerate(tables, start=1):
+        execute_table(table, report.command, report, run_id=report.run_id,
+                      ledger=ledger if writer is not None else None, audit=audit,
+                      sequence=sequence)
+    upload_cutoffs: dict[str, datetime | None] = {}
+    staged = stages(jobs)
+
+    with session.working(engine=bool(jobs or not tables)):
+        for number, stage in enumerate(staged, start=1):  # a stage ends before the next plans
+            if report.interrupted:
+                break
+            for batch, item, result in session.settle(run_batch,
+                                                      work(stage, number == len(staged))):
+                if writer is not None:
+                    writer.add(ledger_row(batch.job, item, result, report.run_id))
+                if audit is not None:
+                    record_result(audit, batch.job, result)
+    for job in jobs:  # after the copies: resumed uploads are complete by now
+        if job.name in upload_cutoffs and not report.interrupted and \
+                job.name not in report.stopped:  # be quick; its endpoint may be gone
+            tidy_up(report, job, upload_cutoffs[job.name], settings.run_token)
+    return session.finish()
+
+
+def tidy_up(report: Report, job: DatasetJob, cutoff: datetime | None, token: str) -> None:
+    """After a dataset's copies: abort the uploads killed runs left, and remove the
+    temporary files this run's dead workers left. A store that fails now costs a
+    warning, not the run: its objects are recorded and the next run tidies up."""
+    try:
+        count_housekeeping(report, job, "orphan_uploads_aborted",
+                           abort_orphan_uploads(job.destination, cutoff))
+        wrote = report.dataset(job.name).counts
+        if job.destination.backend.atomic_temp_names and (
+                wrote["copied"] or wrote["repaired"] or wrote["failed"]):
+            # A worker that died mid-copy left temporary files named for this run.
+            sweeper = OrphanSweeper(job.destination, token, run_is_over=True)
+            for _ in list_entries(job.destination, on_partial=sweeper):
+                pass
+            count_housekeeping(report, job, "orphan_files_removed", sweeper.removed)
+    except Exception as exc:
+        report.warn(f"dataset {job.name}: clean-up of {job.destination.url} skipped "
+                    f"({describe(exc)}); the next run does it")
+
+
+def _worker_items(items: Iterator[PlanItem], job: DatasetJob, report: Report,
+                  progress: Progress) -> Iterator[PlanItem]:
+    """Pass on what needs a worker; account for what the driver settles itself."""
+    ds = report.dataset(job.name)
+    try:
+        yield from _settle_driver_side(items, job, ds, report, progress)
+    except Exception as exc:  # a listing that broke half-way fails its dataset only
+        report.record(ObjectResult(
+            dataset=job.name, key="", action="list", status="failed", size=0,
+            error=f"listing stopped; the rest of this dataset was not planned: {describe(exc)}"))
+
+
+def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetReport,
+                        report: Report, progress: Progress) -> Iterator[PlanItem]:
+    for item in items:
+        if item.action == Action.skip:
+            ds.add("skipped", item.size)
+        elif item.action == Action.extra and report.command == "verify":
+            report.record(ObjectResult(dataset=job.name, key=item.key, action="extra",
+                                       status="extra", size=item.size,
+                                       error="only at the destination"))
+        elif item.action == Action.extra:
+            ds.add("extra", item.size)  # reported, never deleted
+        elif item.action == Action.archived:
+            ds.add("archived", item.size)  # in a cold tier; drills read it back
+        else:
+            progress.planned(item)
+            yield item
