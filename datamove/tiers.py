@@ -8,7 +8,7 @@ cold location, any fsspec URL, for stores without classes.
 
 This module holds the pure part: durations, the tiers each store knows with
 their minimum storage durations and object sizes, and which rule is due. Moving
-objects is ``tiering.py``'s job.
+objects is ``commands/archive.py``'s job.
 """
 
 from __future__ import annotations

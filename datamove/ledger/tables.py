@@ -142,7 +142,7 @@ def storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
     credential delta-rs finds itself). GCS: everything from the environment
     (``GOOGLE_APPLICATION_CREDENTIALS``); docs/BACKENDS.md says what is tested.
     Plain HTTP is allowed only to a loopback endpoint or with the manifest's
-    ``allow_insecure: true`` (transport.py); elsewhere delta-rs refuses it.
+    ``allow_insecure: true`` (stores/transport.py); elsewhere delta-rs refuses it.
     """
     from datamove.stores.transport import plain_http_allowed
 
@@ -190,7 +190,7 @@ class Ledger:
         """The DeltaTable, or None if it does not exist yet.
 
         The first time a table is opened its data files and recent commits are
-        checked (ledger_damage.py): damage is LedgerDamaged (exit 2), never a
+        checked (ledger/damage.py): damage is LedgerDamaged (exit 2), never a
         traceback nor a table that silently lost rows.
         """
         from deltalake import DeltaTable
@@ -213,7 +213,7 @@ class Ledger:
 
     def ensure(self) -> None:
         """Create both tables if missing (idempotent), once the audit log's record
-        agrees with the ledger's (ledger_audit.py): a ledger that lost its tables is
+        agrees with the ledger's (ledger/vouched.py): a ledger that lost its tables is
         refused, not created anew."""
         from deltalake import DeltaTable
 
@@ -240,7 +240,7 @@ class Ledger:
 
     def check_against_audit(self) -> None:
         """Refuse (LedgerBehind, exit 2) a ledger that lost records the audit log
-        vouches for, unless the operator accepted the loss (ledger_audit.py). Once
+        vouches for, unless the operator accepted the loss (ledger/vouched.py). Once
         per Ledger; an accepted loss waits in ``lost`` for the next start row."""
         if self.lost is not None:
             return
@@ -389,7 +389,7 @@ def _ledger_row(row: dict[str, Any], copied_at: datetime | None = None) -> Ledge
 class LedgerWriter:
     """The single writer: batches rows by count and by time; idempotent commits.
 
-    Opening one checks the ledger against the audit log first (ledger_audit.py):
+    Opening one checks the ledger against the audit log first (ledger/vouched.py):
     a ledger that lost records the audit log vouches for is refused (exit 2)
     before this writer records anything.
     """
@@ -436,7 +436,7 @@ class LedgerWriter:
         The end row says how many objects commits the run made, so a later writer
         can tell a ledger that lost its last commits; the start row carries, in
         the same commit, a ``lost`` row for each run whose loss the operator
-        accepted (ledger_audit.py)."""
+        accepted (ledger/vouched.py)."""
         mine = {"run_id": self.run_id, "user": user(), "host": socket.gethostname(),
                 "datamove_version": __version__}
         rows = [{**mine, "event": event, **fields}]

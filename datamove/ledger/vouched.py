@@ -17,7 +17,7 @@ get a ``lost`` row in ``runs`` and are not asked about again (docs/FORMAT.md,
 Reads the audit table as the Delta table FORMAT.md documents (``seq``,
 ``run_id``, ``action``, ``time``, ``event``), through delta-rs' SQL engine, and
 only the columns it needs; it never writes there. Pure functions of the tables:
-ledger.py decides when to call them.
+ledger/tables.py decides when to call them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Unknown URL schemes, a destination inside its source, duplicate names,
 recipients that do not parse, storage classes the store lacks, tabular fields
 on a files destination, lifecycle rules that cannot work, and clear-text
 transport to another host without the opt-in (transport.py). Each problem is a
-(path of keys and indexes, message) pair; manifest.py turns paths into file:line.
+(path of keys and indexes, message) pair; manifest/model.py turns paths into file:line.
 """
 
 from __future__ import annotations

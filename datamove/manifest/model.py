@@ -118,7 +118,7 @@ class EngineSpec(_Strict):
     batch_bytes: Annotated[int, Field(strict=True, ge=1)] = 64 * 1024 * 1024
     retries: Annotated[int, Field(strict=True, ge=0, le=20)] = 4
     # Objects of one dataset failing in a row because their endpoint cannot be
-    # reached, after which the dataset stops (breaker.py).
+    # reached, after which the dataset stops (pipeline/breaker.py).
     circuit_breaker: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 5
     part_size: Annotated[int, Field(strict=True, ge=5 * 1024 * 1024,
                                     le=5 * 1024**3)] = 16 * 1024 * 1024

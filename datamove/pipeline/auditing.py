@@ -96,7 +96,7 @@ def record_tier_change(audit: AuditWriter, job: DatasetJob, item: PlanItem, targ
 
 
 # --- tabular ---
-# Delta table datasets (tabular.py, tabular_tiering.py): what was loaded, each
+# Delta table datasets (tabular/dataset.py, tabular/tiering.py): what was loaded, each
 # partition's verification (rows and order-independent digests, docs/FORMAT.md
 # "Tabular tables"), and partitions moved to a cold table.
 

@@ -26,7 +26,7 @@ Anything else, or a discovery that fails (a missing bucket, no permission for
 GetBucketLocation), leaves the region *unknown*; the reason is kept in
 ``RegionFacts.source`` so a policy decision can say why. The judgements and
 their wording live here too (``declaration_check``, ``residency_check``);
-policy.py turns them into decisions.
+policy/rules.py turns them into decisions.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the regions (discovered beforehand by regions.py), and it returns one
 :class:`Decision` per (rule, dataset, requirement) — satisfied ones included —
 each naming the rule, the dataset, the manifest field and the reason.
 
-Policy files are read like manifests (manifest.py's YAML node index), so every
+Policy files are read like manifests (manifest/model.py's YAML node index), so every
 mistake is reported at once as ``file:line: field: what to do``; a rule that is
 silently misread would be worse than none. The format is in docs/POLICIES.md.
 """

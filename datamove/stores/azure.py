@@ -17,7 +17,7 @@ This module uses adlfs's async client directly, through fsspec's loop:
 Native checksum: Content-MD5. The service computes it for a blob written by
 one Put Blob (and checks the one the client sends); for a blob committed from
 blocks it is only whatever the client claimed, so it is not trusted then
-(docs/BACKENDS.md). Azure has no region in the blob API: see regions.py.
+(docs/BACKENDS.md). Azure has no region in the blob API: see policy/regions.py.
 """
 
 from __future__ import annotations

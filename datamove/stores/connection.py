@@ -32,7 +32,7 @@ def connection_endpoint(exc: BaseException) -> str | None:
     """If ``exc`` (or what it was raised from) says the store could not be reached
     (refused, reset, timed out, name not resolved), the endpoint, as
     ``scheme://host:port`` or ``host:port`` when known, else ""; None for any
-    other failure. The circuit breaker counts these (api.settle)."""
+    other failure. The circuit breaker counts these (pipeline/session.py, settle)."""
     seen: set[int] = set()
     endpoint, found = "", False
     current: BaseException | None = exc

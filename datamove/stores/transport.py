@@ -9,7 +9,7 @@ such settings are refused unless the manifest opts in explicitly with
 ``allow_insecure: true`` beside them (docs/MANIFEST.md, "Insecure transport"),
 and nothing here ever enables plain HTTP on the user's behalf.
 
-Used by manifest_checks.py (refusal at validation) and ledger.storage_options
+Used by manifest/checks.py (refusal at validation) and ledger.storage_options
 (whether delta-rs may speak plain HTTP).
 """
 

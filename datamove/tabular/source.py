@@ -4,7 +4,7 @@ and the schema policy that decides what may go into a Delta table.
 A source is a file or a folder of Parquet, CSV or JSON-lines files on any fsspec
 URL. Files are taken in the byte order of their keys (stores.list_entries), so
 every run reads them in the same order, which is what makes the load's units
-(tabular.py) the same on a rerun. Nothing is read whole: Parquet by row group
+(tabular/dataset.py) the same on a rerun. Nothing is read whole: Parquet by row group
 batches, CSV and JSON-lines by blocks (pyarrow's streaming readers).
 
 The schema policy (docs/TABULAR.md) is judged for every file before a row is
