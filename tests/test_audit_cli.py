@@ -16,7 +16,7 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import cli, write_manifest
 
 
 def last_json(stdout: str) -> dict:
@@ -41,13 +41,13 @@ def root_from_path(index: int, size: int, leaf: bytes, path: list[bytes]) -> byt
 
 
 def test_auditor_commands_end_to_end(tmp_path):
-    keygen = run_cli("audit", "keygen", "--name", "ops.example", "-o",
-                     str(tmp_path / "signer.key"), "--pubkey-out", str(tmp_path / "verifier"))
+    keygen = cli("audit", "keygen", "--name", "ops.example", "-o",
+                 str(tmp_path / "signer.key"), "--pubkey-out", str(tmp_path / "verifier"))
     assert keygen.returncode == 0, keygen.stderr
     verifier = (tmp_path / "verifier").read_text().strip()
     assert keygen.stdout.strip() == verifier and verifier.startswith("ops.example+")
     secret = (tmp_path / "signer.key").read_text().strip()
-    again = run_cli("audit", "keygen", "-o", str(tmp_path / "signer.key"))
+    again = cli("audit", "keygen", "-o", str(tmp_path / "signer.key"))
     assert again.returncode == 2 and (tmp_path / "signer.key").read_text().strip() == secret
 
     (tmp_path / "src").mkdir()
@@ -56,23 +56,23 @@ def test_auditor_commands_end_to_end(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}],
         audit={"signing_key": "signer.key", "checkpoint_every": 4})
-    run = run_cli("run", str(manifest), "--json")
+    run = cli("run", str(manifest), "--json")
     assert run.returncode == 0, run.stderr
-    held = run_cli("audit", "checkpoint", str(manifest), "-o", str(tmp_path / "held.note"))
+    held = cli("audit", "checkpoint", str(manifest), "-o", str(tmp_path / "held.note"))
     assert held.returncode == 0, held.stderr
 
-    ok = run_cli("audit", "verify", str(manifest), "--pubkey", str(tmp_path / "verifier"),
-                 "--checkpoint", str(tmp_path / "held.note"), "--json")
+    ok = cli("audit", "verify", str(manifest), "--pubkey", str(tmp_path / "verifier"),
+             "--checkpoint", str(tmp_path / "held.note"), "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert last_json(ok.stdout)["exit_code"] == 0
 
-    shown = run_cli("audit", "show", str(manifest), "--action", "object.copied",
-                    "--format", "csv")
+    shown = cli("audit", "show", str(manifest), "--action", "object.copied",
+                "--format", "csv")
     assert shown.returncode == 0, shown.stderr
     rows = list(csv.DictReader(io.StringIO(shown.stdout)))
     assert sorted(r["key"] for r in rows) == [f"f{i}.bin" for i in range(5)]
 
-    proof = run_cli("audit", "prove", str(manifest), "f3.bin", "--json")
+    proof = cli("audit", "prove", str(manifest), "f3.bin", "--json")
     assert proof.returncode == 0, proof.stdout + proof.stderr
     p = last_json(proof.stdout)
     event = json.loads(p["event"])

@@ -23,7 +23,7 @@ from datamove.audit.events import AUDIT_SCHEMA, canonical, row_of
 from datamove.audit.tables import AUDIT
 from datamove.cli.audit import audit
 from datamove.ledger.tables import Ledger
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import cli, write_manifest
 
 
 def invoke(*args: str):
@@ -238,8 +238,8 @@ def test_the_registered_command_exits_1_in_a_real_process(logged):
     rows = DeltaTable(ledger.uri(AUDIT)).to_pyarrow_table()
     shutil.rmtree(ledger.uri(AUDIT))
     write_deltalake(ledger.uri(AUDIT), rows.filter(pc.field("seq") != 4))
-    result = run_cli("audit", "verify", logged["manifest"], "--pubkey", logged["pub"],
-                     "--json", cwd=logged["dir"])
+    result = cli("audit", "verify", logged["manifest"], "--pubkey", logged["pub"],
+                 "--json", cwd=logged["dir"])
     assert result.returncode == 1, result.stderr
     assert last_json(result.stdout)["first_bad_seq"] == 4
     for text in (result.stdout, result.stderr):

@@ -7,7 +7,7 @@ import time
 
 from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads
 from datamove.stores.core import Location, list_entries
-from tests.conftest import run_cli, s3_location, write_manifest
+from tests.conftest import cli, s3_location, write_manifest
 
 
 def test_sweeper_removes_other_runs_partials_and_keeps_its_own(tmp_path):
@@ -31,7 +31,7 @@ def test_run_cleans_local_orphans_and_counts_them(tmp_path):
     (tmp_path / "dst/a.bin.datamove-partial-0badf00d-12345678").write_bytes(b"a" * 10)
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["datasets"]["d"]["orphan_files_removed"] == 1
@@ -65,7 +65,7 @@ def test_run_aborts_orphan_uploads(tmp_path, moto_server):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"},
          "destination": s3_location(moto_server, bucket, "data/")}])
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["datasets"]["d"]["orphan_uploads_aborted"] == 1

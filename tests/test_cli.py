@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from datamove import __version__
-from tests.conftest import REPO, require_tool, run_cli, s3_location, write_manifest
+from tests.conftest import REPO, cli, require_tool, run_cli, s3_location, write_manifest
 
 
 def last_json(stdout: str) -> dict:
@@ -35,7 +35,7 @@ def test_run_twice_copies_nothing_the_second_time(tmp_path):
     make_tree(tmp_path / "src", {"a.txt": b"a", "n/b.bin": b"b" * 1000, "empty": b""})
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
-    first = run_cli("run", str(manifest), "--json")
+    first = cli("run", str(manifest), "--json")
     assert first.returncode == 0, first.stderr
     summary = last_json(first.stdout)
     assert summary["exit_code"] == 0
@@ -43,10 +43,10 @@ def test_run_twice_copies_nothing_the_second_time(tmp_path):
     assert summary["datasets"]["d"]["bytes_copied"] == 1001
     assert (tmp_path / "dst/n/b.bin").read_bytes() == b"b" * 1000
 
-    second = run_cli("run", str(manifest))
+    second = cli("run", str(manifest))
     assert second.returncode == 0, second.stderr
     assert "nothing to copy: 3 objects up to date" in second.stdout
-    again = last_json(run_cli("run", str(manifest), "--json").stdout)
+    again = last_json(cli("run", str(manifest), "--json").stdout)
     assert again["datasets"]["d"]["copied"] == 0
     assert again["datasets"]["d"]["skipped"] == 3
 
@@ -56,13 +56,13 @@ def test_plan_and_dry_run_copy_nothing(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
     for args in (("plan", str(manifest), "--json"), ("run", str(manifest), "--dry-run", "--json")):
-        result = run_cli(*args)
+        result = cli(*args)
         assert result.returncode == 0, result.stderr
         summary = last_json(result.stdout)
         assert summary["datasets"]["d"]["copy"] == 2
         assert summary["datasets"]["d"]["bytes_copy"] == 7
     assert not (tmp_path / "dst").exists()
-    human = run_cli("plan", str(manifest))
+    human = cli("plan", str(manifest))
     assert "plan: 2 to copy, 0 up to date" in human.stdout
 
 
@@ -71,8 +71,8 @@ def test_verify_reports_missing_extra_and_differing(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"},
          "verify": "checksum"}])
-    assert run_cli("run", str(manifest)).returncode == 0
-    clean = run_cli("verify", str(manifest), "--json")
+    assert cli("run", str(manifest)).returncode == 0
+    clean = cli("verify", str(manifest), "--json")
     assert clean.returncode == 0 and last_json(clean.stdout)["datasets"]["d"]["matched"] == 3
 
     data = bytearray((tmp_path / "dst/changed").read_bytes())
@@ -80,7 +80,7 @@ def test_verify_reports_missing_extra_and_differing(tmp_path):
     (tmp_path / "dst/changed").write_bytes(bytes(data))
     (tmp_path / "dst/gone").unlink()
     (tmp_path / "dst/extra").write_bytes(b"e")
-    result = run_cli("verify", str(manifest), "--json")
+    result = cli("verify", str(manifest), "--json")
     assert result.returncode == 1
     summary = last_json(result.stdout)
     counts = summary["datasets"]["d"]
@@ -88,7 +88,7 @@ def test_verify_reports_missing_extra_and_differing(tmp_path):
     assert found == (1, 1, 1, 1)
     statuses = {p["key"]: p["status"] for p in summary["problems"]}
     assert statuses == {"changed": "differs", "gone": "missing", "extra": "extra"}
-    human = run_cli("verify", str(manifest))
+    human = cli("verify", str(manifest))
     assert "differs d/changed" in human.stdout and human.returncode == 1
 
 
@@ -97,7 +97,7 @@ def test_run_with_full_verify_reports_and_repairs_a_corrupted_byte(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"},
          "verify": "full"}])
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     target = tmp_path / "dst/weights.bin"
     stat = target.stat()
     data = bytearray(target.read_bytes())
@@ -105,7 +105,7 @@ def test_run_with_full_verify_reports_and_repairs_a_corrupted_byte(tmp_path):
     target.write_bytes(bytes(data))
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # looks untouched to a lister
 
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     summary = last_json(result.stdout)
     assert summary["datasets"]["d"]["repaired"] == 1
     assert summary["datasets"]["d"]["verified"] == 1
@@ -129,7 +129,7 @@ def test_bad_manifest_exit_2_and_nothing_touched(tmp_path, text, phrase):
     (tmp_path / "a").mkdir()
     manifest = tmp_path / "bad.yaml"
     manifest.write_text(text)
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     assert result.returncode == 2
     assert phrase in result.stderr
     assert "bad.yaml:" in result.stderr
@@ -141,7 +141,7 @@ def test_bad_manifest_exit_2_and_nothing_touched(tmp_path, text, phrase):
 def test_missing_source_is_a_clear_error(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "nowhere/"}, "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest))
+    result = cli("run", str(manifest))
     assert result.returncode == 2
     assert "nowhere" in result.stderr and "does not exist" in result.stderr
     assert not (tmp_path / "dst").exists()
@@ -153,7 +153,7 @@ def test_unreachable_s3_endpoint_is_a_clear_error(tmp_path):
     dead = {"url": "s3://bucket/p/", "options": {"endpoint_url": "http://127.0.0.1:9"}}
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": dead}])
-    result = run_cli("run", str(manifest), env={"AWS_MAX_ATTEMPTS": "1"}, timeout=120)
+    result = cli("run", str(manifest), env={"AWS_MAX_ATTEMPTS": "1"}, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "s3://bucket/p/" in result.stderr and "cannot be reached" in result.stderr
     assert "Traceback" not in result.stderr
@@ -164,7 +164,7 @@ def test_missing_bucket_is_a_clear_error(tmp_path, moto_server):
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": s3_location(moto_server, "no-such-bucket-here"),
          "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest))
+    result = cli("run", str(manifest))
     assert result.returncode == 2
     assert "no-such-bucket-here" in result.stderr and "does not exist" in result.stderr
 
@@ -173,7 +173,7 @@ def test_unknown_dataset_name_is_bad_input(tmp_path):
     (tmp_path / "src").mkdir()
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest), "--dataset", "nope")
+    result = cli("run", str(manifest), "--dataset", "nope")
     assert result.returncode == 2
     assert "no dataset named 'nope'" in result.stderr
 
@@ -182,7 +182,7 @@ def test_unreachable_scheduler_is_bad_input(tmp_path):
     (tmp_path / "src").mkdir()
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest), "--scheduler", "tcp://127.0.0.1:9", timeout=120)
+    result = cli("run", str(manifest), "--scheduler", "tcp://127.0.0.1:9", timeout=120)
     assert result.returncode == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
 
@@ -226,7 +226,7 @@ def test_a_policy_denial_stops_the_run_before_anything_moves(tmp_path):
         {"name": "customers", "source": {"url": "src/"}, "destination": {"url": "dst/"},
          "classification": "pii", "tags": {"owner": "crm"}}])
     shipped = str(REPO / "policies" / "eu-pii.yaml")
-    result = run_cli("run", str(manifest), "--json", "--policies", shipped)
+    result = cli("run", str(manifest), "--json", "--policies", shipped)
     assert result.returncode == 3, result.stdout + result.stderr
     summary = last_json(result.stdout)
     assert summary["exit_code"] == 3
@@ -239,7 +239,7 @@ def test_a_policy_denial_stops_the_run_before_anything_moves(tmp_path):
     actions = [e["action"] for e in sorted(events, key=lambda e: e["seq"])]
     assert actions[0] == "audit.init" and actions[-1] == "run.refused"
     assert "policy.decision" in actions and "run.start" not in actions
-    check = run_cli("policy", "check", str(manifest), "--policies", shipped, "--json")
+    check = cli("policy", "check", str(manifest), "--policies", shipped, "--json")
     assert check.returncode == 3
     decisions = last_json(check.stdout)["decisions"]
     violated = {d["rule_id"] for d in decisions if d["outcome"] == "violated"}
@@ -258,7 +258,7 @@ def test_policy_warnings_are_reported_and_the_run_goes_on(tmp_path):
         "    severity: warn\n    require: {tags: [owner]}\n")
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "weights", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
-    result = run_cli("run", str(manifest), "--json")  # policies/ beside the manifest
+    result = cli("run", str(manifest), "--json")  # policies/ beside the manifest
     assert result.returncode == 0, result.stdout + result.stderr
     summary = last_json(result.stdout)
     assert summary["datasets"]["weights"]["copied"] == 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from datamove.age import X25519Identity, format_identity_file
-from tests.conftest import MotoServer, require_tool, run_cli, run_with_passphrase
+from tests.conftest import MotoServer, cli, require_tool, run_with_passphrase
 
 PASSPHRASE = "cli keys: correct horse battery staple"
 CHUNK = 65_536
@@ -38,7 +38,7 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """An identity file made by `keys generate -o`, and its recipient."""
     path = tmp_path_factory.mktemp("key") / "key.txt"
-    recipient = ok(run_cli("keys", "generate", "-o", str(path))).stdout.strip()
+    recipient = ok(cli("keys", "generate", "-o", str(path))).stdout.strip()
     return path, recipient
 
 
@@ -56,24 +56,24 @@ def test_generate_writes_a_private_key_file_age_reads(key: tuple[Path, str]) -> 
     derived = subprocess.run([require_tool("age-keygen"), "-y", str(path)], check=True,
                              capture_output=True, text=True).stdout.strip()
     assert derived == recipient
-    assert ok(run_cli("keys", "recipient", "-i", str(path))).stdout.strip() == recipient
+    assert ok(cli("keys", "recipient", "-i", str(path))).stdout.strip() == recipient
 
 
 def test_generate_without_output_follows_age_keygen(tmp_path: Path) -> None:
-    result = ok(run_cli("keys", "generate"))
+    result = ok(cli("keys", "generate"))
     assert "AGE-SECRET-KEY-1" not in result.stderr
     recipient = result.stderr.strip().removeprefix("Public key: ")
     assert recipient.startswith("age1")
     (tmp_path / "k.txt").write_text(result.stdout)
     assert f"# public key: {recipient}" in result.stdout
-    assert ok(run_cli("keys", "recipient", "-i", str(tmp_path / "k.txt"))).stdout.strip() \
+    assert ok(cli("keys", "recipient", "-i", str(tmp_path / "k.txt"))).stdout.strip() \
         == recipient
 
 
 def test_generate_refuses_to_overwrite(key: tuple[Path, str]) -> None:
     path, _ = key
     before = path.read_bytes()
-    result = run_cli("keys", "generate", "-o", str(path))
+    result = cli("keys", "generate", "-o", str(path))
     assert result.returncode == 2
     assert f"{path} already exists" in result.stderr
     assert path.read_bytes() == before
@@ -84,8 +84,8 @@ def test_round_trip_and_age_interop(size: int, tmp_path: Path, key: tuple[Path, 
     path, recipient = key
     plain = tmp_path / "plain"
     plain.write_bytes(data(size))
-    ok(run_cli("encrypt", "-r", recipient, str(plain), str(tmp_path / "ours.age")))
-    ok(run_cli("decrypt", "-i", str(path), str(tmp_path / "ours.age"), str(tmp_path / "back")))
+    ok(cli("encrypt", "-r", recipient, str(plain), str(tmp_path / "ours.age")))
+    ok(cli("decrypt", "-i", str(path), str(tmp_path / "ours.age"), str(tmp_path / "back")))
     assert (tmp_path / "back").read_bytes() == data(size)
     age = require_tool("age")
     subprocess.run([age, "-d", "-i", str(path), "-o", str(tmp_path / "by-age"),
@@ -94,7 +94,7 @@ def test_round_trip_and_age_interop(size: int, tmp_path: Path, key: tuple[Path, 
         assert (tmp_path / "by-age").read_bytes() == data(size)
     subprocess.run([age, "-e", "-r", recipient, "-o", str(tmp_path / "theirs.age"), str(plain)],
                    check=True)
-    ok(run_cli("decrypt", "-i", str(path), str(tmp_path / "theirs.age"), str(tmp_path / "t")))
+    ok(cli("decrypt", "-i", str(path), str(tmp_path / "theirs.age"), str(tmp_path / "t")))
     assert (tmp_path / "t").read_bytes() == data(size)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["plain", "ours.age", "back", "theirs.age", "t"] + (["by-age"] if size else []))
@@ -106,22 +106,22 @@ def test_every_recipient_can_decrypt(tmp_path: Path) -> None:
         (tmp_path / f"k{number}").write_text(format_identity_file(identity))
     (tmp_path / "recipients").write_text(f"# team\n{keys[2].recipient}\n\n{keys[3].recipient}\n")
     (tmp_path / "plain").write_bytes(data(CHUNK + 1))
-    ok(run_cli("encrypt", "-a", "-r", str(keys[0].recipient), "-r", str(keys[1].recipient),
-               "-R", str(tmp_path / "recipients"), str(tmp_path / "plain"),
-               str(tmp_path / "c.age")))
+    ok(cli("encrypt", "-a", "-r", str(keys[0].recipient), "-r", str(keys[1].recipient),
+           "-R", str(tmp_path / "recipients"), str(tmp_path / "plain"),
+           str(tmp_path / "c.age")))
     assert (tmp_path / "c.age").read_bytes().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
     for number in range(4):
-        ok(run_cli("decrypt", "-i", str(tmp_path / f"k{number}"), str(tmp_path / "c.age"),
-                   str(tmp_path / f"out{number}")))
+        ok(cli("decrypt", "-i", str(tmp_path / f"k{number}"), str(tmp_path / "c.age"),
+               str(tmp_path / f"out{number}")))
         assert (tmp_path / f"out{number}").read_bytes() == data(CHUNK + 1)
 
 
 def test_stdin_and_stdout(tmp_path: Path, key: tuple[Path, str]) -> None:
     path, recipient = key
-    cipher = ok(run_cli("encrypt", "-r", recipient, "-", "-", stdin=data(70_000),
-                        binary=True)).stdout
+    cipher = ok(cli("encrypt", "-r", recipient, "-", "-", stdin=data(70_000),
+                    binary=True)).stdout
     assert cipher.startswith(b"age-encryption.org/v1\n")
-    plain = ok(run_cli("decrypt", "-i", str(path), "-", "-", stdin=cipher, binary=True)).stdout
+    plain = ok(cli("decrypt", "-i", str(path), "-", "-", stdin=cipher, binary=True)).stdout
     assert plain == data(70_000)
 
 
@@ -132,22 +132,22 @@ def test_s3_urls(tmp_path: Path, key: tuple[Path, str], moto_server: MotoServer)
     env = {"AWS_ENDPOINT_URL": moto_server.endpoint}
     size = 16 * 2**20 + 3
     (tmp_path / "plain").write_bytes(data(size))
-    ok(run_cli("encrypt", "-r", recipient, str(tmp_path / "plain"),
-               f"s3://{bucket}/enc/plain.age", env=env))
-    ok(run_cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/plain.age",
-               f"s3://{bucket}/dec/plain", env=env))
+    ok(cli("encrypt", "-r", recipient, str(tmp_path / "plain"),
+           f"s3://{bucket}/enc/plain.age", env=env))
+    ok(cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/plain.age",
+           f"s3://{bucket}/dec/plain", env=env))
     s3 = moto_server.client()
     assert s3.get_object(Bucket=bucket, Key="dec/plain")["Body"].read() == data(size)
-    ok(run_cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/plain.age",
-               str(tmp_path / "back"), env=env))
+    ok(cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/plain.age",
+           str(tmp_path / "back"), env=env))
     assert (tmp_path / "back").read_bytes() == data(size)
 
     # A chunk damaged after the first part: the upload is aborted, nothing is published.
     blob = bytearray(s3.get_object(Bucket=bucket, Key="enc/plain.age")["Body"].read())
     blob[-100] ^= 1
     s3.put_object(Bucket=bucket, Key="enc/bad.age", Body=bytes(blob))
-    result = run_cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/bad.age",
-                     f"s3://{bucket}/dec/bad", env=env)
+    result = cli("decrypt", "-i", str(path), f"s3://{bucket}/enc/bad.age",
+                 f"s3://{bucket}/dec/bad", env=env)
     assert result.returncode == 1, result.stderr
     assert f"s3://{bucket}/enc/bad.age: payload error" in result.stderr
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="dec/bad")
@@ -157,13 +157,13 @@ def test_s3_urls(tmp_path: Path, key: tuple[Path, str], moto_server: MotoServer)
 def test_wrong_identity_exit_2(tmp_path: Path, key: tuple[Path, str]) -> None:
     _, recipient = key
     (tmp_path / "plain").write_bytes(b"secret data")
-    ok(run_cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
+    ok(cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
     other = X25519Identity.generate()
     (tmp_path / "other.txt").write_text(format_identity_file(other))
     out = tmp_path / "out"
     out.mkdir()
-    result = run_cli("decrypt", "-i", str(tmp_path / "other.txt"), str(tmp_path / "c.age"),
-                     str(out / "plain"))
+    result = cli("decrypt", "-i", str(tmp_path / "other.txt"), str(tmp_path / "c.age"),
+                 str(out / "plain"))
     assert result.returncode == 2
     assert f"{tmp_path / 'c.age'}: no identity matches" in result.stderr
     assert "tried 1 identity from" in result.stderr
@@ -189,18 +189,18 @@ def test_damaged_input_exit_1_and_nothing_left(how: str, tmp_path: Path,
                                                key: tuple[Path, str]) -> None:
     path, recipient = key
     (tmp_path / "plain").write_bytes(data(2 * CHUNK + 500))
-    ok(run_cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
+    ok(cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
     bad = tmp_path / "bad.age"
     bad.write_bytes(damage((tmp_path / "c.age").read_bytes(), how))
     out = tmp_path / "out"
     out.mkdir()
-    result = run_cli("decrypt", "-i", str(path), str(bad), str(out / "plain"))
+    result = cli("decrypt", "-i", str(path), str(bad), str(out / "plain"))
     assert result.returncode == 1, result.stderr
     assert f"{bad}: payload error" in result.stderr
     assert f"nothing was written to {out / 'plain'}" in result.stderr
     assert list(out.iterdir()) == []
     # stdout cannot be retracted: only authenticated chunks, and a non-zero exit.
-    piped = run_cli("decrypt", "-i", str(path), str(bad), "-", binary=True)
+    piped = cli("decrypt", "-i", str(path), str(bad), "-", binary=True)
     assert piped.returncode == 1
     released = 2 * CHUNK if how == "last-chunk-dropped" else CHUNK
     assert piped.stdout == data(2 * CHUNK + 500)[:released]
@@ -209,9 +209,9 @@ def test_damaged_input_exit_1_and_nothing_left(how: str, tmp_path: Path,
 def test_passphrase_round_trip_and_age_interop(tmp_path: Path, key: tuple[Path, str]) -> None:
     env = {"DATAMOVE_PASSPHRASE": PASSPHRASE}
     (tmp_path / "plain").write_bytes(data(CHUNK + 7))
-    ok(run_cli("encrypt", "-p", str(tmp_path / "plain"), str(tmp_path / "c.age"), env=env))
+    ok(cli("encrypt", "-p", str(tmp_path / "plain"), str(tmp_path / "c.age"), env=env))
     assert b"\n-> scrypt " in (tmp_path / "c.age").read_bytes()[:100]
-    keyed = run_cli("decrypt", "-i", str(key[0]), str(tmp_path / "c.age"), str(tmp_path / "x"))
+    keyed = cli("decrypt", "-i", str(key[0]), str(tmp_path / "c.age"), str(tmp_path / "x"))
     assert keyed.returncode == 2
     assert "the file is encrypted with a passphrase: use -p" in keyed.stderr
     transcript = run_with_passphrase(
@@ -220,7 +220,7 @@ def test_passphrase_round_trip_and_age_interop(tmp_path: Path, key: tuple[Path, 
     assert (tmp_path / "by-age").read_bytes() == data(CHUNK + 7)
     run_with_passphrase(["-p", "-o", str(tmp_path / "theirs.age"), str(tmp_path / "plain")],
                         PASSPHRASE)
-    ok(run_cli("decrypt", "-p", str(tmp_path / "theirs.age"), str(tmp_path / "back"), env=env))
+    ok(cli("decrypt", "-p", str(tmp_path / "theirs.age"), str(tmp_path / "back"), env=env))
     assert (tmp_path / "back").read_bytes() == data(CHUNK + 7)
 
 
@@ -228,10 +228,10 @@ def test_passphrase_refusals(tmp_path: Path, key: tuple[Path, str],
                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATAMOVE_PASSPHRASE", raising=False)
     (tmp_path / "plain").write_bytes(b"x")
-    unset = run_cli("encrypt", "-p", str(tmp_path / "plain"), str(tmp_path / "c.age"))
+    unset = cli("encrypt", "-p", str(tmp_path / "plain"), str(tmp_path / "c.age"))
     assert unset.returncode == 2 and "DATAMOVE_PASSPHRASE" in unset.stderr
-    mixed = run_cli("encrypt", "-p", "-r", key[1], str(tmp_path / "plain"),
-                    str(tmp_path / "c.age"), env={"DATAMOVE_PASSPHRASE": PASSPHRASE})
+    mixed = cli("encrypt", "-p", "-r", key[1], str(tmp_path / "plain"),
+                str(tmp_path / "c.age"), env={"DATAMOVE_PASSPHRASE": PASSPHRASE})
     assert mixed.returncode == 2 and "only recipient" in mixed.stderr
     assert PASSPHRASE not in mixed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain"]
@@ -240,8 +240,8 @@ def test_passphrase_refusals(tmp_path: Path, key: tuple[Path, str],
 def test_passphrase_protected_identity_files(tmp_path: Path) -> None:
     """Ours (`keys generate -p`) opens with `age -d`; one `age -p` made opens with ours."""
     env = {"DATAMOVE_PASSPHRASE": PASSPHRASE}
-    recipient = ok(run_cli("keys", "generate", "-p", "-o", str(tmp_path / "ours.age"),
-                           env=env)).stdout.strip()
+    recipient = ok(cli("keys", "generate", "-p", "-o", str(tmp_path / "ours.age"),
+                       env=env)).stdout.strip()
     assert (tmp_path / "ours.age").read_text().startswith("-----BEGIN AGE ENCRYPTED FILE-----")
     run_with_passphrase(["-d", "-o", str(tmp_path / "ours.txt"), str(tmp_path / "ours.age")],
                         PASSPHRASE)
@@ -256,9 +256,9 @@ def test_passphrase_protected_identity_files(tmp_path: Path) -> None:
     expected = subprocess.run([require_tool("age-keygen"), "-y", str(tmp_path / "theirs.txt")],
                               check=True, capture_output=True, text=True).stdout.strip()
     (tmp_path / "plain").write_bytes(b"for their key")
-    ok(run_cli("encrypt", "-r", expected, str(tmp_path / "plain"), str(tmp_path / "c.age")))
-    ok(run_cli("decrypt", "-i", str(tmp_path / "theirs.age"), str(tmp_path / "c.age"),
-               str(tmp_path / "back"), env=env))
+    ok(cli("encrypt", "-r", expected, str(tmp_path / "plain"), str(tmp_path / "c.age")))
+    ok(cli("decrypt", "-i", str(tmp_path / "theirs.age"), str(tmp_path / "c.age"),
+           str(tmp_path / "back"), env=env))
     assert (tmp_path / "back").read_bytes() == b"for their key"
 
 
@@ -269,22 +269,22 @@ def test_kms_wrapped_identity(tmp_path: Path, moto_server: MotoServer) -> None:
     key_id = kms.create_key()["KeyMetadata"]["KeyId"]
     kms_args = ["--kms-context", "team=data", "--kms-context", "env=test",
                 "--kms-endpoint-url", moto_server.endpoint]
-    recipient = ok(run_cli("keys", "generate", "--kms-key", key_id, *kms_args,
-                           "-o", str(tmp_path / "key.kms"))).stdout.strip()
+    recipient = ok(cli("keys", "generate", "--kms-key", key_id, *kms_args,
+                       "-o", str(tmp_path / "key.kms"))).stdout.strip()
     text = (tmp_path / "key.kms").read_text()
     assert "datamove-kms-identity-v1" in text and "AGE-SECRET-KEY" not in text
     assert f"# recipient: {recipient}" in text
-    assert ok(run_cli("keys", "recipient", "-i", str(tmp_path / "key.kms"),
-                      *kms_args)).stdout.strip() == recipient
+    assert ok(cli("keys", "recipient", "-i", str(tmp_path / "key.kms"),
+                  *kms_args)).stdout.strip() == recipient
     (tmp_path / "plain").write_bytes(data(1000))
-    ok(run_cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
-    ok(run_cli("decrypt", "-i", str(tmp_path / "key.kms"), *kms_args, str(tmp_path / "c.age"),
-               str(tmp_path / "back")))
+    ok(cli("encrypt", "-r", recipient, str(tmp_path / "plain"), str(tmp_path / "c.age")))
+    ok(cli("decrypt", "-i", str(tmp_path / "key.kms"), *kms_args, str(tmp_path / "c.age"),
+           str(tmp_path / "back")))
     assert (tmp_path / "back").read_bytes() == data(1000)
 
-    wrong = run_cli("decrypt", "-i", str(tmp_path / "key.kms"), "--kms-context", "team=data",
-                    "--kms-endpoint-url", moto_server.endpoint, str(tmp_path / "c.age"),
-                    str(tmp_path / "never"))
+    wrong = cli("decrypt", "-i", str(tmp_path / "key.kms"), "--kms-context", "team=data",
+                "--kms-endpoint-url", moto_server.endpoint, str(tmp_path / "c.age"),
+                str(tmp_path / "never"))
     assert wrong.returncode == 2
     assert f"KMS refused to unwrap identity file {tmp_path / 'key.kms'}" in wrong.stderr
     assert "encryption context {'team': 'data'} does not match" in wrong.stderr
@@ -303,7 +303,7 @@ def test_kms_wrapped_identity(tmp_path: Path, moto_server: MotoServer) -> None:
 ], ids=["p-and-kms", "context-without-key", "context-syntax", "no-recipient", "bad-recipient",
         "no-identity", "missing-input"])
 def test_bad_arguments_exit_2(args: list[str], phrase: str, tmp_path: Path) -> None:
-    result = run_cli(*args, env={"DATAMOVE_PASSPHRASE": PASSPHRASE}, cwd=tmp_path)
+    result = cli(*args, env={"DATAMOVE_PASSPHRASE": PASSPHRASE}, cwd=tmp_path)
     assert result.returncode == 2
     assert phrase in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from datamove.ledger.tables import Ledger
 
-from .conftest import AZURITE_KEY, run_cli, write_manifest
+from .conftest import AZURITE_KEY, cli, write_manifest
 
 PART = 5 * 1024 * 1024
 FILES = {"weights/model.bin": PART + 123, "weights/config.json": 777, "README": 0,
@@ -46,12 +46,12 @@ def test_s3_to_gcs_to_azure_run_and_verify(tmp_path: Path, moto_server, gcs_emul
 
     # One run, both hops: the second dataset reads the first one's output, so it is
     # planned only once the first one's copies are done.
-    run = run_cli("run", str(manifest), "--json", cwd=tmp_path)
+    run = cli("run", str(manifest), "--json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr + run.stdout
     copied = json.loads(run.stdout.strip().splitlines()[-1])["datasets"]
     assert copied["s3-to-gcs"]["copied"] == len(FILES)
     assert copied["gcs-to-azure"]["copied"] == len(FILES)
-    verify = run_cli("verify", str(manifest), "--json", cwd=tmp_path)
+    verify = cli("verify", str(manifest), "--json", cwd=tmp_path)
     assert verify.returncode == 0, verify.stderr + verify.stdout
     report = json.loads(verify.stdout.strip().splitlines()[-1])
     assert report["datasets"]["s3-to-gcs"]["matched"] == len(FILES)
@@ -73,14 +73,14 @@ def test_s3_to_gcs_to_azure_run_and_verify(tmp_path: Path, moto_server, gcs_emul
     tampered = bytearray(data["weights/model.bin"])
     tampered[PART + 1] ^= 0xFF
     azure_fs.pipe(f"{container}/mirror/weights/model.bin", bytes(tampered))
-    bad = run_cli("verify", str(manifest), "--json", cwd=tmp_path)
+    bad = cli("verify", str(manifest), "--json", cwd=tmp_path)
     assert bad.returncode == 1, bad.stderr + bad.stdout
     problems = json.loads(bad.stdout.strip().splitlines()[-1])["problems"]
     assert [(p["dataset"], p["key"], p["status"]) for p in problems] == [
         ("gcs-to-azure", "weights/model.bin", "differs")]
-    repaired = run_cli("run", str(manifest), "--reverify", "--json", cwd=tmp_path)
+    repaired = cli("run", str(manifest), "--reverify", "--json", cwd=tmp_path)
     assert repaired.returncode == 0, repaired.stderr + repaired.stdout
-    assert run_cli("verify", str(manifest), cwd=tmp_path).returncode == 0
+    assert cli("verify", str(manifest), cwd=tmp_path).returncode == 0
 
 
 def test_the_example_manifest_loads() -> None:

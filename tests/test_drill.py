@@ -13,7 +13,7 @@ from datamove.age import X25519Identity, format_identity_file
 from datamove.api import load_manifest
 from datamove.commands.drill import Selection, drill
 from datamove.errors import BadInput
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import cli, write_manifest
 from tests.lifecycle_helpers import audit_events, make_source
 from tests.test_tiering import LATER, last_json
 
@@ -23,7 +23,7 @@ def local_manifest(tmp_path: Path, count: int = 40) -> tuple[Path, dict[str, byt
     manifest = write_manifest(tmp_path / "m.yaml", [{
         "name": "shards", "source": {"url": str(tmp_path / "src") + "/"},
         "destination": {"url": str(tmp_path / "dst") + "/"}}], ledger=str(tmp_path / "ledger"))
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     return manifest, files
 
 
@@ -72,7 +72,7 @@ def test_count_and_sample_pick_the_lowest_scores(tmp_path):
 ])
 def test_bad_selection_is_exit_2_and_drills_nothing(tmp_path, args, message):
     manifest, _ = local_manifest(tmp_path, 3)
-    result = run_cli("drill", str(manifest), *args, "--json")
+    result = cli("drill", str(manifest), *args, "--json")
     assert result.returncode == 2 and message in result.stderr
     assert not audit_events(tmp_path / "ledger", "drill.completed")
 
@@ -93,8 +93,8 @@ def test_drill_catches_flipped_byte_and_missing_object_in_glacier(tmp_path, moto
     files = make_source(tmp_path / "src", 8, size=70_000)  # two age chunks each
     bucket = moto_server.new_bucket()
     manifest = encrypted_glacier_manifest(tmp_path, moto_server, bucket)
-    assert run_cli("run", str(manifest)).returncode == 0
-    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
+    assert cli("archive", str(manifest), "--now", LATER).returncode == 0
     s3 = moto_server.client()
     flipped, missing = "part-0001.bin", "sub/part-0003.bin"
     # GLACIER objects are unreadable: restore one to read it, then put it back damaged.
@@ -107,8 +107,8 @@ def test_drill_catches_flipped_byte_and_missing_object_in_glacier(tmp_path, moto
     scratch = tmp_path / "scratch"
     scratch.mkdir()
 
-    result = run_cli("drill", str(manifest), "--scratch", str(scratch), "--poll", "1s",
-                     "--report", str(tmp_path / "evidence"), "--json")
+    result = cli("drill", str(manifest), "--scratch", str(scratch), "--poll", "1s",
+                 "--report", str(tmp_path / "evidence"), "--json")
     assert result.returncode == 1, result.stderr
     report = last_json(result.stdout)
     failed = {o["key"]: o["error"] for o in report["objects"] if not o["ok"]}
@@ -127,7 +127,7 @@ def test_drill_catches_flipped_byte_and_missing_object_in_glacier(tmp_path, moto
     [event] = audit_events(tmp_path / "ledger", "drill.completed")
     assert event["details"]["failed"] == 2
     assert {f["key"] for f in event["details"]["failures"]} == {flipped, missing}
-    assert run_cli("audit", "verify", str(manifest)).returncode == 0
+    assert cli("audit", "verify", str(manifest)).returncode == 0
 
 
 def test_drill_on_a_cold_location_catches_damage_and_restore_writes_nothing_bad(tmp_path):
@@ -137,21 +137,21 @@ def test_drill_on_a_cold_location_catches_damage_and_restore_writes_nothing_bad(
         "destination": {"url": str(tmp_path / "hot") + "/"},
         "lifecycle": [{"after": "7d", "location": {"url": str(tmp_path / "cold") + "/"}}]}],
         ledger=str(tmp_path / "ledger"))
-    assert run_cli("run", str(manifest)).returncode == 0
-    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
+    assert cli("archive", str(manifest), "--now", LATER).returncode == 0
     damaged = tmp_path / "cold" / "part-0002.bin"
     data = bytearray(damaged.read_bytes())
     data[7] ^= 0x80
     damaged.write_bytes(bytes(data))
     (tmp_path / "cold" / "part-0004.bin").unlink()
 
-    result = run_cli("drill", str(manifest), "--json")
+    result = cli("drill", str(manifest), "--json")
     assert result.returncode == 1
     failed = {o["key"] for o in last_json(result.stdout)["objects"] if not o["ok"]}
     assert failed == {"part-0002.bin", "part-0004.bin"}
 
-    back = run_cli("restore", str(manifest), "--dataset", "logs", "--to",
-                   str(tmp_path / "back"), "--json")
+    back = cli("restore", str(manifest), "--dataset", "logs", "--to",
+               str(tmp_path / "back"), "--json")
     assert back.returncode == 1
     restored = {str(p.relative_to(tmp_path / "back")) for p in (tmp_path / "back").rglob("*")
                 if p.is_file()}
@@ -163,10 +163,10 @@ def test_drill_on_a_cold_location_catches_damage_and_restore_writes_nothing_bad(
 def test_restore_refuses_overlapping_targets_and_unknown_datasets(tmp_path):
     manifest, _ = local_manifest(tmp_path, 2)
     for to in (tmp_path / "src" / "x", tmp_path / "dst", tmp_path):
-        result = run_cli("restore", str(manifest), "--dataset", "shards", "--to", str(to))
+        result = cli("restore", str(manifest), "--dataset", "shards", "--to", str(to))
         assert result.returncode == 2 and "overlaps" in result.stderr
-    unknown = run_cli("restore", str(manifest), "--dataset", "nope", "--to",
-                      str(tmp_path / "elsewhere"))
+    unknown = cli("restore", str(manifest), "--dataset", "nope", "--to",
+                  str(tmp_path / "elsewhere"))
     assert unknown.returncode == 2 and "no dataset named 'nope'" in unknown.stderr
     assert not (tmp_path / "elsewhere").exists()
 
@@ -186,8 +186,8 @@ def test_a_drill_no_identity_opens_is_exit_2(tmp_path):
         "name": "sealed", "source": {"url": str(tmp_path / "src") + "/"},
         "destination": {"url": str(tmp_path / "dst") + "/"},
         "encrypt": {"recipients": [owner.recipient.encode()]}}], ledger=str(tmp_path / "ledger"))
-    assert run_cli("run", str(manifest)).returncode == 0
-    result = run_cli("drill", str(manifest), "--identity", str(tmp_path / "stranger.key"),
-                     "--json")
+    assert cli("run", str(manifest)).returncode == 0
+    result = cli("drill", str(manifest), "--identity", str(tmp_path / "stranger.key"),
+                 "--json")
     assert result.returncode == 2
     assert all("no identity matches" in o["error"] for o in last_json(result.stdout)["objects"])

@@ -29,7 +29,7 @@ from datamove.crypto.dataset import stored_listing
 from datamove.ledger.tables import Ledger
 from datamove.pipeline import transfer
 from datamove.stores.core import Entry, KeyFilter
-from tests.conftest import file_sha, require_tool, run_cli, s3_location, write_manifest
+from tests.conftest import cli, file_sha, require_tool, s3_location, write_manifest
 
 SIZES = [0, 1, 65_535, 65_536, 65_537, 131_072, 5 * 1024 * 1024 + 1]
 MARKER = b"PLAINTEXT-MARKER-7f3a"  # repeated through every source file
@@ -222,7 +222,7 @@ def test_verify_catches_damage_and_names_the_object(encrypted_setup, damage, wit
         doc = yaml.safe_load(s["manifest"].read_text())
         del doc["keys"]["identity"]
         s["manifest"].write_text(yaml.safe_dump(doc))
-    result = run_cli(*args)
+    result = cli(*args)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 1, result.stdout + result.stderr
     assert summary["datasets"]["weights"]["differs"] == 1
@@ -238,8 +238,8 @@ def test_verify_with_the_wrong_identity_is_exit_2_naming_the_object(encrypted_se
     s = encrypted_setup
     assert api.run(api.load_manifest(s["manifest"])).exit_code == 0
     _, stranger = keypair(s["tmp"] / "keys", "stranger")
-    result = run_cli("verify", str(s["manifest"]), "--json", "--no-progress",
-                     "--identity", str(stranger))
+    result = cli("verify", str(s["manifest"]), "--json", "--no-progress",
+                 "--identity", str(stranger))
     assert result.returncode == 2, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     errors = " ".join(p["error"] for p in summary["problems"])

@@ -17,7 +17,7 @@ from datamove.tiers import (
     parse_duration,
     small_object_warning,
 )
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import cli, write_manifest
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -110,8 +110,8 @@ def test_schedule_lists_next_runs_and_a_crontab_line(tmp_path):
         "2027-03-08T02:30:00+00:00", "2027-03-15T02:30:00+00:00", "2027-03-22T02:30:00+00:00"]
     assert result.crontab.startswith("30 2 * * 1 cd ")
     assert f" archive {path}" in result.crontab
-    cli = run_cli("schedule", str(path), "--json")
-    assert cli.returncode == 0 and '"crontab"' in cli.stdout
+    printed = cli("schedule", str(path), "--json")
+    assert printed.returncode == 0 and '"crontab"' in printed.stdout
 
 
 def test_schedule_errors(tmp_path):
@@ -120,11 +120,11 @@ def test_schedule_errors(tmp_path):
         "destination": {"url": str(tmp_path / "b")}}])
     with pytest.raises(BadInput, match="has no schedule"):
         schedule(load_manifest(path))
-    assert run_cli("schedule", str(path)).returncode == 2
+    assert cli("schedule", str(path)).returncode == 2
     bad = write_manifest(tmp_path / "bad.yaml", [{
         "name": "d", "source": {"url": str(tmp_path / "a")},
         "destination": {"url": str(tmp_path / "b")}}], schedule="every day")
-    result = run_cli("schedule", str(bad))
+    result = cli("schedule", str(bad))
     assert result.returncode == 2 and "must be a cron expression" in result.stderr
 
 
@@ -134,9 +134,9 @@ def test_archive_bad_input_is_exit_2(tmp_path):
         "destination": {"url": str(tmp_path / "b")},
         "lifecycle": [{"after": "1d", "location": {"url": str(tmp_path / "cold")}}]}],
         ledger=str(tmp_path / "ledger"))
-    bad_time = run_cli("archive", str(path), "--now", "next tuesday")
+    bad_time = cli("archive", str(path), "--now", "next tuesday")
     assert bad_time.returncode == 2 and "ISO 8601" in bad_time.stderr
-    empty = run_cli("archive", str(path))
+    empty = cli("archive", str(path))
     assert empty.returncode == 2 and "run `datamove run` first" in empty.stderr
     assert not (tmp_path / "cold").exists() and not (tmp_path / "ledger").exists()
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from datamove import cli as commands
 from datamove.cli.lifecycle import archive
 from datamove.ledger.tables import Ledger, LedgerWriter
-from tests.conftest import run_cli, write_manifest
+from tests.conftest import cli, write_manifest
 from tests.lifecycle_helpers import make_source
 
 
@@ -38,7 +38,7 @@ def one_dataset(tmp_path: Path, files: dict[str, bytes], **extra: object) -> Pat
 
 def query(*args: str, code: int = 0) -> dict:
     """Run a query command with --json; check its exit code; return the JSON."""
-    result = run_cli(*args, "--json")
+    result = cli(*args, "--json")
     assert result.returncode == code, (result.stdout, result.stderr)
     summary = last_json(result.stdout)
     assert summary["exit_code"] == code
@@ -46,12 +46,12 @@ def query(*args: str, code: int = 0) -> dict:
 
 
 def run_ok(manifest: Path, code: int = 0) -> dict:
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     assert result.returncode == code, result.stderr
     return last_json(result.stdout)
 
 
-def cli(command, *args: str, code: int = 0) -> Result:  # type: ignore[no-untyped-def]
+def invoke(command, *args: str, code: int = 0) -> Result:  # type: ignore[no-untyped-def]
     """One datamove command in this process (click's runner); checks its exit code.
 
     Commands are invoked directly, not through the ``datamove`` group, whose
@@ -80,7 +80,7 @@ def test_status_before_any_run_is_all_pending_and_touches_nothing(tmp_path):
     assert "no runs recorded yet" in summary["notice"]
     assert "datamove run" in summary["notice"] and str(manifest) in summary["notice"]
 
-    human = run_cli("status", str(manifest))
+    human = cli("status", str(manifest))
     assert human.returncode == 0, human.stderr
     assert "status: 0 done, 3 pending, 0 failed, 0 deleted at source" in human.stdout
     assert "no runs recorded yet at" in human.stdout
@@ -88,7 +88,7 @@ def test_status_before_any_run_is_all_pending_and_touches_nothing(tmp_path):
     history = query("history", str(manifest))
     assert history["runs"] == [] and history["total"] == 0
     assert "no runs recorded yet" in history["notice"]
-    show = run_cli("show", str(manifest), "a.txt")
+    show = cli("show", str(manifest), "a.txt")
     assert show.returncode == 1
     assert "a.txt: not recorded" in show.stderr and "no runs recorded yet" in show.stderr
     # Read-only: no ledger and no destination were created.
@@ -111,7 +111,7 @@ def test_status_after_run_modification_deletion_and_lost_ledger(tmp_path):
     assert ds["pending_reasons"] == {"source changed since it was recorded": 1}
     assert ds["bytes_pending"] == len(b"alpha, longer now")
     assert ds["bytes_deleted_at_source"] == 3
-    human = run_cli("status", str(manifest))
+    human = cli("status", str(manifest))
     assert "status: 1 done, 1 pending, 0 failed, 1 deleted at source" in human.stdout
     assert "1 source changed since it was recorded" in human.stdout
 
@@ -139,7 +139,7 @@ def test_status_counts_failed_objects_until_they_succeed(tmp_path):
     assert failure["key"] == "n/b.bin" and "IsADirectoryError" in failure["error"]
     runs = query("history", str(manifest))["runs"]
     assert failure["run_id"] == runs[0]["run_id"]
-    human = run_cli("status", str(manifest))
+    human = cli("status", str(manifest))
     assert "status: 2 done, 0 pending, 1 failed" in human.stdout
     assert "failed d/n/b.bin" in human.stdout and "IsADirectoryError" in human.stdout
 
@@ -221,7 +221,7 @@ def test_history_lists_runs_newest_first_and_shows_interrupted(tmp_path):
     everything = query("history", str(manifest), "--all-manifests")
     assert everything["runs"][0]["run_id"] == other.run_id and everything["total"] == 4
 
-    human = run_cli("history", str(manifest))
+    human = cli("history", str(manifest))
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
     order = [next(i for i, line in enumerate(lines) if run_id in line)
@@ -257,7 +257,7 @@ def test_show_lists_one_object_across_runs_oldest_first(tmp_path):
     by_url = query("show", str(manifest), str(tmp_path / "dst/a.txt"))
     assert [r["run_id"] for r in by_url["rows"]] == [first["run_id"], second["run_id"]]
 
-    human = run_cli("show", str(manifest), "a.txt")
+    human = cli("show", str(manifest), "a.txt")
     assert human.returncode == 0, human.stderr
     out = human.stdout
     assert out.index(first["run_id"]) < out.index(second["run_id"])
@@ -272,7 +272,7 @@ def test_show_unknown_key_exit_1_names_key_and_datasets(tmp_path):
         {"name": "one", "source": {"url": "one/"}, "destination": {"url": "out1/"}},
         {"name": "two", "source": {"url": "two/"}, "destination": {"url": "out2/"}}])
     run_ok(manifest)
-    result = run_cli("show", str(manifest), "model.bin")
+    result = cli("show", str(manifest), "model.bin")
     assert result.returncode == 1
     assert "model.bin: not recorded in the ledger" in result.stderr
     assert "datasets searched: one, two" in result.stderr
@@ -289,7 +289,7 @@ def test_show_unknown_key_exit_1_names_key_and_datasets(tmp_path):
 def test_queries_on_a_missing_manifest_are_bad_input(tmp_path):
     for args in (("status",), ("history",), ("show", "k")):
         cmd, *rest = args
-        result = run_cli(cmd, str(tmp_path / "absent.yaml"), *rest, "--json")
+        result = cli(cmd, str(tmp_path / "absent.yaml"), *rest, "--json")
         assert result.returncode == 2, (cmd, result.stderr)
         assert "absent.yaml" in result.stderr
         assert last_json(result.stdout)["exit_code"] == 2
@@ -303,30 +303,30 @@ def test_verify_and_status_count_archived_objects_as_archived_not_missing(tmp_pa
     manifest = str(write_manifest(tmp_path / "m.yaml", [
         {"name": "logs", "source": {"url": "src/"}, "destination": {"url": "hot/"},
          "lifecycle": [{"after": "7d", "location": {"url": "cold/"}}]}]))
-    cli(commands.run, manifest)
+    invoke(commands.run, manifest)
     later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    moved = last_json(cli(archive, manifest, "--now", later, "--json").stdout)
+    moved = last_json(invoke(archive, manifest, "--now", later, "--json").stdout)
     assert moved["datasets"]["logs"]["moved"] == 6
     assert not [p for p in (tmp_path / "hot").rglob("*") if p.is_file()]
 
-    verified = last_json(cli(commands.verify, manifest, "--json").stdout)
+    verified = last_json(invoke(commands.verify, manifest, "--json").stdout)
     ds = verified["datasets"]["logs"]
     assert (ds["archived"], ds.get("missing", 0), ds["failed"]) == (6, 0, 0), verified
     assert verified["problems"] == [] and verified["exit_code"] == 0
-    assert "6 archived" in cli(commands.verify, manifest).stdout
+    assert "6 archived" in invoke(commands.verify, manifest).stdout
 
-    summary = last_json(cli(commands.status, manifest, "--json").stdout)
+    summary = last_json(invoke(commands.status, manifest, "--json").stdout)
     assert counts(summary, "logs") == (6, 0, 0, 0)
     assert summary["datasets"]["logs"]["archived"] == 6
     assert summary["totals"]["archived"] == 6
-    assert "6 of the done objects are archived" in cli(commands.status, manifest).stdout
+    assert "6 of the done objects are archived" in invoke(commands.status, manifest).stdout
 
     # A source changed since: the cold copy is of the old version, so it is work again.
     changed = sorted(files)[0]
     (tmp_path / "src" / changed).write_bytes(b"a new version")
-    verified = last_json(cli(commands.verify, manifest, "--json", code=1).stdout)
+    verified = last_json(invoke(commands.verify, manifest, "--json", code=1).stdout)
     assert verified["datasets"]["logs"]["archived"] == 5
     assert [p["key"] for p in verified["problems"]] == [changed]
-    summary = last_json(cli(commands.status, manifest, "--json").stdout)
+    summary = last_json(invoke(commands.status, manifest, "--json").stdout)
     assert counts(summary, "logs") == (5, 1, 0, 0)
     assert summary["datasets"]["logs"]["archived"] == 5

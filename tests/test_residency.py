@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datamove import api
 from datamove.commands.residency import residency
-from tests.conftest import MotoServer, run_cli, s3_location, write_manifest
+from tests.conftest import MotoServer, cli, s3_location, write_manifest
 
 EU_ONLY = """\
 version: 1
@@ -49,7 +49,7 @@ def test_a_wrong_declared_region_is_refused_before_anything_moves(tmp_path, moto
         {"name": "crm", "source": {"url": "src/"},
          "destination": {**s3_location(moto_server, bucket, "crm/"),
                          "region": "eu-central-1"}}])
-    result = run_cli("run", str(manifest), "--json")
+    result = cli("run", str(manifest), "--json")
     assert result.returncode == 3, result.stdout + result.stderr
     error = json.loads(result.stdout.strip().splitlines()[-1])["error"]
     assert "region-declared-mismatch: dataset crm" in error
@@ -87,12 +87,12 @@ def test_residency_flags_copies_outside_the_allowed_regions(tmp_path, moto_serve
     assert all(c.how == "s3 GetBucketLocation" for c in report.copies)
 
     # The same through the CLI, as an auditor runs it.
-    result = run_cli("audit", "residency", str(manifest), "--json")
+    result = cli("audit", "residency", str(manifest), "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["violations"] == 3
     # And a run now is refused for the dataset that would break the rule.
-    refused = run_cli("run", str(manifest), "--json")
+    refused = cli("run", str(manifest), "--json")
     assert refused.returncode == 3
     assert "eu-only: dataset us-crm" in json.loads(refused.stdout.strip().splitlines()[-1])[
         "error"]

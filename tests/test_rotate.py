@@ -30,7 +30,7 @@ from datamove import api
 from datamove.age import X25519Identity, fingerprint, format_identity_file
 from datamove.commands.rotate import rotate
 from datamove.ledger.tables import Ledger, LedgerWriter
-from tests.conftest import AWS_ENV, require_tool, run_cli, s3_location, write_manifest
+from tests.conftest import AWS_ENV, cli, require_tool, s3_location, write_manifest
 
 
 def keypair(directory: Path, name: str) -> tuple[X25519Identity, Path, Path]:
@@ -92,8 +92,8 @@ def assert_rotated(s) -> None:
 
 def test_rotate_rewraps_headers_and_keeps_payloads(rotated_setup):
     s = rotated_setup
-    result = run_cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
-                     "--json", "--no-progress")
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+                 "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["datasets"]["models"]["rotated"] == len(s["files"])
@@ -193,8 +193,8 @@ def test_rotation_killed_mid_way_then_rerun(rotated_setup):
     assert process.returncode == -signal.SIGKILL, "the rotation finished before the kill"
     assert 0 < changed < len(inodes)
 
-    result = run_cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
-                     "--json", "--no-progress")
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+                 "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_rotated(s)
     final = rotate(api.load_manifest(s["manifest"]), str(s["new"][2]))
@@ -220,15 +220,15 @@ def test_rotation_errors_are_clear_and_exit_2(rotated_setup):
     s = rotated_setup
     manifest = str(s["manifest"])
     _, stranger, _ = keypair(s["tmp"] / "keys", "stranger")
-    wrong = run_cli("keys", "rotate", manifest, "--recipients", str(s["new"][2]),
-                    "--identity", str(stranger), "--json", "--no-progress")
+    wrong = cli("keys", "rotate", manifest, "--recipients", str(s["new"][2]),
+                "--identity", str(stranger), "--json", "--no-progress")
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "no identity matches" in wrong.stdout
-    missing = run_cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
+    missing = cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
     assert missing.returncode == 2 and "nope.pub" in missing.stderr
     plain = write_manifest(s["tmp"] / "plain.yaml", [
         {"name": "p", "source": {"url": "src/"}, "destination": {"url": "out/"}}])
-    refused = run_cli("keys", "rotate", str(plain), "--recipients", str(s["new"][2]))
+    refused = cli("keys", "rotate", str(plain), "--recipients", str(s["new"][2]))
     assert refused.returncode == 2 and "no encrypted dataset" in refused.stderr
     for key in s["files"]:  # nothing was rewritten by any of these
         assert age_opens(s["dst"] / f"{key}.age", s["old"][1]) == s["files"][key]

@@ -18,7 +18,7 @@ import pytest
 from datamove.api import run, verify
 from datamove.manifest.model import load_manifest
 from datamove.tabular import dataset as tabular
-from tests.conftest import AWS_ENV, REPO, run_cli, s3_location, write_manifest
+from tests.conftest import AWS_ENV, REPO, cli, s3_location, write_manifest
 from tests.tabular_fixtures import (
     delta_rows,
     duckdb_ids,
@@ -113,7 +113,7 @@ def test_single_file_source_and_unpartitioned_table(tmp_path: Path) -> None:
     dst = {"url": str(tmp_path / "out" / "feat")}
     write_manifest(tmp_path / "m.yaml", [manifest(tmp_path, tmp_path / "src" / "part-0000.parquet",
                                                   dst)], ledger=str(tmp_path / "ledger"))
-    out = run_cli("run", str(tmp_path / "m.yaml"))
+    out = cli("run", str(tmp_path / "m.yaml"))
     assert out.returncode == 0, out.stderr
     assert "table feat: 500 rows loaded in 1 commit, 500 rows verified in 1 partition" \
         in out.stdout
@@ -127,12 +127,12 @@ def test_unknown_files_and_missing_source_are_bad_input(tmp_path: Path) -> None:
     write_parquet_files(tmp_path / "src", 1, 10)
     (tmp_path / "src" / "README.md").write_text("hello")
     path = table_manifest(tmp_path)
-    out = run_cli("run", str(path))
+    out = cli("run", str(path))
     assert out.returncode == 2, out.stderr
     assert "README.md" in out.stderr and "source.format" in out.stderr
     (tmp_path / "src" / "README.md").unlink()
     write_manifest(path, [manifest(tmp_path, tmp_path / "nope", str(tmp_path / "out"))])
-    out = run_cli("run", str(path))
+    out = cli("run", str(path))
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 
@@ -145,7 +145,7 @@ def test_encrypted_delta_dataset_is_refused(tmp_path: Path) -> None:
     ds = manifest(tmp_path, tmp_path / "src", str(tmp_path / "out"),
                   encrypt={"recipients": [recipient]})
     path = write_manifest(tmp_path / "m.yaml", [ds])
-    out = run_cli("run", str(path))
+    out = cli("run", str(path))
     assert out.returncode == 2
     assert "format: delta destination cannot be encrypted" in out.stderr
     assert not (tmp_path / "out").exists()
@@ -160,7 +160,7 @@ def test_policy_requiring_encryption_denies_a_delta_dataset(tmp_path: Path) -> N
                           [manifest(tmp_path, tmp_path / "src", str(tmp_path / "out"),
                                     classification="confidential")],
                           ledger=str(tmp_path / "ledger"), policies=[str(policy)])
-    out = run_cli("run", str(path))
+    out = cli("run", str(path))
     assert out.returncode == 3, out.stdout + out.stderr
     assert "encrypt" in (out.stdout + out.stderr).lower()
     assert not (tmp_path / "out").exists()
@@ -193,17 +193,17 @@ def test_s3_source_and_destination(moto_server, tmp_path: Path) -> None:  # type
                           [manifest(tmp_path, s3_location(moto_server, bucket, "raw/"), dst)],
                           ledger=f"s3://{bucket}/ledger",
                           ledger_options={"endpoint_url": moto_server.endpoint})
-    out = run_cli("run", str(path), "--json")
+    out = cli("run", str(path), "--json")
     assert out.returncode == 0, out.stderr
     ds = json.loads(out.stdout.strip().splitlines()[-1])["datasets"]["feat"]
     assert ds["rows_verified"] == 3_100 and ds["partitions"] == 5
     options = tabular.Table(tabular.Location.of(dst["url"], dst["options"])).options
     want = ids(pa.concat_tables([src, features(9_000, 100)]))
     assert ids(delta_rows(f"s3://{bucket}/tables/feat", options)) == want
-    checked = run_cli("verify", str(path))
+    checked = cli("verify", str(path))
     assert checked.returncode == 0
     assert "table feat: 3,100 rows verified in 5 partitions (table version" in checked.stdout
-    rerun = run_cli("run", str(path))  # nothing new: no rows loaded, every row verified
+    rerun = cli("run", str(path))  # nothing new: no rows loaded, every row verified
     assert rerun.returncode == 0
     assert "table feat: 0 rows loaded in 0 commits, 3,100 rows verified" in rerun.stdout
     assert "nothing to copy: 3 objects up to date" in rerun.stdout  # files, not partitions

@@ -15,7 +15,7 @@ import pytest
 
 from datamove.api import run, verify
 from datamove.manifest.model import load_manifest
-from datamove.tabular.tiering import FAULT_ENV, tier_partitions
+from datamove.tabular.tiering import tier_partitions
 from tests.conftest import AWS_ENV, REPO, write_manifest
 from tests.tabular_fixtures import (
     DAY0,
@@ -78,15 +78,64 @@ def test_due_partitions_move_and_the_dataset_still_verifies(tmp_path: Path) -> N
 
 
 SCRIPT = """
+import os
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
-from datamove.pipeline.auditing import open_audit
+from pathlib import PurePosixPath
+
+import deltalake
+
 from datamove.manifest.model import load_manifest
-from datamove.tabular.tiering import tier_partitions
+from datamove.pipeline.auditing import open_audit
+from datamove.tabular import tiering
+
+step = sys.argv[3]
+
+
+def table_name(table_or_uri):
+    uri = getattr(table_or_uri, "table_uri", table_or_uri)
+    return PurePosixPath(str(uri).rstrip("/")).name
+
+
+def kill_9():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def around(owner, name, table, before=False):
+    # Wrap owner.name: a call on ``table`` (hot or cold) dies before or after it runs.
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        target = args[0] if args else kwargs.get("table_or_uri")
+        hit = table_name(target) == table
+        if hit and before:
+            kill_9()
+        result = real(*args, **kwargs)
+        if hit:
+            kill_9()
+        return result
+
+    setattr(owner, name, wrapper)
+
+
+if step == "append":  # the cold table's commit landed
+    around(deltalake, "write_deltalake", "cold")
+elif step == "verify":  # the digests matched; nothing recorded yet
+    tiering.record_ledger = lambda *args, **kwargs: kill_9()
+elif step == "record":  # ledger row and audit event written; the hot rows not deleted
+    around(deltalake.DeltaTable, "delete", "hot", before=True)
+elif step == "delete":  # the hot rows deleted
+    around(deltalake.DeltaTable, "delete", "hot")
+elif step == "vacuum":  # the hot table vacuumed
+    around(deltalake.DeltaTable, "vacuum", "hot")
+elif step != "none":
+    sys.exit(f"unknown step {step}")
+
 m = load_manifest(sys.argv[1])
 audit = open_audit(m, "tier-" + sys.argv[2])
-result = tier_partitions(m, "feat", now=datetime(2024, 1, 10, 12, tzinfo=UTC), audit=audit,
-                         retention=timedelta(0))
+result = tiering.tier_partitions(m, "feat", now=datetime(2024, 1, 10, 12, tzinfo=UTC),
+                                 audit=audit, retention=timedelta(0))
 audit.checkpoint()
 print(result.partitions_moved, result.rows_moved, len(result.failures))
 sys.exit(1 if result.failures else 0)
@@ -94,12 +143,11 @@ sys.exit(1 if result.failures else 0)
 
 
 def tier_process(path: Path, fault: str | None, attempt: str) -> subprocess.CompletedProcess:
+    """``tier_partitions`` in a new process that a SIGKILL ends right after ``fault``,
+    one of its steps (the driver above wraps the call that completes the step)."""
     env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(REPO)}
-    env.pop(FAULT_ENV, None)
-    if fault:
-        env[FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(path), attempt], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", SCRIPT, str(path), attempt, fault or "none"],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("step", ["append", "verify", "record", "delete", "vacuum"])
@@ -174,17 +222,17 @@ def test_partitions_move_between_tables_on_s3(moto_server, tmp_path: Path) -> No
 
 
 def test_archive_dry_run_counts_due_partitions_and_reports_say_rows(tmp_path: Path) -> None:
-    from tests.conftest import run_cli
+    from tests.conftest import cli
 
     path, want = loaded(tmp_path)
-    planned = run_cli("archive", str(path), "--now", NOW.isoformat(), "--dry-run", "--json")
+    planned = cli("archive", str(path), "--now", NOW.isoformat(), "--dry-run", "--json")
     assert planned.returncode == 0, planned.stderr
     counts = json.loads(planned.stdout.strip().splitlines()[-1])["datasets"]["feat"]
     assert counts["partitions_due"] == 5
     assert not (tmp_path / "cold").exists() and days(tmp_path / "hot") >= DUE  # moved nothing
-    human = run_cli("archive", str(path), "--now", NOW.isoformat())
+    human = cli("archive", str(path), "--now", NOW.isoformat())
     assert human.returncode == 0, human.stderr
     assert "table feat: 5 partitions (1,000 rows) moved to cold tables" in human.stdout
-    checked = run_cli("verify", str(path))
+    checked = cli("verify", str(path))
     assert checked.returncode == 0, checked.stderr
     assert f"table feat: {len(want):,} rows verified in 10 partitions" in checked.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import AWS_ENV, run_cli, write_manifest
+from tests.conftest import AWS_ENV, cli, write_manifest
 from tests.lifecycle_helpers import audit_events, make_source, object_rows, per_key
 
 
@@ -44,14 +44,14 @@ def test_glacier_flow_archive_is_idempotent_and_restore_reads_back(tmp_path, mot
     files = make_source(tmp_path / "src", 9)
     bucket = moto_server.new_bucket()
     manifest = s3_manifest(tmp_path, moto_server, bucket)
-    assert run_cli("run", str(manifest), "--json").returncode == 0
+    assert cli("run", str(manifest), "--json").returncode == 0
     s3 = moto_server.client()
 
-    early = run_cli("archive", str(manifest), "--json")  # copied seconds ago: nothing due
+    early = cli("archive", str(manifest), "--json")  # copied seconds ago: nothing due
     assert early.returncode == 0, early.stderr
     assert last_json(early.stdout)["datasets"]["models"]["not_due"] == 9
 
-    first = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    first = cli("archive", str(manifest), "--now", LATER, "--json")
     assert first.returncode == 0, first.stderr
     assert last_json(first.stdout)["datasets"]["models"]["moved"] == 9
     for key in files:
@@ -68,21 +68,21 @@ def test_glacier_flow_archive_is_idempotent_and_restore_reads_back(tmp_path, mot
     assert all(e["details"]["to"] == "GLACIER" and e["details"]["server_checksum"]
                for e in changes)
 
-    again = run_cli("archive", str(manifest), "--now", LATER, "--json")  # a no-op now
+    again = cli("archive", str(manifest), "--now", LATER, "--json")  # a no-op now
     assert again.returncode == 0
     assert last_json(again.stdout)["datasets"]["models"]["moved"] == 0
     assert last_json(again.stdout)["datasets"]["models"]["in_tier"] == 9
     assert len(object_rows(tmp_path / "ledger", "archived")) == 9
     assert len(audit_events(tmp_path / "ledger", "tier.change")) == 9
 
-    rerun = run_cli("run", str(manifest), "--json")  # never reads or re-copies archives
+    rerun = cli("run", str(manifest), "--json")  # never reads or re-copies archives
     assert rerun.returncode == 0, rerun.stderr
     counts = last_json(rerun.stdout)["datasets"]["models"]
     assert counts["archived"] == 9 and counts["copied"] == 0
-    assert run_cli("verify", str(manifest)).returncode == 0
+    assert cli("verify", str(manifest)).returncode == 0
 
-    restored = run_cli("restore", str(manifest), "--dataset", "models", "--prefix", "sub/",
-                       "--to", str(tmp_path / "back"), "--poll", "1s", "--json")
+    restored = cli("restore", str(manifest), "--dataset", "models", "--prefix", "sub/",
+                   "--to", str(tmp_path / "back"), "--poll", "1s", "--json")
     assert restored.returncode == 0, restored.stderr
     wanted = {k: v for k, v in files.items() if k.startswith("sub/")}
     assert last_json(restored.stdout)["datasets"]["models"]["restored"] == len(wanted)
@@ -99,14 +99,14 @@ def test_archive_warns_about_small_objects_and_refuses_corrupt_ones(tmp_path, mo
     manifest = s3_manifest(tmp_path, moto_server, bucket,
                            lifecycle=[{"after": "1d", "tier": "STANDARD_IA"},
                                       {"after": "10d", "tier": "GLACIER"}])
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     s3 = moto_server.client()
     bad = "part-0001.bin"
     body = bytearray(files[bad])
     body[100] ^= 0xFF
     s3.put_object(Bucket=bucket, Key=f"models/{bad}", Body=bytes(body))
 
-    ia = run_cli("archive", str(manifest), "--now", days_ahead(5), "--json")
+    ia = cli("archive", str(manifest), "--now", days_ahead(5), "--json")
     report = last_json(ia.stdout)
     assert ia.returncode == 1
     assert report["datasets"]["models"]["moved"] == 2
@@ -115,7 +115,7 @@ def test_archive_warns_about_small_objects_and_refuses_corrupt_ones(tmp_path, mo
     assert report["warning_count"] == 3  # 3 KB objects: billed as 128 KiB in STANDARD_IA
     assert all("128 KiB" in w for w in report["warnings"])
 
-    glacier = run_cli("archive", str(manifest), "--now", days_ahead(12), "--json")
+    glacier = cli("archive", str(manifest), "--now", days_ahead(12), "--json")
     assert glacier.returncode == 1
     problem = last_json(glacier.stdout)["problems"][0]
     assert problem["key"] == bad and "not archived" in problem["error"]
@@ -137,8 +137,8 @@ def cold_manifest(tmp_path: Path, *, encrypt: dict | None = None) -> Path:
 def test_cold_location_move_deletes_hot_only_after_recording(tmp_path):
     files = make_source(tmp_path / "src", 12)
     manifest = cold_manifest(tmp_path)
-    assert run_cli("run", str(manifest)).returncode == 0
-    moved = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    assert cli("run", str(manifest)).returncode == 0
+    moved = cli("archive", str(manifest), "--now", LATER, "--json")
     assert moved.returncode == 0, moved.stderr
     assert last_json(moved.stdout)["datasets"]["logs"]["moved"] == 12
     assert not [p for p in (tmp_path / "hot").rglob("*") if p.is_file()]
@@ -146,7 +146,7 @@ def test_cold_location_move_deletes_hot_only_after_recording(tmp_path):
         assert (tmp_path / "cold" / key).read_bytes() == data
     rows = object_rows(tmp_path / "ledger", "archived")
     assert {r["archive_url"] for r in rows} == {str(tmp_path / "cold" / k) for k in files}
-    rerun = run_cli("run", str(manifest), "--json")
+    rerun = cli("run", str(manifest), "--json")
     assert last_json(rerun.stdout)["datasets"]["logs"]["archived"] == 12
     assert not [p for p in (tmp_path / "hot").rglob("*") if p.is_file()]  # not copied back
 
@@ -155,7 +155,7 @@ def test_concurrent_archive_runs_move_each_object_once(tmp_path, moto_server):
     files = make_source(tmp_path / "src", 40, size=500)
     bucket = moto_server.new_bucket()
     manifest = s3_manifest(tmp_path, moto_server, bucket)
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     env = {**os.environ, **AWS_ENV}
     runs = [subprocess.Popen([sys.executable, "-m", "datamove.cli", "archive", str(manifest),
                               "--now", LATER, "--json"], stdout=subprocess.PIPE,
@@ -166,13 +166,13 @@ def test_concurrent_archive_runs_move_each_object_once(tmp_path, moto_server):
     assert moved == [0, 40]
     assert per_key(object_rows(tmp_path / "ledger", "archived")) == dict.fromkeys(files, 1)
     assert per_key(audit_events(tmp_path / "ledger", "tier.change")) == dict.fromkeys(files, 1)
-    assert run_cli("audit", "verify", str(manifest)).returncode == 0  # one unforked chain
+    assert cli("audit", "verify", str(manifest)).returncode == 0  # one unforked chain
 
 
 def test_killed_archive_loses_nothing_and_a_rerun_finishes(tmp_path):
     files = make_source(tmp_path / "src", 1200, size=40_000)
     manifest = cold_manifest(tmp_path)
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     env = {**os.environ, **AWS_ENV}
     midway = 0
     for moved_before_kill in (1, 400, 800):  # kill -9 at different points of the move
@@ -188,7 +188,7 @@ def test_killed_archive_loses_nothing_and_a_rerun_finishes(tmp_path):
         cold = [p for p in (tmp_path / "cold").rglob("*") if p.is_file()]
         midway += bool(hot and cold)
     assert midway, "no kill landed during the move; the trial proves nothing"
-    finish = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    finish = cli("archive", str(manifest), "--now", LATER, "--json")
     assert finish.returncode == 0, finish.stderr
     assert not [p for p in (tmp_path / "hot").rglob("*") if p.is_file()]
     for key, data in files.items():  # every object exactly once, intact, in the cold place
@@ -198,7 +198,7 @@ def test_killed_archive_loses_nothing_and_a_rerun_finishes(tmp_path):
     for row in sorted(object_rows(tmp_path / "ledger"), key=lambda r: r["recorded_at"]):
         latest[row["key"]] = row
     assert {k: r["status"] for k, r in latest.items()} == dict.fromkeys(files, "archived")
-    again = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    again = cli("archive", str(manifest), "--now", LATER, "--json")
     assert last_json(again.stdout)["datasets"]["logs"]["moved"] == 0
 
 
@@ -207,13 +207,13 @@ def test_an_in_place_move_a_killed_run_did_not_record_is_recorded_not_redone(tmp
     files = make_source(tmp_path / "src", 4)
     bucket = moto_server.new_bucket()
     manifest = s3_manifest(tmp_path, moto_server, bucket)
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     s3 = moto_server.client()
     key = "models/part-0001.bin"  # moved by a run killed before its ledger commit
     s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key},
                    StorageClass="GLACIER", MetadataDirective="COPY", ChecksumAlgorithm="SHA256")
     before = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
-    result = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    result = cli("archive", str(manifest), "--now", LATER, "--json")
     assert result.returncode == 0, result.stderr
     assert last_json(result.stdout)["datasets"]["models"]["moved"] == 4
     assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == before  # not copied again
@@ -227,9 +227,9 @@ def test_restore_writes_to_s3_and_refuses_an_encrypted_dataset_without_identity(
     files = make_source(tmp_path / "src", 3)
     recipient = X25519Identity.generate().recipient.encode()
     manifest = cold_manifest(tmp_path, encrypt={"recipients": [recipient]})
-    assert run_cli("run", str(manifest)).returncode == 0
-    no_identity = run_cli("restore", str(manifest), "--dataset", "logs", "--to",
-                          str(tmp_path / "back"))
+    assert cli("run", str(manifest)).returncode == 0
+    no_identity = cli("restore", str(manifest), "--dataset", "logs", "--to",
+                      str(tmp_path / "back"))
     assert no_identity.returncode == 2 and "identity" in no_identity.stderr
     assert not (tmp_path / "back").exists()
 
@@ -238,10 +238,10 @@ def test_restore_writes_to_s3_and_refuses_an_encrypted_dataset_without_identity(
         "name": "p", "source": {"url": str(tmp_path / "plain-src") + "/"},
         "destination": {"url": str(tmp_path / "plain-dst") + "/"}}],
         ledger=str(tmp_path / "ledger2"))
-    assert run_cli("run", str(plain_manifest)).returncode == 0
+    assert cli("run", str(plain_manifest)).returncode == 0
     bucket = moto_server.new_bucket()
-    to = run_cli("restore", str(plain_manifest), "--dataset", "p", "--to", f"s3://{bucket}/r/",
-                 env={"AWS_ENDPOINT_URL": moto_server.endpoint})
+    to = cli("restore", str(plain_manifest), "--dataset", "p", "--to", f"s3://{bucket}/r/",
+             env={"AWS_ENDPOINT_URL": moto_server.endpoint})
     assert to.returncode == 0, to.stderr
     s3 = moto_server.client()
     for key, data in plain.items():
@@ -255,18 +255,18 @@ def test_glacier_moves_on_to_deep_archive_and_dry_run_moves_nothing(tmp_path, mo
     manifest = s3_manifest(tmp_path, moto_server, bucket,
                            lifecycle=[{"after": "90d", "tier": "GLACIER"},
                                       {"after": "180d", "tier": "DEEP_ARCHIVE"}])
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     s3 = moto_server.client()
-    assert run_cli("archive", str(manifest), "--now", days_ahead(100)).returncode == 0
-    planned = run_cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run",
-                      "--json")
+    assert cli("archive", str(manifest), "--now", days_ahead(100)).returncode == 0
+    planned = cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run",
+                  "--json")
     assert planned.returncode == 0
     assert last_json(planned.stdout)["datasets"]["models"]["due"] == 3
     assert {s3.head_object(Bucket=bucket, Key=f"models/{k}")["StorageClass"]
             for k in files} == {"GLACIER"}
-    human = run_cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run")
+    human = cli("archive", str(manifest), "--now", days_ahead(200), "--dry-run")
     assert "3 due to move" in human.stdout
-    deep = run_cli("archive", str(manifest), "--now", days_ahead(200), "--json")
+    deep = cli("archive", str(manifest), "--now", days_ahead(200), "--json")
     assert deep.returncode == 0, deep.stdout
     assert last_json(deep.stdout)["datasets"]["models"]["moved"] == 3
     assert {s3.head_object(Bucket=bucket, Key=f"models/{k}")["StorageClass"]
@@ -285,8 +285,8 @@ def test_a_cold_location_on_s3_is_written_in_its_storage_class(tmp_path, moto_se
             "url": f"s3://{bucket}/cold/", "storage_class": "STANDARD_IA",
             "options": {"endpoint_url": moto_server.endpoint}}}]}],
         ledger=str(tmp_path / "ledger"))
-    assert run_cli("run", str(manifest)).returncode == 0
-    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
+    assert cli("archive", str(manifest), "--now", LATER).returncode == 0
     s3 = moto_server.client()
     for key, data in files.items():
         head = s3.head_object(Bucket=bucket, Key=f"cold/{key}")
@@ -294,7 +294,7 @@ def test_a_cold_location_on_s3_is_written_in_its_storage_class(tmp_path, moto_se
         assert s3.get_object(Bucket=bucket, Key=f"cold/{key}")["Body"].read() == data
     assert {r["storage_class"] for r in object_rows(tmp_path / "ledger", "archived")} == {
         "STANDARD_IA"}
-    drilled = run_cli("drill", str(manifest), "--sample", "100", "--json")
+    drilled = cli("drill", str(manifest), "--sample", "100", "--json")
     assert drilled.returncode == 0, drilled.stderr
     [event] = audit_events(tmp_path / "ledger", "drill.completed")
     assert event["details"]["selection"]["sample_percent"] == "100"
@@ -309,24 +309,24 @@ def test_gcs_objects_move_to_colder_classes_verified(tmp_path, gcs_emulator):
         "destination": {"url": f"gs://{bucket}/eu/", "options": gcs_emulator.options},
         "lifecycle": [{"after": "30d", "tier": "NEARLINE"},
                       {"after": "365d", "tier": "ARCHIVE"}]}], ledger=str(tmp_path / "ledger"))
-    assert run_cli("run", str(manifest)).returncode == 0
+    assert cli("run", str(manifest)).returncode == 0
     fs = gcs_emulator.fs()
 
     def classes() -> set[str]:
         return {fs.info(f"{bucket}/eu/{k}")["storageClass"] for k in files}
 
     assert classes() == {"STANDARD"}
-    nearline = run_cli("archive", str(manifest), "--now", days_ahead(40), "--json")
+    nearline = cli("archive", str(manifest), "--now", days_ahead(40), "--json")
     assert nearline.returncode == 0, nearline.stdout + nearline.stderr
     assert classes() == {"NEARLINE"}
-    archive = run_cli("archive", str(manifest), "--now", LATER, "--json")
+    archive = cli("archive", str(manifest), "--now", LATER, "--json")
     assert last_json(archive.stdout)["datasets"]["eu"]["moved"] == 4
     assert classes() == {"ARCHIVE"}
     for key, data in files.items():  # GCS classes read without a restore
         assert fs.cat_file(f"{bucket}/eu/{key}") == data
-    assert run_cli("archive", str(manifest), "--now", LATER).returncode == 0
+    assert cli("archive", str(manifest), "--now", LATER).returncode == 0
     assert per_key(audit_events(tmp_path / "ledger", "tier.change")) == dict.fromkeys(files, 2)
-    drilled = run_cli("drill", str(manifest), "--json")
+    drilled = cli("drill", str(manifest), "--json")
     assert drilled.returncode == 0, drilled.stderr
     assert {o["tier"] for o in last_json(drilled.stdout)["objects"]} == {"ARCHIVE"}
 
@@ -335,11 +335,11 @@ def test_archive_moves_due_partitions_of_a_delta_dataset(tmp_path):
     from tests.test_tabular_tiering import DUE, days, loaded
 
     path, _ = loaded(tmp_path)
-    moved = run_cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
+    moved = cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
     assert moved.returncode == 0, moved.stderr
     counts = last_json(moved.stdout)["datasets"]["feat"]
     assert (counts["partitions_moved"], counts["rows_moved"]) == (5, 1_000)
     assert days(tmp_path / "cold") == DUE and not days(tmp_path / "hot") & DUE
-    again = run_cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
+    again = cli("archive", str(path), "--now", "2024-01-10T12:00:00Z", "--json")
     assert last_json(again.stdout)["datasets"]["feat"].get("partitions_moved", 0) == 0
-    assert run_cli("audit", "verify", str(path)).returncode == 0
+    assert cli("audit", "verify", str(path)).returncode == 0

@@ -21,9 +21,9 @@ from datamove.stores.transport import is_loopback
 from tests.conftest import (
     AWS_ENV,
     MotoServer,
+    cli,
     free_port,
     require_tool,
-    run_cli,
     start_server,
     stop_server,
     write_manifest,
@@ -75,7 +75,7 @@ def test_plain_http_to_another_host_is_refused_before_anything_moves(
          "destination": {"url": f"s3://{bucket}/data/", "options": options}}],
         ledger=f"s3://{bucket}/ledger", ledger_options=options)
 
-    result = run_cli("run", str(manifest), "--no-progress")
+    result = cli("run", str(manifest), "--no-progress")
 
     assert result.returncode == 2, result.stdout + result.stderr
     host = remote_moto.endpoint.split("//")[1].split(":")[0]
@@ -101,7 +101,7 @@ def test_opt_in_copies_and_records_over_plain_http(tmp_path: Path,
          "destination": {"url": f"s3://{bucket}/data/", "options": options}}],
         ledger=f"s3://{bucket}/ledger", ledger_options=options)
 
-    result = run_cli("run", str(manifest), "--no-progress", "--json")
+    result = cli("run", str(manifest), "--no-progress", "--json")
 
     assert result.returncode == 0, result.stdout + result.stderr
     keys = [o["Key"] for o in remote_moto.client().list_objects_v2(Bucket=bucket)["Contents"]]

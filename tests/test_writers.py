@@ -44,7 +44,7 @@ from datamove.stores.core import (
     list_entries,
 )
 from datamove.stores.writers import atomic_writer
-from tests.conftest import AWS_ENV, REPO, file_sha, run_cli, s3_location, write_manifest
+from tests.conftest import AWS_ENV, REPO, cli, file_sha, s3_location, write_manifest
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -378,7 +378,7 @@ def test_sigkill_local_write_never_visible_and_rerun_completes(tmp_path, big_sou
         assert threshold <= partial.stat().st_size <= LOCAL_BIG
         assert list(list_entries(Location.of(str(dest)))) == []  # a partial is never data
 
-        rerun = run_cli("run", str(manifest), "--json", "--no-progress")
+        rerun = cli("run", str(manifest), "--json", "--no-progress")
         assert rerun.returncode == 0, rerun.stderr
         summary = last_json(rerun.stdout)["datasets"]["big"]
         assert summary["copied"] == 1 and summary["failed"] == 0
@@ -424,7 +424,7 @@ def test_sigkill_s3_write_never_visible_and_rerun_completes(tmp_path, big_source
         stored = parts_of(client, bucket, key, upload_id)
         assert parts <= len(stored) < S3_BIG // PART + 1
 
-        rerun = run_cli("run", str(manifest), "--json", "--no-progress")
+        rerun = cli("run", str(manifest), "--json", "--no-progress")
         assert rerun.returncode == 0, rerun.stderr
         summary = last_json(rerun.stdout)["datasets"]["big"]
         assert summary["copied"] == 1 and summary["failed"] == 0
@@ -533,7 +533,7 @@ def test_full_verify_repairs_a_corrupted_copy_and_verify_reports_it(tmp_path):
         {"name": "d", "source": {"url": str(source)}, "destination": {"url": str(dest)},
          "verify": "full"}], engine={"threads": 2})
 
-    first = run_cli("run", str(manifest), "--json", "--no-progress")
+    first = cli("run", str(manifest), "--json", "--no-progress")
     assert first.returncode == 0, first.stderr
     assert last_json(first.stdout)["datasets"]["d"]["copied"] == 2
 
@@ -544,17 +544,17 @@ def test_full_verify_repairs_a_corrupted_copy_and_verify_reports_it(tmp_path):
     bad.write_bytes(bytes(corrupted))
     src_mtime = (source / "nested" / "bad.bin").stat().st_mtime
     os.utime(bad, (src_mtime, src_mtime))
-    plan = last_json(run_cli("plan", str(manifest), "--json").stdout)["datasets"]["d"]
+    plan = last_json(cli("plan", str(manifest), "--json").stdout)["datasets"]["d"]
     assert plan["copy"] == 0  # the planner cannot see it: only bytes can
 
-    check = run_cli("verify", str(manifest), "--json", "--no-progress")
+    check = cli("verify", str(manifest), "--json", "--no-progress")
     assert check.returncode == 1, check.stdout + check.stderr
     report = last_json(check.stdout)
     assert [(p["key"], p["status"]) for p in report["problems"]] == [("nested/bad.bin", "differs")]
     assert report["datasets"]["d"]["matched"] == 1
     assert bad.read_bytes() == bytes(corrupted)  # verify never writes
 
-    repair = run_cli("run", str(manifest), "--json", "--no-progress")
+    repair = cli("run", str(manifest), "--json", "--no-progress")
     assert repair.returncode == 0, repair.stdout + repair.stderr
     report = last_json(repair.stdout)
     assert [(p["key"], p["status"]) for p in report["problems"]] == [("nested/bad.bin", "repaired")]
@@ -564,7 +564,7 @@ def test_full_verify_repairs_a_corrupted_copy_and_verify_reports_it(tmp_path):
         assert (dest / key).read_bytes() == data
     assert partials(dest) == []
 
-    after = run_cli("verify", str(manifest), "--json", "--no-progress")
+    after = cli("verify", str(manifest), "--json", "--no-progress")
     assert after.returncode == 0, after.stdout
     assert last_json(after.stdout)["datasets"]["d"]["matched"] == 2
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -59,9 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "DATAMOVE_TIER_FAULT"
-"""Tests only: kill -9 this process right after the named step (append, verify, record,
-delete, vacuum), to prove a rerun finishes the move."""
 DEFAULT_RETENTION = timedelta(days=7)  # Delta's default deletedFileRetentionDuration
 
 
@@ -71,11 +67,6 @@ class TierResult:
     rows_moved: int = 0
     failures: list[str] = field(default_factory=list)
     vacuumed_files: int = 0
-
-
-def _fault(step: str) -> None:
-    if os.environ.get(FAULT_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def partition_date(text: str) -> datetime | None:
@@ -136,7 +127,6 @@ def tier_partitions(manifest: Manifest, dataset: DatasetSpec | str, *, now: date
         removed = hot.vacuum(retention_hours=int(retention.total_seconds() // 3600),
                              dry_run=False, enforce_retention_duration=False)
         result.vacuumed_files = len(removed)
-        _fault("vacuum")
     except Exception as exc:
         result.failures.append(f"dataset {job.name}: vacuum of {job.table.location.url}: "
                                f"{describe(exc)}")
@@ -195,7 +185,6 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                     app_transactions=[Transaction(app, 1)],
                     custom_metadata={"datamove.dataset": job.name,
                                      "datamove.partition": text}))
-        _fault("append")
     else:
         hot_digests = digest_table(hot, (column,), where)
     cold_table = cold.open()
@@ -212,7 +201,6 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
             "rows arrived for this date after it moved, load them into the cold table "
             "yourself or move them back")
         return
-    _fault("verify")
     record_ledger(ledger, f"tier:{job.name}:{partition}", 1, [_ledger_row(
         job, run_id, "archive", cold_table.version(), partition, landed, moved,
         "moved", None) | {"table_url": cold.location.url}])
@@ -222,11 +210,9 @@ def _move(job: TableJob, ledger: Ledger, audit: AuditWriter | None, run_id: str,
                                cold_version=cold_table.version(), rows=moved.rows,
                                digest=moved.hex)
         audit.flush()  # on the record before the hot rows go
-    _fault("record")
     hot.delete(_predicate(column, text, schema.field(column).type),
                commit_properties=CommitProperties(
                    custom_metadata={"datamove.tier": app}))
-    _fault("delete")
     result.partitions_moved += 1
     result.rows_moved += moved.rows
     log.info("dataset %s: partition %s (%d rows) moved to %s", job.name, partition,
