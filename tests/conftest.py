@@ -38,10 +38,28 @@ AWS_ENV = {
 }
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port where every connection is refused, for as long as the block runs:
+    the port is bound (so no server can take it) but never listened on."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the block; put back what was there before."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 NODE_BIN = REPO / ".ci" / "node" / "node_modules" / ".bin"
@@ -79,20 +97,34 @@ class MotoServer:
         return name
 
 
-def start_server(name: str, args: list[str], port: int, timeout: float = 30,
-                 host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
-    """Start a server subprocess and wait until it accepts connections on ``host:port``."""
+def start_listening(name: str, args: list[str], timeout: float = 30,
+                    host: str = "127.0.0.1") -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server subprocess told to listen on port 0; return it and the port the
+    system gave it (its listening socket, read from the process table).
+
+    No port is chosen in advance, so none can be taken by another process between
+    choosing it and binding it (a port "free" a moment ago is a race)."""
+    import psutil
+
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return process
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited with {process.returncode}")
-            time.sleep(0.1)
-    process.kill()
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}")
+        with contextlib.suppress(psutil.Error):
+            main = psutil.Process(process.pid)
+            ports = {c.laddr.port for p in (main, *main.children(recursive=True))
+                     for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+            if len(ports) == 1:
+                port = ports.pop()
+                with contextlib.suppress(OSError):
+                    socket.create_connection((host, port), timeout=0.5).close()
+                    return process, port
+            elif ports:
+                stop_server(process)
+                pytest.fail(f"{name} listens on several ports {sorted(ports)}; which one?")
+        time.sleep(0.05)
+    stop_server(process)
     pytest.fail(f"{name} did not start within {timeout:.0f} s")
 
 
@@ -107,15 +139,15 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def running_moto() -> Iterator[MotoServer]:
-    """A moto_server subprocess on a free loopback port, stopped afterwards unless
-    the test already killed it."""
-    for key, value in AWS_ENV.items():
-        os.environ.setdefault(key, value)
-    port = free_port()
-    process = start_server("moto_server", [require_tool("moto_server"), "-H", "127.0.0.1",
-                                           "-p", str(port)], port)
+    """A moto_server subprocess on a loopback port of its own, stopped afterwards unless
+    the test already killed it. The tests' AWS credentials are in the environment
+    while it runs (those already set are kept), and taken out again afterwards."""
+    missing = {key: value for key, value in AWS_ENV.items() if key not in os.environ}
+    process, port = start_listening("moto_server", [
+        require_tool("moto_server"), "-H", "127.0.0.1", "-p", "0"])
     try:
-        yield MotoServer(port, process)
+        with environment(**missing):
+            yield MotoServer(port, process)
     finally:
         if process.poll() is None:
             stop_server(process)
@@ -152,13 +184,15 @@ class GcsEmulator:
 
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    port = free_port()
-    process = start_server("gcp-storage-emulator", [
-        require_tool("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port",
-        str(port), "--in-memory"], port)
+    # gcsfs would probe for hierarchical-namespace buckets, which the emulator lacks.
+    unset = {} if "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT" in os.environ else {
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    process, port = start_listening("gcp-storage-emulator", [
+        require_tool("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", "0",
+        "--in-memory"])
     try:
-        yield GcsEmulator(port)
+        with environment(**unset):
+            yield GcsEmulator(port)
     finally:
         stop_server(process)
 
@@ -199,22 +233,15 @@ class Azurite:
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    port = free_port()
-    process = start_server("azurite-blob", [
+    process, port = start_listening("azurite-blob", [
         require_tool("azurite-blob"), "--inMemoryPersistence", "--loose",
-        "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", str(port)], port)
+        "--skipApiVersionCheck", "--blobHost", "127.0.0.1", "--blobPort", "0"])
     server = Azurite(port)
     # Workers (threads here, processes in CLI tests) read it from the environment.
-    previous = {name: os.environ.get(name) for name in server.env}
-    os.environ.update(server.env)
     try:
-        yield server
+        with environment(**server.env):
+            yield server
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         stop_server(process)
 
 

@@ -217,12 +217,13 @@ def test_kms_unknown_key_names_the_aws_error(kms_file: Path, moto_server: MotoSe
 
 
 def test_kms_unreachable_endpoint(kms_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.conftest import refused_port
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the user's retry setting is respected
-    ref = IdentityRef.of(str(kms_file), kms_context=CONTEXT,
-                         kms_endpoint_url=f"http://127.0.0.1:{free_port()}")
-    exc = failure(ref)
+    with refused_port() as port:
+        ref = IdentityRef.of(str(kms_file), kms_context=CONTEXT,
+                             kms_endpoint_url=f"http://127.0.0.1:{port}")
+        exc = failure(ref)
     assert str(kms_file) in str(exc) and "cannot reach KMS" in str(exc)
 
 

@@ -79,10 +79,10 @@ def test_due_partitions_move_and_the_dataset_still_verifies(tmp_path: Path) -> N
 
 SCRIPT = """
 import os
+import re
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
 
 import deltalake
 
@@ -90,25 +90,27 @@ from datamove.manifest.model import load_manifest
 from datamove.pipeline.auditing import open_audit
 from datamove.tabular import tiering
 
-step = sys.argv[3]
+manifest_path, attempt, step = sys.argv[1:4]
+m = load_manifest(manifest_path)
+spec = m.dataset("feat")
+HOT, COLD = spec.destination.url, spec.lifecycle[0].location.url
 
 
-def table_name(table_or_uri):
+def same_table(table_or_uri, url):
     uri = getattr(table_or_uri, "table_uri", table_or_uri)
-    return PurePosixPath(str(uri).rstrip("/")).name
+    return len({re.sub("^[a-z0-9]+://", "", str(u)).rstrip("/") for u in (uri, url)}) == 1
 
 
 def kill_9():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def around(owner, name, table, before=False):
-    # Wrap owner.name: a call on ``table`` (hot or cold) dies before or after it runs.
+def around(owner, name, url, before=False):
+    # Wrap owner.name: a call on the table at ``url`` dies before or after it runs.
     real = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        target = args[0] if args else kwargs.get("table_or_uri")
-        hit = table_name(target) == table
+        hit = same_table(args[0] if args else kwargs.get("table_or_uri"), url)
         if hit and before:
             kill_9()
         result = real(*args, **kwargs)
@@ -120,20 +122,19 @@ def around(owner, name, table, before=False):
 
 
 if step == "append":  # the cold table's commit landed
-    around(deltalake, "write_deltalake", "cold")
+    around(deltalake, "write_deltalake", COLD)
 elif step == "verify":  # the digests matched; nothing recorded yet
     tiering.record_ledger = lambda *args, **kwargs: kill_9()
 elif step == "record":  # ledger row and audit event written; the hot rows not deleted
-    around(deltalake.DeltaTable, "delete", "hot", before=True)
+    around(deltalake.DeltaTable, "delete", HOT, before=True)
 elif step == "delete":  # the hot rows deleted
-    around(deltalake.DeltaTable, "delete", "hot")
+    around(deltalake.DeltaTable, "delete", HOT)
 elif step == "vacuum":  # the hot table vacuumed
-    around(deltalake.DeltaTable, "vacuum", "hot")
+    around(deltalake.DeltaTable, "vacuum", HOT)
 elif step != "none":
     sys.exit(f"unknown step {step}")
 
-m = load_manifest(sys.argv[1])
-audit = open_audit(m, "tier-" + sys.argv[2])
+audit = open_audit(m, "tier-" + attempt)
 result = tiering.tier_partitions(m, "feat", now=datetime(2024, 1, 10, 12, tzinfo=UTC),
                                  audit=audit, retention=timedelta(0))
 audit.checkpoint()

@@ -22,9 +22,9 @@ from tests.conftest import (
     AWS_ENV,
     MotoServer,
     cli,
-    free_port,
+    environment,
     require_tool,
-    start_server,
+    start_listening,
     stop_server,
     write_manifest,
 )
@@ -51,15 +51,14 @@ def remote_moto() -> Iterator[MotoServer]:
     address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to serve S3 on")
-    for key, value in AWS_ENV.items():
-        os.environ.setdefault(key, value)
-    port = free_port()
-    process = start_server("moto_server", [require_tool("moto_server"), "-H", address,
-                                           "-p", str(port)], port, host=address)
+    missing = {key: value for key, value in AWS_ENV.items() if key not in os.environ}
+    process, port = start_listening("moto_server", [require_tool("moto_server"), "-H",
+                                                    address, "-p", "0"], host=address)
     server = MotoServer(port, process)
     server.endpoint = f"http://{address}:{port}"
     try:
-        yield server
+        with environment(**missing):
+            yield server
     finally:
         stop_server(process)
 
