@@ -22,10 +22,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
-from click.testing import CliRunner
 from deltalake import DeltaTable, write_deltalake
 
 from datamove.audit import AuditDamaged, AuditLog, AuditUnvouched, merkle, verify_log
@@ -38,8 +38,8 @@ from datamove.audit.tables import (
     META_SIZE,
     read_table,
 )
-from datamove.cli import main
 from datamove.ledger.tables import Ledger, now
+from tests.conftest import cli as datamove_cli
 from tests.conftest import write_manifest
 from tests.test_audit_log import events_of, independent_root, new_key
 
@@ -101,8 +101,11 @@ def versions(ledger: Ledger) -> tuple[int, int]:
             DeltaTable(ledger.uri(CHECKPOINTS)).version())
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+def cli(*args: str) -> SimpleNamespace:
+    """The datamove command in this process (conftest.cli); ``output``: what it said on
+    stderr, then stdout (so that the JSON line of --json stays last)."""
+    result = datamove_cli(*args)
+    return SimpleNamespace(exit_code=result.returncode, output=result.stderr + result.stdout)
 
 
 def last_json(output: str) -> dict:

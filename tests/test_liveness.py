@@ -20,11 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from datamove import api
 from datamove.age import X25519Identity
-from datamove.cli import main
 from datamove.crypto.identities import protect_with_passphrase
 from datamove.ledger.tables import Ledger
 from datamove.stores.core import PARTIAL_MARKER, Location
@@ -32,6 +30,7 @@ from datamove.stores.core import PARTIAL_MARKER, Location
 from .conftest import (
     AWS_ENV,
     MotoServer,
+    cli,
     running_moto,
     s3_location,
     write_manifest,
@@ -264,9 +263,9 @@ def test_wrong_passphrase_stops_the_run_before_anything_moves(
                      "identity": {"file": str(tmp_path / "id.age")}}},
     ], ledger=str(ledger))
     monkeypatch.setenv("DATAMOVE_PASSPHRASE", "a wrong one")
-    result = CliRunner().invoke(main, ["run", str(manifest), "--no-progress"])
-    assert result.exit_code == 2, result.output
-    assert f"wrong passphrase for identity file {tmp_path / 'id.age'}" in result.output
+    result = cli("run", str(manifest), "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert f"wrong passphrase for identity file {tmp_path / 'id.age'}" in result.stderr
     assert not dst.exists() or local_files(dst) == set()
     assert recorded(ledger, "secret") == {}
 
