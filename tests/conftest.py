@@ -465,6 +465,9 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float | None = N
     """
     from click.testing import CliRunner
 
+    # What these modules set when imported (stores.core: GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT)
+    # every process running a command has; imported here, it stays after the call.
+    import datamove.stores.core  # noqa: F401
     from datamove.cli import main
 
     with cli_process_state():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import datamove.cli  # noqa: F401  (what its import sets belongs to every process that runs it)
+import datamove.stores.core  # noqa: F401  (what its import sets, cli() keeps)
 from datamove import redact
 from datamove.pipeline import interrupt
 from tests.conftest import (
