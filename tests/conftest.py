@@ -21,7 +21,7 @@ import sys
 import termios
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +104,42 @@ def start_listening(name: str, args: list[str], timeout: float = 30,
 
     No port is chosen in advance, so none can be taken by another process between
     choosing it and binding it (a port "free" a moment ago is a race)."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = await_listener(name, process, timeout, host)
+    if port is None:
+        pytest.fail(f"{name} exited with {process.returncode}")
+    return process, port
+
+
+def start_on_a_free_port(name: str, make_args: Callable[[int], list[str]],
+                         timeout: float = 30, host: str = "127.0.0.1",
+                         attempts: int = 5) -> tuple[subprocess.Popen[bytes], int]:
+    """For a server that cannot listen on port 0 (sshd): try a port free a moment ago;
+    if another process took it meanwhile, the server cannot bind and exits, and the
+    next port is tried. The port returned is the one this server listens on (its own
+    socket, read from the process table), never another process's."""
+    for _ in range(attempts):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+        process = subprocess.Popen(make_args(port), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        if await_listener(name, process, timeout, host) == port:
+            return process, port
+        stop_server(process)
+    pytest.fail(f"{name} could not bind a free port in {attempts} attempts")
+
+
+def await_listener(name: str, process: subprocess.Popen[bytes], timeout: float,
+                   host: str) -> int | None:
+    """The one port ``process`` (or a child) listens on, once it accepts a connection;
+    None if it exited first."""
     import psutil
 
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode}")
+            return None
         with contextlib.suppress(psutil.Error):
             main = psutil.Process(process.pid)
             ports = {c.laddr.port for p in (main, *main.children(recursive=True))
@@ -119,7 +148,7 @@ def start_listening(name: str, args: list[str], timeout: float = 30,
                 port = ports.pop()
                 with contextlib.suppress(OSError):
                     socket.create_connection((host, port), timeout=0.5).close()
-                    return process, port
+                    return port
             elif ports:
                 stop_server(process)
                 pytest.fail(f"{name} listens on several ports {sorted(ports)}; which one?")
@@ -295,7 +324,6 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer
     base = tmp_path_factory.mktemp("sftp")
     host_key, client_key = _generate_key(base / "host_key"), _generate_key(base / "client_key")
     (base / "authorized_keys").write_text((base / "client_key.pub").read_text())
-    port = free_port()
     config = base / "sshd_config"
     config.write_text("\n".join([
         "ListenAddress 127.0.0.1", f"HostKey {host_key}", "PidFile none",
@@ -323,8 +351,8 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer
         agent_socket = base / "agent.sock"
         agent = subprocess.Popen([require_tool("ssh-agent"), "-D", "-a", str(agent_socket)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        process = start_server("sshd", [sshd, "-D", "-f", str(config), "-p", str(port),
-                                        "-E", str(base / "sshd.log")], port)
+        process, port = start_on_a_free_port("sshd", lambda port: [
+            sshd, "-D", "-f", str(config), "-p", str(port), "-E", str(base / "sshd.log")])
         deadline = time.monotonic() + 10
         while not agent_socket.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
