@@ -19,7 +19,7 @@ from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, process_item
 from datamove.stores.base import BACKENDS, Location, backend_for
 from datamove.stores.core import Entry, KeyFilter, list_entries
-from tests.conftest import free_port, require_tool, start_server, stop_server
+from tests.conftest import require_tool, start_listening, stop_server
 
 MIB = 1024 * 1024
 
@@ -121,10 +121,9 @@ def test_a_permanent_s3_error_fails_after_one_attempt(tmp_path: Path, moto_serve
 def moto_with_auth(monkeypatch):
     """A moto_server that checks credentials and IAM policies after the first
     four requests (which set up a bucket and a user allowed to read but not write)."""
-    port = free_port()
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "4")
-    process = start_server("moto_server", [require_tool("moto_server"), "-H", "127.0.0.1",
-                                           "-p", str(port)], port)
+    process, port = start_listening("moto_server", [require_tool("moto_server"), "-H",
+                                                    "127.0.0.1", "-p", "0"])
     monkeypatch.delenv("INITIAL_NO_AUTH_ACTION_COUNT")
     endpoint = f"http://127.0.0.1:{port}"
     admin = {"endpoint_url": endpoint, "region_name": "us-east-1",
