@@ -334,6 +334,9 @@ def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer
         # without a password for a locked account; as root, PAM sessions would write
         # to /run (motd) and the login records, which a test server has no business doing.
         f"UsePAM {'no' if os.geteuid() == 0 else 'yes'}",
+        # Many workers connect at once; sshd's default (10:30:100) drops unauthenticated
+        # connections at random beyond 10, which a loaded test machine reaches.
+        "MaxStartups 200", "UseDNS no",
         "Subsystem sftp internal-sftp", ""]))
     # As root, sshd separates privileges into an empty root-owned directory, which
     # the package's service unit makes at boot; made here when missing, removed after.
