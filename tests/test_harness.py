@@ -59,7 +59,11 @@ def test_an_in_process_call_answers_like_the_console_entry_and_restores_the_proc
     assert process_state() == before
     assert os.environ.get("AWS_SESSION_TOKEN") != secret
     after = handler_filters()
-    assert {h: after[h] for h in filters} == filters
+    # Handlers that outlived the call have their filters back (distributed may replace
+    # its own handlers when a cluster starts, so one that is gone is not compared).
+    assert {h: after[h] for h in filters if h in after} == \
+        {h: f for h, f in filters.items() if h in after}
+    assert filters.keys() & after.keys()  # the comparison above compared something
     # Handlers libraries made during the call (first imports) keep no filter of the CLI's.
     assert not [f for h in after.keys() - filters.keys() for f in after[h]
                 if type(f).__name__ == "_Scrub"]

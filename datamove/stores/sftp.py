@@ -4,8 +4,10 @@ A store with no native checksums, no storage classes and no server-side copy;
 a write is a temporary name beside the final one, renamed into place with the
 ``posix-rename@openssh.com`` extension (atomic, replaces the old file), as for
 any fsspec store (fsspec_generic.FsspecWriter). Host, port and user come from
-the URL by fsspec's rules; the manifest's ``options`` (``password``,
-``key_filename``, ``port``...) are paramiko's ``connect`` arguments and win.
+the URL by fsspec's rules; the manifest's ``options`` (``username``, ``port``...)
+are paramiko's ``connect`` arguments and win. Credentials never sit in a
+manifest (``password`` and ``key_filename`` are refused like every secret-like
+option): paramiko takes the key from the SSH agent or the user's ``~/.ssh/id_*``.
 
 Host keys: the server's key must be in the user's ``~/.ssh/known_hosts`` or
 the file named by the ``known_hosts`` option. An unknown key is refused, as
@@ -84,5 +86,15 @@ def _filesystem_class() -> Any:
             self.client.set_missing_host_key_policy(self.host_key_policy)
             self.client.connect(self.host, **self.ssh_kwargs)
             self.ftp = self.client.open_sftp()
+
+        def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
+                  **kwargs: Any) -> Any:
+            handle = super()._open(path, mode, block_size=block_size, **kwargs)
+            if "r" not in mode:
+                # paramiko waits for the answer to each 32 KiB write (about 1 MiB/s
+                # here); pipelined, the SSH window bounds what is in flight and an
+                # error surfaces at close(), which the writer calls before its rename.
+                handle.set_pipelined(True)
+            return handle
 
     return CheckedSFTPFileSystem
