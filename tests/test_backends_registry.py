@@ -87,6 +87,23 @@ def test_s3_judges_its_answers(code: str, status: int, transient: bool) -> None:
     assert backend_for("s3").is_transient(_client_error(code, status)) is transient
 
 
+@pytest.mark.parametrize(("status", "transient"), [
+    (408, True), (429, True), (500, True), (503, True),
+    (400, False), (401, False), (403, False), (404, False), (412, False),
+])
+def test_gcs_and_azure_judge_their_http_answers(status: int, transient: bool) -> None:
+    from azure.core.exceptions import HttpResponseError
+    from gcsfs.retry import HttpError
+
+    gcs_error = HttpError({"code": status, "message": "answer"})
+    azure_error = HttpResponseError(message="answer")
+    azure_error.status_code = status
+    assert backend_for("gs").is_transient(gcs_error) is transient
+    assert backend_for("az").is_transient(azure_error) is transient
+    # Another library's answer with the same status is not theirs to judge.
+    assert not backend_for("az").is_transient(gcs_error)
+
+
 def test_local_retries_only_passing_os_errors() -> None:
     local = backend_for("file")
     assert local.is_transient(OSError(errno.EINTR, "interrupted"))

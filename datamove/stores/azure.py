@@ -42,6 +42,7 @@ from datamove.stores.base import (
     Location,
     ObjectInfo,
     WriteOptions,
+    transient_http_status,
 )
 from datamove.stores.timeouts import AZURE_BACKOFF, CONNECT_TIMEOUT, READ_TIMEOUT
 
@@ -94,7 +95,7 @@ class AzureBackend(Backend):
         (403 authentication or authorization, 404) are final."""
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and type(exc).__module__.startswith("azure."):
-            return status in (408, 429) or status >= 500
+            return transient_http_status(status)
         return super().is_transient(exc)
 
 

@@ -136,6 +136,11 @@ def sort_key(name: str, is_dir: bool) -> bytes:
 
 # Connection trouble every networked store shares (cause chains are walked by
 # connection.connection_endpoint); aiohttp's payload error is a dropped stream.
+def transient_http_status(status: int | None) -> bool:
+    """An HTTP answer another attempt may change: timeout (408), throttling (429), 5xx."""
+    return status is not None and (status in (408, 429) or status >= 500)
+
+
 _NETWORK_ERRORS = {"ClientPayloadError", "ServerDisconnectedError", "ClientConnectionError",
                    "ClientOSError", "EndpointConnectionError", "ConnectionClosedError",
                    "ReadTimeoutError", "ConnectTimeoutError", "ServiceRequestError",

@@ -44,6 +44,7 @@ from datamove.stores.base import (
     Location,
     ObjectInfo,
     WriteOptions,
+    transient_http_status,
 )
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
 from datamove.tiers import GCS_TIERS
@@ -84,7 +85,7 @@ class GCSBackend(Backend):
         a 4xx answer is final."""
         code = getattr(exc, "code", None)
         if type(exc).__name__ == "HttpError" and isinstance(code, int):
-            return code in (408, 429) or code >= 500
+            return transient_http_status(code)
         return super().is_transient(exc)
 
     def region(self, location: Location) -> str | None:

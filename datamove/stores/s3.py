@@ -37,6 +37,7 @@ from datamove.stores.base import (
     Location,
     ObjectInfo,
     WriteOptions,
+    transient_http_status,
 )
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
@@ -118,7 +119,7 @@ class S3Backend(Backend):
         is final, whatever exception s3fs made of it."""
         code, status = s3_error_code(exc), _http_status(exc)
         if code or status:
-            return code in TRANSIENT_CODES or (status or 0) >= 500 or status in (408, 429)
+            return code in TRANSIENT_CODES or transient_http_status(status)
         return super().is_transient(exc)
 
     def region(self, location: Location) -> str | None:
