@@ -120,6 +120,33 @@ def test_s3_keys_that_leave_the_root_fail_alone_and_nothing_escapes(
     assert {p.key for p in checked.problems if "unsafe key" in p.error} == unsafe
 
 
+def test_a_generic_store_listing_dot_dot_or_empty_directories_fails_them_alone(tmp_path):
+    """Through the generic fsspec path, a key "sub/../../../x" lists a directory ".."
+    and "a//b" the directory itself again: neither is descended into (which recursed
+    until Python gave up and stopped the whole dataset); each fails, the rest copies."""
+    from fsspec.implementations.memory import MemoryFile, MemoryFileSystem
+
+    fs = MemoryFileSystem()
+    fs.pipe("/hostile-src/ok.txt", b"ok")
+    for key in ("sub/../../../escape.txt", "a//b.txt"):
+        fs.store[f"/hostile-src/{key}"] = MemoryFile(fs, f"/hostile-src/{key}", b"evil")
+    dst = tmp_path / "a" / "b" / "dst"
+    manifest = load_manifest(write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": "memory://hostile-src/"},
+         "destination": {"url": str(dst)}}]))
+    try:
+        report = api.run(manifest)
+    finally:
+        for key in list(fs.store):
+            if key.startswith("/hostile-src/"):
+                del fs.store[key]
+    assert files_under(tmp_path / "a") == {"b/dst/ok.txt"}
+    assert report.exit_code == 1
+    failed = {p.key: p.error for p in report.problems}
+    assert set(failed) == {"sub/../", "a//"}
+    assert all(error.startswith("unsafe directory name") for error in failed.values())
+
+
 def test_restore_never_writes_a_recorded_key_outside_its_target(tmp_path):
     src, dst, to = tmp_path / "src", tmp_path / "dst", tmp_path / "x" / "y" / "to"
     src.mkdir()

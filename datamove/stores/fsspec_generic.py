@@ -27,6 +27,7 @@ from datamove.stores.base import (
     partial_name,
     sort_key,
 )
+from datamove.stores.safepath import key_problem
 
 _IN_PROCESS = ("memory",)  # lives in this process: the host's region applies
 
@@ -112,11 +113,20 @@ def _walk_fs(location: Location) -> Iterator[Entry]:
     def walk(directory: str, prefix: str) -> Iterator[Entry]:
         children = []
         for info in fs.ls(directory, detail=True):
-            name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            path = info["name"].rstrip("/")
+            # A key with "//" lists as the directory itself with a slash: an empty name.
+            name = "" if path == directory.rstrip("/") else path.rsplit("/", 1)[-1]
             children.append((name, info["type"] == "directory", info))
         children.sort(key=lambda c: sort_key(c[0], c[1]))
         for name, is_dir, info in children:
             if is_dir:
+                # A store may list a "directory" named "", "." or ".." (hostile keys
+                # such as "a//x", "a/../../x"); descending would revisit one, forever.
+                problem = key_problem(prefix + name)
+                if problem:
+                    yield Entry(key=prefix + name + "/", size=0,
+                                problem=f"unsafe directory name: {problem}")
+                    continue
                 yield from walk(info["name"], prefix + name + "/")
             else:
                 yield Entry(key=prefix + name, size=int(info.get("size") or 0),
