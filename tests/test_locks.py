@@ -102,14 +102,20 @@ def test_run_waits_for_the_ledger_while_another_writer_holds_it(tmp_path):
     manifest = write_manifest(tmp_path / "m.yaml", [{
         "name": "d", "source": {"url": str(tmp_path / "src") + "/"},
         "destination": {"url": str(tmp_path / "dst") + "/"}}], ledger=str(tmp_path / "ledger"))
-    with ledger_lock(str(tmp_path / "ledger"), command="archive"):
+    err_path = tmp_path / "run.err"
+    with ledger_lock(str(tmp_path / "ledger"), command="archive"), err_path.open("w") as err:
         run = subprocess.Popen([sys.executable, "-m", "datamove.cli", "run", str(manifest)],
-                               env={**os.environ, **AWS_ENV}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
-        assert run.poll() is None  # waiting, not writing
+                               env={**os.environ, **AWS_ENV}, stdout=subprocess.DEVNULL,
+                               stderr=err, text=True)
+        # Released only once the run says it waits: on a busy machine the process may
+        # take seconds to get that far, and a lock released earlier proves nothing.
+        deadline = time.monotonic() + 60
+        while "waiting for the ledger" not in err_path.read_text() and run.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.poll() is None, err_path.read_text()  # waiting, not writing
+        time.sleep(0.5)
         assert not (tmp_path / "dst").exists() and not (tmp_path / "ledger" / "objects").exists()
-    _, err = run.communicate(timeout=120)
-    assert run.returncode == 0, err
-    assert "waiting for the ledger: held by `datamove archive`" in err
+    assert run.wait(timeout=120) == 0, err_path.read_text()
+    assert "waiting for the ledger: held by `datamove archive`" in err_path.read_text()
     assert (tmp_path / "dst" / "a.bin").read_bytes() == b"a" * 1000

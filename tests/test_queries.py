@@ -221,7 +221,7 @@ def test_history_lists_runs_newest_first_and_shows_interrupted(tmp_path):
     everything = query("history", str(manifest), "--all-manifests")
     assert everything["runs"][0]["run_id"] == other.run_id and everything["total"] == 4
 
-    human = cli("history", str(manifest))
+    human = cli("history", str(manifest), env={"COLUMNS": "200"})
     assert human.returncode == 0, human.stderr
     lines = human.stdout.splitlines()
     order = [next(i for i, line in enumerate(lines) if run_id in line)

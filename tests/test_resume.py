@@ -258,7 +258,7 @@ class Round:
     unpublished_at_start: int  # objects not yet at the destination
     stopped_after_s: float  # from the launch to the kill's moment (its SIGSTOP)
     unrecorded_at_kill: int  # objects still without a done row: > 0, work remained
-    unpublished_at_kill: int  # objects still missing at the destination: > 0
+    unpublished_at_kill: int  # objects still missing at the destination (may be 0)
     new_objects: int  # published at the destination during this round
     temporaries_at_kill: int  # new partial files / open uploads the killed process left
     rows_committed: int  # ledger rows this run committed before it died
@@ -381,7 +381,9 @@ def kill_loop(manifest: Path, dest: LocalDest | S3Dest, tree: Tree, ledger_dir: 
         assert proc.returncode == -signal.SIGKILL, (
             f"round {n}: exit {proc.returncode}, not killed\n"
             + (log_dir / f"round{n:02d}.err").read_text()[-3000:])
-        assert unrecorded_at_kill > 0 and unpublished_at_kill > 0, (
+        # Work left = objects not recorded yet. All may be published by then: requests
+        # the store was already answering finish while the run is frozen.
+        assert unrecorded_at_kill > 0, (
             f"round {n} ({what}): no work left when killed "
             f"(unrecorded {unrecorded_at_kill}, unpublished {unpublished_at_kill})")
         after = dest.published()

@@ -186,16 +186,14 @@ def checkpoint(manifest: str, output: str | None, as_json: bool) -> None:
     cannot vouch for (docs/FORMAT.md, "What a writer vouches for").
     """
     from datamove.api import new_run_id
-    from datamove.audit.log import AuditLog
+    from datamove.pipeline.auditing import audit_log_of
 
     def go() -> str:
         loaded, ledger = _ledger_of(manifest)
         if not loaded.audit.signing_key:
             raise BadInput(f"{manifest}: no audit.signing_key; add `audit: {{signing_key: "
                            "FILE}` (make the key with `datamove audit keygen -o FILE`)")
-        log = AuditLog(loaded.ledger, loaded.ledger_options, origin_name=loaded.name,
-                       signing_key=loaded.audit.signing_key,
-                       checkpoint_every=loaded.audit.checkpoint_every)
+        log = audit_log_of(loaded)
         note = log.writer(new_run_id()).checkpoint()
         if note is None:
             raise BadInput(f"audit log {ledger.url}/audit has no events yet; nothing to sign")
@@ -234,17 +232,15 @@ def acknowledge(manifest: str, through: int, reason: str, as_json: bool) -> None
     that do not chain. Exit 0 adopted, 2 nothing to adopt or bad input.
     """
     from datamove.api import new_run_id
-    from datamove.audit.log import AuditLog
     from datamove.ledger.lock import ledger_lock
+    from datamove.pipeline.auditing import audit_log_of
 
     def go() -> dict[str, Any]:
         loaded, _ = _ledger_of(manifest)
         if not loaded.audit.signing_key:
             raise BadInput(f"{manifest}: no audit.signing_key; only the key that signs "
                            "checkpoints can adopt events into what they cover")
-        log = AuditLog(loaded.ledger, loaded.ledger_options, origin_name=loaded.name,
-                       signing_key=loaded.audit.signing_key,
-                       checkpoint_every=loaded.audit.checkpoint_every)
+        log = audit_log_of(loaded)
         with ledger_lock(loaded.ledger, loaded.ledger_options, command="audit acknowledge"):
             return log.acknowledge(new_run_id(), through, reason)
 

@@ -29,12 +29,16 @@ if TYPE_CHECKING:
     from datamove.policy.rules import PolicyReport
 
 
+def audit_log_of(manifest: Manifest) -> AuditLog:
+    """The manifest's audit log, beside its ledger, with its signing settings."""
+    return AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
+                    signing_key=manifest.audit.signing_key,
+                    checkpoint_every=manifest.audit.checkpoint_every)
+
+
 def open_audit(manifest: Manifest, run_id: str) -> AuditWriter:
     """The run's audit writer (driver only); a bad signing key path is exit 2 here."""
-    log = AuditLog(manifest.ledger, manifest.ledger_options, origin_name=manifest.name,
-                   signing_key=manifest.audit.signing_key,
-                   checkpoint_every=manifest.audit.checkpoint_every)
-    return log.writer(run_id)
+    return audit_log_of(manifest).writer(run_id)
 
 
 def record_policy(audit: AuditWriter, decided: PolicyReport) -> None:
