@@ -28,7 +28,7 @@ import pytest
 from datamove.ledger.tables import Ledger
 from datamove.stores.core import PARTIAL_MARKER
 
-from .conftest import REPO, cli, require_tool, stop_server, write_manifest
+from .conftest import REPO, cli, require_tool, run_cli, stop_server, write_manifest
 
 
 @dataclass
@@ -46,15 +46,80 @@ class DaskCluster:
                     if info["name"] == name)
 
 
+@dataclass(frozen=True)
+class Certificates:
+    """A CA and one certificate it signed for 127.0.0.1 (server and client use)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def cli_args(self) -> list[str]:
+        return ["--tls-ca-file", str(self.ca), "--tls-cert", str(self.cert),
+                "--tls-key", str(self.key)]
+
+    def dask_env(self) -> dict[str, str]:
+        """What a user puts in the environment of datamove (Dask's configuration)."""
+        return {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(self.ca),
+                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(self.cert),
+                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(self.key),
+                "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"}
+
+
+def make_certificates(folder: Path) -> Certificates:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+                critical=False).add_extension(x509.ExtendedKeyUsage([
+                    ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                    critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("test CA", ca_key, "test CA", ca_key, ca=True)
+    cert = build("127.0.0.1", key, "test CA", ca_key, ca=False)
+    paths = Certificates(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return paths
+
+
 @contextlib.contextmanager
-def dask_cluster(work: Path, workers: int = 2, threads: int = 2) -> Iterator[DaskCluster]:
+def dask_cluster(work: Path, workers: int = 2, threads: int = 2,
+                 tls: Certificates | None = None) -> Iterator[DaskCluster]:
     """``dask scheduler`` on a loopback port the system picks (port 0; its address read
     from the ``--scheduler-file`` it writes, so no port is chosen in advance) and
     ``workers`` ``dask worker`` processes without a nanny (a killed worker stays dead).
+    With ``tls``, every connection is TLS with client certificates (``tls://``).
     The scheduler's task stream is switched on before anything runs."""
     from distributed import Client
+    from distributed.security import Security
 
     dask = require_tool("dask")
+    secure = tls.cli_args() if tls else []
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     work.mkdir(parents=True, exist_ok=True)
     scheduler_file = work / "scheduler.json"
@@ -69,13 +134,18 @@ def dask_cluster(work: Path, workers: int = 2, threads: int = 2) -> Iterator[Das
 
     try:
         scheduler = start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
-                          "--no-dashboard", "--scheduler-file", str(scheduler_file))
+                          "--no-dashboard", "--scheduler-file", str(scheduler_file),
+                          *(["--protocol", "tls", *secure] if tls else []))
         address = _scheduler_address(scheduler_file, scheduler, work / "scheduler.log")
         started = {f"w{i}": start(f"w{i}", "worker", address, "--name", f"w{i}",
                                   "--nthreads", str(threads), "--no-nanny",
-                                  "--no-dashboard", "--host", "127.0.0.1")
+                                  "--no-dashboard", "--host", "127.0.0.1", *secure)
                    for i in range(workers)}
-        with Client(address, set_as_default=False, timeout="20s") as client:
+        security = Security(tls_ca_file=str(tls.ca), tls_client_cert=str(tls.cert),
+                            tls_client_key=str(tls.key), require_encryption=True) \
+            if tls else None
+        with Client(address, set_as_default=False, timeout="20s",
+                    security=security) as client:
             client.wait_for_workers(workers, timeout=60)
             client.get_task_stream(count=0)  # installs the scheduler's task-stream plugin
             yield DaskCluster(address, scheduler, started, client, work)
@@ -207,3 +277,40 @@ def _published(root: Path) -> int:
         return 0
     return sum(1 for _, _, files in os.walk(root) for name in files
                if PARTIAL_MARKER not in name)
+
+
+def test_a_tls_scheduler_is_reached_with_dasks_own_tls_settings(tmp_path):
+    """``tls://``: datamove's client takes its CA, certificate and key from Dask's
+    configuration (here its environment variables, as a user sets them); the
+    scheduler and worker refuse anyone without a certificate from that CA."""
+    certs = make_certificates(tmp_path / "tls")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i:02d}").write_bytes(os.urandom(1000 + i))
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": str(src)}, "destination": {"url": str(tmp_path / "dst")}}],
+        ledger=str(tmp_path / "ledger"))
+    with dask_cluster(tmp_path / "cluster", workers=1, tls=certs) as cluster:
+        assert cluster.address.startswith("tls://127.0.0.1:")
+        # Without the settings: exit 2 and what to set (distributed's own error was a
+        # TypeError traceback, then a 20 s hang at exit).
+        refused = cli("run", str(manifest), "--scheduler", cluster.address, "--json",
+                      "--no-progress")
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert f"the Dask scheduler {cluster.address} speaks TLS, but Dask's configuration " \
+            "gives this client no certificate: set distributed.comm.tls.ca-file" \
+            in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (tmp_path / "ledger").exists() and not (tmp_path / "dst").exists()
+        # Dask's configuration is read when a process imports it: a new process.
+        run = run_cli("run", str(manifest), "--scheduler", cluster.address, "--json",
+                      "--no-progress", env=certs.dask_env(), timeout=120)
+        stream = cluster.client.get_task_stream()
+        worker = cluster.worker_address("w0")
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (report["engine"], report["datasets"]["d"]["copied"]) == \
+        (f"dask {cluster.address}", 20)
+    assert {t["worker"] for t in stream if t["status"] == "OK"} == {worker}  # it ran them
+    assert all((tmp_path / "dst" / p.name).read_bytes() == p.read_bytes() for p in src.iterdir())
