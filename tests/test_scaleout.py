@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import pytest
 
 from datamove.ledger.tables import Ledger
 from datamove.stores.core import PARTIAL_MARKER
 
-from .conftest import REPO, cli, require_tool, run_cli, stop_server, write_manifest
+from .conftest import REPO, cli, require_tool, stop_server, write_manifest
 
 
 @dataclass
@@ -58,12 +59,13 @@ class Certificates:
         return ["--tls-ca-file", str(self.ca), "--tls-cert", str(self.cert),
                 "--tls-key", str(self.key)]
 
-    def dask_env(self) -> dict[str, str]:
-        """What a user puts in the environment of datamove (Dask's configuration)."""
-        return {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(self.ca),
-                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(self.cert),
-                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(self.key),
-                "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"}
+    def dask_config(self) -> dict[str, object]:
+        """Dask's client TLS settings (docs/SCALE-OUT.md sets them as environment
+        variables: DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...)."""
+        return {"distributed.comm.tls.ca-file": str(self.ca),
+                "distributed.comm.tls.client.cert": str(self.cert),
+                "distributed.comm.tls.client.key": str(self.key),
+                "distributed.comm.require-encryption": True}
 
 
 def make_certificates(folder: Path) -> Certificates:
@@ -136,11 +138,14 @@ def dask_cluster(work: Path, workers: int = 2, threads: int = 2,
         scheduler = start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", "0",
                           "--no-dashboard", "--scheduler-file", str(scheduler_file),
                           *(["--protocol", "tls", *secure] if tls else []))
-        address = _scheduler_address(scheduler_file, scheduler, work / "scheduler.log")
-        started = {f"w{i}": start(f"w{i}", "worker", address, "--name", f"w{i}",
-                                  "--nthreads", str(threads), "--no-nanny",
-                                  "--no-dashboard", "--host", "127.0.0.1", *secure)
+        # The workers start at once too (importing distributed is most of the wait)
+        # and find the scheduler through its file.
+        started = {f"w{i}": start(f"w{i}", "worker", "--scheduler-file", str(scheduler_file),
+                                  "--name", f"w{i}", "--nthreads", str(threads),
+                                  "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                                  *secure)
                    for i in range(workers)}
+        address = _scheduler_address(scheduler_file, scheduler, work / "scheduler.log")
         security = Security(tls_ca_file=str(tls.ca), tls_client_cert=str(tls.cert),
                             tls_client_key=str(tls.key), require_encryption=True) \
             if tls else None
@@ -150,7 +155,10 @@ def dask_cluster(work: Path, workers: int = 2, threads: int = 2,
             client.get_task_stream(count=0)  # installs the scheduler's task-stream plugin
             yield DaskCluster(address, scheduler, started, client, work)
     finally:
-        for process in reversed(processes):
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
             if process.poll() is None:
                 stop_server(process)  # type: ignore[arg-type]
 
@@ -178,7 +186,7 @@ def test_a_worker_killed_mid_run_on_a_cli_started_cluster_loses_nothing(tmp_path
     once, byte-identical, recorded once as copied, no temporary file left (the dead
     worker's are swept at the end of the dataset: without that sweep this test
     finds them), and an audit log that verifies."""
-    count, size = 600, 128 * 1024
+    count, size = 600, 64 * 1024
     src, dst, ledger = tmp_path / "src", tmp_path / "dst", tmp_path / "ledger"
     src.mkdir()
     for i in range(count):
@@ -193,7 +201,7 @@ def test_a_worker_killed_mid_run_on_a_cli_started_cluster_loses_nothing(tmp_path
         [{"name": "d", "source": {"url": str(src)}, "destination": {"url": str(dst)}}],
         ledger=str(ledger), audit={"signing_key": str(tmp_path / "signer.key")},
         # Small batches: many tasks, so both workers hold some when one dies.
-        engine={"batch_objects": 8, "window": 8, "fsync": True})
+        engine={"batch_objects": 8, "window": 8})
 
     with dask_cluster(tmp_path / "cluster") as cluster:
         # The workers run this checkout's datamove, imported in their own processes.
@@ -238,7 +246,7 @@ def test_a_worker_killed_mid_run_on_a_cli_started_cluster_loses_nothing(tmp_path
     # and the tasks the victim held when it died were finished by the survivor.
     finished = {t["key"]: t["worker"] for t in stream if t["status"] == "OK"}
     ran = Counter(finished.values())
-    assert len(ran) == 2 and ran[victim] > 0 and min(ran.values()) > 0, ran
+    assert len(ran) == 2 and ran[victim] > 0, ran
     assert killed["held"] <= set(finished), "a task of the dead worker never finished"
     assert any(finished[key] != victim for key in killed["held"]), "nothing was rescheduled"
 
@@ -280,9 +288,9 @@ def _published(root: Path) -> int:
 
 
 def test_a_tls_scheduler_is_reached_with_dasks_own_tls_settings(tmp_path):
-    """``tls://``: datamove's client takes its CA, certificate and key from Dask's
-    configuration (here its environment variables, as a user sets them); the
-    scheduler and worker refuse anyone without a certificate from that CA."""
+    """``tls://`` (mutual TLS between scheduler, worker and client): datamove's client
+    takes its CA, certificate and key from Dask's configuration; without them the
+    run is refused with what to set, before anything is recorded."""
     certs = make_certificates(tmp_path / "tls")
     src = tmp_path / "src"
     src.mkdir()
@@ -303,9 +311,11 @@ def test_a_tls_scheduler_is_reached_with_dasks_own_tls_settings(tmp_path):
             in refused.stderr
         assert "Traceback" not in refused.stderr
         assert not (tmp_path / "ledger").exists() and not (tmp_path / "dst").exists()
-        # Dask's configuration is read when a process imports it: a new process.
-        run = run_cli("run", str(manifest), "--scheduler", cluster.address, "--json",
-                      "--no-progress", env=certs.dask_env(), timeout=120)
+        # Dask's configuration, as its DASK_DISTRIBUTED__COMM__TLS__* variables give it
+        # to a new process (this one read its environment at import).
+        with dask.config.set(certs.dask_config()):
+            run = cli("run", str(manifest), "--scheduler", cluster.address, "--json",
+                      "--no-progress")
         stream = cluster.client.get_task_stream()
         worker = cluster.worker_address("w0")
     assert run.returncode == 0, run.stderr[-3000:]
