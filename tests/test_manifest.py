@@ -159,6 +159,7 @@ def test_engine_settings_are_read(tmp_path: Path) -> None:
     path = write(tmp_path, VALID + textwrap.indent(textwrap.dedent("""
         engine:
           scheduler: tcp://scheduler.internal:8786
+          allow_insecure: true
           threads: 32
           window: 100
           batch_objects: 1000
@@ -170,7 +171,7 @@ def test_engine_settings_are_read(tmp_path: Path) -> None:
 
     engine = load_manifest(path).engine
 
-    assert engine.scheduler == "tcp://scheduler.internal:8786"
+    assert (engine.scheduler, engine.allow_insecure) == ("tcp://scheduler.internal:8786", True)
     assert (engine.threads, engine.window, engine.effective_window) == (32, 100, 100)
     assert (engine.batch_objects, engine.batch_bytes) == (1000, 1048576)
     assert (engine.retries, engine.part_size, engine.fsync) == (0, 5 * 1024 * 1024, True)

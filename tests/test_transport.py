@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from datamove.ledger.tables import storage_options
-from datamove.stores.transport import is_loopback
+from datamove.stores.transport import clear_text_scheduler, is_loopback
 from tests.conftest import (
     AWS_ENV,
     MotoServer,
@@ -150,3 +151,46 @@ def test_ledger_endpoints_from_the_environment_follow_the_same_rule(
 ])
 def test_loopback_is_judged_on_the_name_as_written(host: str | None, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("address", "refused"), [
+    ("tcp://192.0.2.7:8786", True), ("tcp://scheduler.internal:8786", True),
+    ("TCP://dask-scheduler:8786", True), ("ucx://192.0.2.7:13337", True),
+    ("tcp://127.0.0.1:8786", False), ("tcp://localhost:8786", False),
+    ("tcp://[::1]:8786", False), ("tls://192.0.2.7:8786", False),
+    ("inproc://192.0.2.7/1/2", False), (None, False),
+])
+def test_a_clear_text_scheduler_is_judged_on_scheme_and_host(address: str | None,
+                                                            refused: bool) -> None:
+    assert (clear_text_scheduler(address) is not None) is refused
+
+
+def test_a_clear_text_scheduler_on_another_host_is_refused_unless_opted_in(
+        tmp_path: Path) -> None:
+    """Tasks and results cross the scheduler connection as pickles: tcp:// to another
+    host is refused in the manifest (file:line) and on the command line (before the
+    run records anything, without a connection attempt), unless engine says
+    allow_insecure: true."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("hello")
+    datasets = [{"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}]
+    remote = "tcp://192.0.2.7:8786"  # TEST-NET-1: nothing answers there
+    in_manifest = write_manifest(tmp_path / "m.yaml", datasets, engine={"scheduler": remote})
+    result = cli("plan", str(in_manifest))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "m.yaml:4: engine.scheduler: is clear-text tcp:// to 192.0.2.7, which is not " \
+        "this machine" in result.stderr, result.stderr
+    assert "set allow_insecure: true in the manifest's engine section" in result.stderr
+
+    plain = write_manifest(tmp_path / "plain.yaml", datasets)
+    began = time.monotonic()
+    result = cli("run", str(plain), "--scheduler", remote, "--no-progress")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"the Dask scheduler {remote} is clear-text tcp:// to 192.0.2.7" in result.stderr
+    assert time.monotonic() - began < 8  # refused, not a 10 s connection attempt
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".datamove").exists() and not (tmp_path / "dst").exists()
+
+    opted = write_manifest(tmp_path / "opted.yaml", datasets,
+                           engine={"scheduler": remote, "allow_insecure": True})
+    assert cli("plan", str(opted)).returncode == 0

@@ -27,7 +27,8 @@ JSON = click.option("--json", "as_json", is_flag=True,
 DATASET = click.option("--dataset", "datasets", multiple=True, metavar="NAME",
                        help="Only this dataset (repeatable; default: all).")
 SCHEDULER = click.option("--scheduler", metavar="tcp://HOST:PORT",
-                         help="Run on an existing Dask scheduler instead of the embedded one.")
+                         help="Run on an existing Dask scheduler instead of the embedded one "
+                              "(docs/SCALE-OUT.md).")
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True,
                         help="Live progress on stderr when it is a terminal.")
 POLICIES = click.option("--policies", multiple=True, metavar="PATH",

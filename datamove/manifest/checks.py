@@ -20,7 +20,7 @@ import fsspec
 
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
-from datamove.stores.transport import OPT_IN, insecure_settings
+from datamove.stores.transport import OPT_IN, clear_text_scheduler, insecure_settings
 
 if TYPE_CHECKING:
     from datamove.manifest.model import DatasetSpec, KeysSpec, Manifest
@@ -90,7 +90,12 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
 
 def _transport_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
     """Plain http:// or TLS checks off towards another host, wherever a manifest
-    names a place: the ledger, each location, each KMS endpoint."""
+    names a place: the ledger, each location, each KMS endpoint; and a clear-text
+    Dask scheduler on another host."""
+    problem = None if manifest.engine.allow_insecure else \
+        clear_text_scheduler(manifest.engine.scheduler)
+    if problem is not None:
+        yield ("engine", "scheduler"), problem
     yield from insecure_settings(manifest.ledger, manifest.ledger_options, ("ledger",),
                                  ("ledger_options",), "ledger_options")
     for i, dataset in enumerate(manifest.datasets):

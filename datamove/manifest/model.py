@@ -123,6 +123,8 @@ class EngineSpec(_Strict):
     part_size: Annotated[int, Field(strict=True, ge=5 * 1024 * 1024,
                                     le=5 * 1024**3)] = 16 * 1024 * 1024
     fsync: bool = False
+    # A clear-text (tcp://) scheduler on another host, accepted (stores/transport.py).
+    allow_insecure: Annotated[bool, Field(strict=True)] = False
 
     @field_validator("scheduler")
     @classmethod

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from datamove.errors import BadInput
+from datamove.stores.core import describe
+from datamove.stores.transport import clear_text_scheduler
 
 if TYPE_CHECKING:
     from datamove.manifest.model import EngineSpec
@@ -41,12 +43,19 @@ class Engine:
     start-up on small machines. ``processes=N`` starts N worker processes
     instead (``threads`` shared among them), for CPU-bound work such as
     encrypting many small local files, where threads contend for the GIL. A
-    ``tcp://`` address attaches to an existing cluster whose workers must have
-    datamove installed and their own credentials.
+    ``tcp://`` or ``tls://`` address attaches to an existing cluster whose workers
+    must have datamove installed and their own credentials (docs/SCALE-OUT.md);
+    ``tcp://`` to another host only with ``allow_insecure`` (stores/transport.py).
+    TLS certificates come from Dask's own configuration (``distributed.comm.tls``).
     """
 
     def __init__(self, scheduler: str | None = None, threads: int = 8, window: int = 16,
-                 processes: int = 0):
+                 processes: int = 0, allow_insecure: bool = False):
+        problem = None if allow_insecure else clear_text_scheduler(scheduler)
+        if problem is not None:
+            raise BadInput(f"the Dask scheduler {scheduler} {problem}")
+        if scheduler and scheduler.split("://", 1)[0].lower() == "tls":
+            _require_tls_settings(scheduler)  # before the run records anything
         self.scheduler = scheduler
         self.threads = threads
         self.window = window
@@ -59,7 +68,8 @@ class Engine:
     def of(cls, spec: EngineSpec, scheduler: str | None = None) -> Engine:
         """The engine a manifest's ``engine`` section asks for (``--scheduler`` wins)."""
         return cls(scheduler or spec.scheduler, threads=spec.threads,
-                   window=spec.effective_window, processes=spec.processes)
+                   window=spec.effective_window, processes=spec.processes,
+                   allow_insecure=spec.allow_insecure)
 
     def __enter__(self) -> Engine:
         from distributed import Client, LocalCluster
@@ -195,6 +205,30 @@ class Engine:
             self._client.cancel(futures)
         for future in futures:
             yield pending.pop(future), LetGo("still running when the run stopped; let go")
+
+
+def _require_tls_settings(address: str) -> None:
+    """A ``tls://`` scheduler needs a client certificate and the CA from Dask's
+    configuration (``distributed.comm.tls``); without them distributed fails with a
+    TypeError deep in its connect, and its half-made client hangs the exit."""
+    import dask.config
+    from distributed.security import Security
+
+    if dask.config.get("distributed.client.security-loader", None):
+        return  # the loader gives the client its credentials
+    try:
+        tls = Security().get_connection_args("client")["ssl_context"]
+    except (OSError, ValueError, TypeError) as exc:
+        raise BadInput(f"the TLS settings for the Dask scheduler {address} do not load: "
+                       f"{describe(exc)}. Check distributed.comm.tls in Dask's "
+                       "configuration (docs/SCALE-OUT.md)") from exc
+    if tls is None:
+        raise BadInput(
+            f"the Dask scheduler {address} speaks TLS, but Dask's configuration gives this "
+            "client no certificate: set distributed.comm.tls.ca-file, .client.cert and "
+            ".client.key (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT, "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY; docs/SCALE-OUT.md)")
 
 
 class LetGo(Exception):

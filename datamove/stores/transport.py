@@ -9,8 +9,14 @@ such settings are refused unless the manifest opts in explicitly with
 ``allow_insecure: true`` beside them (docs/MANIFEST.md, "Insecure transport"),
 and nothing here ever enables plain HTTP on the user's behalf.
 
-Used by manifest/checks.py (refusal at validation) and ledger.storage_options
-(whether delta-rs may speak plain HTTP).
+The same holds for a Dask scheduler: tasks and results travel between datamove,
+the scheduler and its workers as pickles, so a ``tcp://`` scheduler on another
+host is refused unless the manifest's ``engine`` says ``allow_insecure: true``
+(``clear_text_scheduler``); ``tls://`` is the encrypted alternative.
+
+Used by manifest/checks.py (refusal at validation), ledger.storage_options
+(whether delta-rs may speak plain HTTP) and pipeline/engine.py (the scheduler
+the run attaches to, ``--scheduler`` included).
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ _TLS_OFF_NAMES = {"allow_http", "aws_allow_http", "azure_allow_http", "google_al
                   "allow_invalid_certificates", "aws_allow_invalid_certificates",
                   "insecure", "insecure_skip_verify", "skip_verify", "disable_ssl",
                   "skip_tls_verify"}
+# Dask comm schemes without encryption (tls:// has it; inproc:// stays in one process).
+_CLEAR_SCHEDULER_SCHEMES = {"tcp", "ucx"}
 _FALSE_WORDS = {"false", "no", "off", "0"}
 _TRUE_WORDS = {"true", "yes", "on", "1"}
 # Environment variables that give a store its endpoint when the options do not.
@@ -89,6 +97,28 @@ def plain_http_allowed(endpoint: str, options: Mapping[str, Any]) -> bool:
 def opted_in(options: Mapping[str, Any]) -> bool:
     """Did these options accept clear text explicitly (``allow_insecure: true``, a boolean)?"""
     return options.get(OPT_IN) is True
+
+
+def clear_text_scheduler(address: str | None) -> str | None:
+    """Why attaching to the Dask scheduler at ``address`` would be clear text to
+    another host, or None (no address, loopback, ``tls://``, ``inproc://``).
+
+    What crosses that connection: every task (locations, keys, the run token) and
+    every result (sizes, checksums) as pickles. On a clear-text path anyone can
+    read them, and rewrite them: a task is code the workers run with their store
+    credentials, a result is what the driver unpickles and records as verified.
+    """
+    if not address or "://" not in address:
+        return None
+    scheme = address.split("://", 1)[0].lower()
+    host = host_of(address)
+    if scheme not in _CLEAR_SCHEDULER_SCHEMES or is_loopback(host):
+        return None
+    return (f"is clear-text {scheme}:// to {host}, which is not this machine: tasks and "
+            f"results would cross the network unencrypted and unauthenticated; use a "
+            f"tls:// address (Dask's TLS settings, docs/SCALE-OUT.md), or if the network "
+            f"to that host is trusted, set {OPT_IN}: true in the manifest's engine "
+            f"section ({_DOC})")
 
 
 def _snake(name: str) -> str:
