@@ -54,6 +54,7 @@ from datamove.stores.core import (
     remove,
     stat,
 )
+from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.source_guard import SourceGuard
 from datamove.stores.writers import Committed, atomic_writer
 
@@ -81,6 +82,7 @@ LIVE_BYTES = LiveBytes()
 @dataclass(frozen=True)
 class TransferSettings:
     part_size: int = 16 * 1024 * 1024
+    part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
     retries: int = 4
     fsync: bool = False
     backoff_base: float = 0.2
@@ -246,7 +248,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           resume_id=None if encryption else _resume_id(source, settings),
                           resumable=encryption is None,
                           storage_class=job.storage_class,
-                          mode=_source_mode(reader)) as writer:
+                          mode=_source_mode(reader),
+                          part_buffers=settings.part_buffers) as writer:
         guard = SourceGuard(job.source, source, reader)
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 
+from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class WriteOptions:
     resumable: bool = True
     storage_class: str | None = None
     mode: int | None = None
+    part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
 
 
 def partial_name(final_path: str, run_token: str = "") -> str:

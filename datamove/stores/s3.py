@@ -39,6 +39,7 @@ from datamove.stores.base import (
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.parts import PART_BUFFERS, PartSender
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
 
@@ -111,7 +112,8 @@ class S3Backend(Backend):
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
         return S3Writer(location, key, options.part_size, options.size_hint,
-                        resume=options.resumable, storage_class=options.storage_class)
+                        resume=options.resumable, storage_class=options.storage_class,
+                        part_buffers=options.part_buffers)
 
     def is_transient(self, exc: BaseException) -> bool:
         """Throttling, 5xx and dropped connections: yes. An answer that will not
@@ -222,16 +224,18 @@ def _response_date(response: dict) -> datetime | None:
 class S3Writer:
     """Single PUT for small objects, multipart upload for large ones.
 
-    Memory: one part buffer (``part_size``). Each part carries its sha256 so S3
-    checks it on arrival; the composite checksum of the parts is computed here
-    from the bytes read at the source, so the destination's native checksum can
-    be compared with it later without a download.
+    Memory: at most ``part_buffers`` parts of ``part_size``: the one being filled
+    and the others uploading at once (parts.PartSender). Each part carries its
+    sha256 so S3 checks it on arrival; the composite checksum of the parts is
+    computed here from the bytes read at the source, so the destination's
+    native checksum can be compared with it later without a download.
     """
 
     MAX_PARTS = 10_000  # S3's limit per multipart upload
 
     def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0,
-                 resume: bool = True, storage_class: str | None = None):
+                 resume: bool = True, storage_class: str | None = None,
+                 part_buffers: int = PART_BUFFERS):
         self.fs = location.fs
         self._class = {"StorageClass": storage_class} if storage_class else {}
         self.bucket, prefix = location.bucket_and_prefix()
@@ -241,8 +245,12 @@ class S3Writer:
         self.part_size = max(part_size, -(-size_hint // self.MAX_PARTS // mib) * mib)
         self._buffer = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._digests: list[bytes] = []
+        # By part number: parts finish out of order when several upload at once.
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._digests: dict[int, bytes] = {}
+        self._sent: dict[int, int] = {}
+        self._numbered = 0  # parts handed out so far
+        self._sender = PartSender(part_buffers)
         self._resumable: list[dict[str, Any]] = []
         self.size = 0
         self.sent = 0  # bytes actually sent; less than size when parts were reused
@@ -293,9 +301,9 @@ class S3Writer:
         if not same:
             self._resumable = []  # the source differs from here on: upload the rest
             return False
-        self._parts.append({"PartNumber": number, "ETag": stored["ETag"],
-                            "ChecksumSHA256": b64(digest)})
-        self._digests.append(digest)
+        self._parts[number] = {"PartNumber": number, "ETag": stored["ETag"],
+                               "ChecksumSHA256": b64(digest)}
+        self._digests[number] = digest
         return True
 
     def write(self, data: bytes | memoryview) -> None:
@@ -313,17 +321,26 @@ class S3Writer:
                 ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)},
                 **self._class)
             self._upload_id = created["UploadId"]
-        digest = hashlib.sha256(part).digest()
-        number = len(self._parts) + 1
-        if self._reuse(number, part, digest):
-            return
-        self.sent += len(part)
+        self._numbered += 1
+        number = self._numbered
+        digest = None
+        if number <= len(self._resumable):  # reuse is decided in order, here
+            digest = hashlib.sha256(part).digest()
+            if self._reuse(number, part, digest):
+                return
+        self._sender.submit(self._send_part, self._upload_id, number, part, digest)
+
+    def _send_part(self, upload_id: str, number: int, part: bytes,
+                   digest: bytes | None) -> None:
+        """One UploadPart (on a PartSender thread); records only its own number."""
+        digest = digest or hashlib.sha256(part).digest()  # hashing releases the GIL
         response = self.fs.call_s3(
-            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=upload_id,
             PartNumber=number, Body=part, ChecksumSHA256=b64(digest))
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"],
-                            "ChecksumSHA256": b64(digest)})
-        self._digests.append(digest)
+        self._parts[number] = {"PartNumber": number, "ETag": response["ETag"],
+                               "ChecksumSHA256": b64(digest)}
+        self._digests[number] = digest
+        self._sent[number] = len(part)
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
         if self._upload_id is None:
@@ -347,18 +364,26 @@ class S3Writer:
         if self._buffer:
             self._upload_part(bytes(self._buffer))
             self._buffer = bytearray()
+        self._sender.drain()
+        numbers = sorted(self._parts)
+        if numbers != list(range(1, self._numbered + 1)):
+            raise RuntimeError(f"s3://{self.bucket}/{self.key}: parts {numbers} of "
+                               f"{self._numbered} uploaded; not completed")
         response = self.fs.call_s3(
             "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
-            UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": [self._parts[n] for n in numbers]})
         self._upload_id = None
         self.committed = True
+        self.sent = sum(self._sent.values())
         stored = response.get("ChecksumSHA256")
+        composite = composite_sha256([self._digests[n] for n in numbers])
         return Committed(size=self.size, native=f"sha256:{stored}" if stored else None,
-                         expected=f"sha256:{composite_sha256(self._digests)}", multipart=True,
-                         sent=self.sent)
+                         expected=f"sha256:{composite}", multipart=True, sent=self.sent)
 
     def abort(self) -> None:
         self._buffer = bytearray()
+        self._sender.close()  # before the abort: a part arriving after it may be kept
         if self._upload_id is not None:
             with contextlib.suppress(Exception):
                 self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key,
