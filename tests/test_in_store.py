@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import random
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from datamove.pipeline import in_store
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, check_object, copy_object
 from datamove.stores.core import META_PART_SIZE, META_SHA256, KeyFilter, Location, list_entries
+from tests.conftest import cli, s3_location, write_manifest
 from tests.relay import Relay
 
 MiB = 1024 * 1024
@@ -139,3 +141,73 @@ def test_what_is_not_the_same_store_or_is_encrypted_is_streamed(moto_server, rel
     result = copy_object(other, listed(other, "obj.bin"), SETTINGS)
     assert relay.sent - before >= len(data)  # streamed: the bytes went through the client
     assert result.bytes_written == len(data)
+
+
+# --- GCS: objects.rewrite --------------------------------------------------------------
+
+def gcs_job(gcs_emulator, relay: Relay, src: str, dst: str) -> DatasetJob:
+    options = {**gcs_emulator.options, "endpoint_url": f"http://127.0.0.1:{relay.port}"}
+    return DatasetJob("d", Location.of(f"gs://{src}/src/", options),
+                      Location.of(f"gs://{dst}/dst/", options), KeyFilter(), VerifyMode.checksum)
+
+
+@pytest.fixture
+def gcs_relay(gcs_emulator) -> Iterator[Relay]:
+    relay = Relay(gcs_emulator.port)
+    yield relay
+    relay.close()
+
+
+def test_gcs_same_store_is_rewritten_inside_the_store(gcs_emulator, gcs_relay):
+    fs = gcs_emulator.fs()
+    src, dst = gcs_emulator.new_bucket(), gcs_emulator.new_bucket()
+    data = random.Random(4).randbytes(3 * MiB + 5)
+    fs.pipe(f"{src}/src/obj.bin", data)
+    job = gcs_job(gcs_emulator, gcs_relay, src, dst)
+    assert in_store.applies(job)
+    item = listed(job, "obj.bin")
+    before = gcs_relay.sent
+    result = copy_object(job, item, SETTINGS)
+    assert gcs_relay.sent - before < 256 * 1024, "object bytes went through the client"
+    assert result.sha256 == hashlib.sha256(data).hexdigest() and result.bytes_written == 0
+    assert result.native_checksum and result.native_checksum.startswith("crc32c:")
+    assert fs.cat(f"{dst}/dst/obj.bin") == data
+    checked = check_object(job, PlanItem(Action.check, "obj.bin", item.source, None, "check"))
+    assert checked.status == "matched"
+
+
+def test_gcs_source_changed_after_listing_is_not_copied(gcs_emulator, gcs_relay):
+    fs = gcs_emulator.fs()
+    src, dst = gcs_emulator.new_bucket(), gcs_emulator.new_bucket()
+    fs.pipe(f"{src}/src/obj.bin", b"a" * MiB)
+    job = gcs_job(gcs_emulator, gcs_relay, src, dst)
+    item = listed(job, "obj.bin")
+    fs.pipe(f"{src}/src/obj.bin", b"b" * MiB)
+    with pytest.raises(SourceChanged):
+        copy_object(job, item, SETTINGS)
+    assert not fs.exists(f"{dst}/dst/obj.bin")
+
+
+def test_a_run_copies_in_store_records_and_then_skips(moto_server, tmp_path):
+    """Through the CLI: copied inside the store (nothing sent), recorded, verified by
+    ``datamove verify``, and a rerun copies nothing."""
+    client = moto_server.client()
+    bucket = moto_server.new_bucket()
+    files = {"small.bin": random.Random(5).randbytes(MiB),
+             "large.bin": random.Random(6).randbytes(2 * PART + 3)}
+    for key, data in files.items():
+        client.put_object(Bucket=bucket, Key=f"raw/{key}", Body=data)
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": s3_location(moto_server, bucket, "raw/"),
+         "destination": s3_location(moto_server, bucket, "copy/")}],
+        ledger=str(tmp_path / "ledger"), engine={"threads": 2, "part_size": PART})
+    first = cli("run", str(manifest), "--json", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout.strip().splitlines()[-1])["datasets"]["d"]
+    assert summary["copied"] == 2 and summary["bytes_sent"] == 0
+    for key, data in files.items():
+        assert client.get_object(Bucket=bucket, Key=f"copy/{key}")["Body"].read() == data
+    checked = cli("verify", str(manifest), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    again = cli("run", str(manifest), "--json", "--no-progress")
+    assert json.loads(again.stdout.strip().splitlines()[-1])["datasets"]["d"]["copied"] == 0
