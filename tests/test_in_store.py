@@ -14,13 +14,14 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
 from datamove.checksum import composite_sha256
 from datamove.errors import SourceChanged
 from datamove.manifest.model import VerifyMode
-from datamove.pipeline import in_store
+from datamove.pipeline import cancel, in_store
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, check_object, copy_object
 from datamove.stores.core import META_PART_SIZE, META_SHA256, KeyFilter, Location, list_entries
@@ -112,6 +113,22 @@ def test_a_source_changed_after_listing_is_not_copied(moto_server, relay, size):
     with pytest.raises(SourceChanged):
         copy_object(job, item, SETTINGS)
     assert "Contents" not in client.list_objects_v2(Bucket=dst)  # nothing published
+    assert "Uploads" not in client.list_multipart_uploads(Bucket=dst)
+
+
+def test_a_stopped_run_publishes_nothing(moto_server, relay):
+    """The driver's stop flag (a signal, a circuit breaker) ends the one read of the
+    source at its next chunk: no copy request is made, nothing is published."""
+    client = moto_server.client()
+    src, dst = moto_server.new_bucket(), moto_server.new_bucket()
+    client.put_object(Bucket=src, Key="src/obj.bin", Body=random.Random(8).randbytes(3 * PART))
+    job = job_on(relay, src, dst)
+    item = listed(job, "obj.bin")
+    with cancel.Switch("stopped-run") as switch:
+        switch.stop("d")
+        with pytest.raises(cancel.Cancelled):
+            copy_object(job, item, replace(SETTINGS, run_token="stopped-run"))
+    assert "Contents" not in client.list_objects_v2(Bucket=dst)
     assert "Uploads" not in client.list_multipart_uploads(Bucket=dst)
 
 
