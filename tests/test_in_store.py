@@ -18,7 +18,9 @@ from dataclasses import replace
 
 import pytest
 
+from datamove.age import X25519Identity
 from datamove.checksum import composite_sha256
+from datamove.crypto.dataset import Encryption
 from datamove.errors import SourceChanged
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline import cancel, in_store
@@ -135,10 +137,10 @@ def test_a_stopped_run_publishes_nothing(moto_server, relay):
 def test_part_copies_travel_at_once(moto_server, relay):
     client = moto_server.client()
     src, dst = moto_server.new_bucket(), moto_server.new_bucket()
-    data = random.Random(2).randbytes(8 * PART)
+    data = random.Random(2).randbytes(4 * PART)
     client.put_object(Bucket=src, Key="src/obj.bin", Body=data)
     job = job_on(relay, src, dst)
-    # The one read of the source is a request at a time; the 8 part copies are not.
+    # The one read of the source is a request at a time; the 4 part copies are not.
     copy_object(job, listed(job, "obj.bin"), SETTINGS)
     assert relay.most > 1, relay.most
     assert client.get_object(Bucket=dst, Key="dst/obj.bin")["Body"].read() == data
@@ -147,6 +149,9 @@ def test_part_copies_travel_at_once(moto_server, relay):
 def test_what_is_not_the_same_store_or_is_encrypted_is_streamed(moto_server, relay, tmp_path):
     src, dst = moto_server.new_bucket(), moto_server.new_bucket()
     assert not in_store.applies(job_on(relay, src, dst, config_kwargs={"max_pool_connections": 5}))
+    recipient = X25519Identity.generate().recipient.encode()
+    encrypted = replace(job_on(relay, src, dst), encryption=Encryption(recipients=(recipient,)))
+    assert not in_store.applies(encrypted)  # new bytes: a new file key per object
     local = DatasetJob("d", Location.of(str(tmp_path)), Location.of(str(tmp_path / "x")),
                        KeyFilter(), VerifyMode.checksum)
     assert not in_store.applies(local)
