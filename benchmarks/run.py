@@ -229,12 +229,14 @@ def rclone_s3_flags(moto: Moto) -> list[str]:
 
 def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None,
                       keys: Keys | None = None, verify: str = "checksum",
-                      tag: str = "", processes: int = 0) -> Path:
+                      tag: str = "", processes: int = 0,
+                      engine: dict[str, object] | None = None) -> Path:
     """Write the manifest for one datamove run into .work/manifests/.
 
     With ``keys`` the dataset is encrypted for the run's age recipient; verify
     ``full`` also gives datamove the identity, so it decrypts what it wrote.
     ``processes``: embedded worker processes instead of threads (engine.processes).
+    ``engine``: more engine settings (``part_buffers: 1``, the sequential-parts A/B).
     """
     if isinstance(dst, Path):
         destination: dict[str, object] = {"url": f"{dst}/"}
@@ -251,7 +253,8 @@ def datamove_manifest(scenario: str, src: Path, dst: Dest, moto: Moto | None,
                             **({"identity": {"file": str(keys.identity)}}
                                if verify == "full" else {})}
         dataset["encrypt"] = True
-    manifest["engine"] = {"threads": THREADS, **({"processes": processes} if processes else {})}
+    manifest["engine"] = {"threads": THREADS, **({"processes": processes} if processes else {}),
+                          **(engine or {})}
     manifest["datasets"] = [dataset]
     path = WORK / "manifests" / f"{scenario}{tag}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,10 +432,12 @@ def s3_cases(scenario: str, src: Path, expected: dict[str, int], moto: Moto) -> 
         return check
 
     manifest = datamove_manifest(scenario, src, (bucket("datamove"), prefix), moto)
+    one_part = datamove_manifest(scenario, src, (bucket("datamove-1-part"), prefix), moto,
+                                 tag="-1-part", engine={"part_buffers": 1})
 
-    def dm_check(log: Path) -> None:
+    def dm_check(log: Path, tool: str = "datamove") -> None:
         check_datamove_json(log, copied=len(expected))
-        same("datamove")(log)
+        same(tool)(log)
 
     url = f"s3://{{}}/{prefix}"
     return [
@@ -447,6 +452,11 @@ def s3_cases(scenario: str, src: Path, expected: dict[str, int], moto: Moto) -> 
                                 str(src), f":s3:{bucket('rclone')}/{prefix}"],
              fresh("rclone"), same("rclone")),
         Case("datamove", lambda: datamove_cmd(manifest), fresh("datamove"), dm_check),
+        # The same datamove with one part of an object in flight at a time (before
+        # engine.part_buffers): large objects only, where parts matter.
+        *([Case("datamove-1-part", lambda: datamove_cmd(one_part), fresh("datamove-1-part"),
+                lambda log: dm_check(log, "datamove-1-part"))]
+          if scenario == "s3-large" else []),
     ]
 
 
@@ -717,7 +727,7 @@ SCENARIOS = ["local-large", "local-small", "s3-large", "s3-small", "rerun-small"
              "local-large-enc", "local-small-enc"]
 TOOLS = {  # per scenario family, in run order; --only filters on "scenario/tool"
     "local": ["cp+sha256sum", "rclone", "datamove"],
-    "s3": ["s5cmd", "aws-s3-cp", "rclone", "datamove"],
+    "s3": ["s5cmd", "aws-s3-cp", "rclone", "datamove", "datamove-1-part"],
     "rerun": ["rclone-check", "rclone-check-size-only", "rclone-copy-noop", "datamove"],
     "enc": ["rclone-crypt", "rclone-crypt+cryptcheck", "datamove", "datamove-verify-full",
             "datamove-processes"],

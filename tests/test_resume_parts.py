@@ -66,6 +66,10 @@ def test_killed_upload_resumes_from_the_last_stored_part(tmp_path, moto_server):
                                UploadId=uploads[0]["UploadId"])["Parts"]
     full_parts = [p for p in stored if p["Size"] == PART]
     assert len(full_parts) >= 6
+    # Parts upload several at once (engine.part_buffers), so the stored ones may have
+    # gaps; a rerun reuses the run of them from part 1 and sends the rest again.
+    numbers = {p["PartNumber"] for p in full_parts}
+    reusable = next(n for n in range(1, len(numbers) + 2) if n not in numbers) - 1
     with pytest.raises(client.exceptions.ClientError):
         client.head_object(Bucket=bucket, Key="models/weights.bin")  # nothing visible
 
@@ -73,11 +77,11 @@ def test_killed_upload_resumes_from_the_last_stored_part(tmp_path, moto_server):
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])["datasets"]["d"]
     assert summary["copied"] == 1
-    # Only the parts that were not stored travel again (the stored ones are contiguous
-    # from part 1: the writer uploads them in order).
-    print(f"killed after {len(full_parts)} of {-(-size // PART)} parts; rerun sent "
-          f"{summary['bytes_sent'] / MIB:.0f} MiB of {size // MIB} MiB")
-    assert summary["bytes_sent"] == size - len(full_parts) * PART
+    # Only the parts that were not reusable travel again.
+    print(f"killed after {len(full_parts)} of {-(-size // PART)} parts ({reusable} from "
+          f"part 1); rerun sent {summary['bytes_sent'] / MIB:.0f} MiB of {size // MIB} MiB")
+    assert reusable >= 3
+    assert summary["bytes_sent"] == size - reusable * PART
     body = client.get_object(Bucket=bucket, Key="models/weights.bin")["Body"]
     sha = hashlib.sha256()
     for chunk in iter(lambda: body.read(MIB), b""):

@@ -233,8 +233,13 @@ def test_s3_exception_half_way_leaves_nothing(moto_server, bucket, kind):
             writer.write(data[i:min(i + MiB, half)])
         open_uploads = uploads_for(client, bucket, key)
         if kind == "multipart":
-            # The abort below must have something to abort: two parts are stored.
+            # The abort below must have something to abort: two parts are stored
+            # (they upload on the writer's part threads, so wait for them).
             assert len(open_uploads) == 1
+            deadline = time.monotonic() + 10
+            while len(parts_of(client, bucket, key, open_uploads[0]["UploadId"])) < 2 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert len(parts_of(client, bucket, key, open_uploads[0]["UploadId"])) == 2
         else:
             assert open_uploads == []
@@ -401,7 +406,9 @@ def test_sigkill_s3_write_never_visible_and_rerun_completes(tmp_path, big_source
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "big", "source": {"url": str(source_dir)},
          "destination": s3_location(moto_server, bucket, "data/"), "verify": "checksum"}],
-        engine={"threads": 2, "part_size": PART})
+        # Parts one at a time, so that the kill lands after a given part (parallel
+        # parts killed mid-way: test_resume_parts).
+        engine={"threads": 2, "part_size": PART, "part_buffers": 1})
 
     def upload_with_parts() -> str | None:
         listed = client.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])

@@ -264,7 +264,7 @@ def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: Trans
             url = _move_to_location(here, stored_key, row, target.location, settings,
                                     target.storage_class)
             return replace(base, destination_url=url, bytes_written=row.stored_size)
-        if not here.backend.server_side_copy:
+        if not here.backend.class_change_in_place:
             _rewrite_in_class(here, stored_key, row, target.tier or "", settings)
             return replace(base, bytes_written=row.stored_size)
         checksum = _change_class(here, stored_key, row, target.tier or "")
@@ -275,7 +275,7 @@ def move_object(job: DatasetJob, item: PlanItem, target: Target, settings: Trans
 
 def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> str:
     """S3 CopyObject onto itself into ``tier``; returns S3's sha256 of the stored bytes."""
-    if not location.backend.server_side_copy:
+    if not location.backend.class_change_in_place:
         raise TransferError(f"{location.url_of(key)}: only S3 objects change class in place")
     bucket, prefix = location.bucket_and_prefix()
     s3_key = prefix + key

@@ -37,6 +37,7 @@ from datamove.manifest.yaml_source import (
     yaml_error,
 )
 from datamove.redact import Path_, find_secrets
+from datamove.stores.parts import PART_BUFFERS
 from datamove.tiers import parse_duration
 
 DEFAULT_LEDGER = "./.datamove/ledger"
@@ -122,6 +123,9 @@ class EngineSpec(_Strict):
     circuit_breaker: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 5
     part_size: Annotated[int, Field(strict=True, ge=5 * 1024 * 1024,
                                     le=5 * 1024**3)] = 16 * 1024 * 1024
+    # Parts of one object held in memory while it uploads, all but one of them
+    # on their way at once (stores/parts.py).
+    part_buffers: Annotated[int, Field(strict=True, ge=1, le=64)] = PART_BUFFERS
     fsync: bool = False
     # A clear-text (tcp://) scheduler on another host, accepted (stores/transport.py).
     allow_insecure: Annotated[bool, Field(strict=True)] = False

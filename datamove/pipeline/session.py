@@ -121,7 +121,8 @@ class RunSession:
     def settings(self) -> TransferSettings:
         """What every worker task of this run writes with, from the manifest's engine."""
         spec = self.spec
-        return TransferSettings(part_size=spec.part_size, retries=spec.retries,
+        return TransferSettings(part_size=spec.part_size, part_buffers=spec.part_buffers,
+                                retries=spec.retries,
                                 fsync=spec.fsync, run_token=self.token,
                                 resume_threshold=4 * spec.part_size)
 

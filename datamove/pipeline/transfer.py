@@ -41,8 +41,9 @@ from datamove.errors import (
     VerifyMismatch,
 )
 from datamove.manifest.model import VerifyMode
-from datamove.pipeline import cancel
+from datamove.pipeline import cancel, in_store
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.stores.base import WriteOptions
 from datamove.stores.connection import OUTAGES, connection_endpoint
 from datamove.stores.core import (
     META_PART_SIZE,
@@ -54,6 +55,7 @@ from datamove.stores.core import (
     remove,
     stat,
 )
+from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.source_guard import SourceGuard
 from datamove.stores.writers import Committed, atomic_writer
 
@@ -81,6 +83,7 @@ LIVE_BYTES = LiveBytes()
 @dataclass(frozen=True)
 class TransferSettings:
     part_size: int = 16 * 1024 * 1024
+    part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
     retries: int = 4
     fsync: bool = False
     backoff_base: float = 0.2
@@ -230,8 +233,11 @@ def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> Obj
 def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                 status: str = "copied") -> ObjectResult:
     """Stream one object to its destination atomically (encrypting it on the way
-    for an encrypted dataset), then verify it."""
+    for an encrypted dataset), or have the store copy it when source and
+    destination are the same store (in_store.py), then verify it."""
     assert item.source is not None
+    if in_store.applies(job):
+        return _copy_in_store(job, item, settings, status)
     source, key = item.source, item.key
     encryption = job.encryption
     stored_key = job.stored_key(key)
@@ -246,7 +252,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           resume_id=None if encryption else _resume_id(source, settings),
                           resumable=encryption is None,
                           storage_class=job.storage_class,
-                          mode=_source_mode(reader)) as writer:
+                          mode=_source_mode(reader),
+                          part_buffers=settings.part_buffers) as writer:
         guard = SourceGuard(job.source, source, reader)
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
@@ -278,6 +285,26 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         native_checksum=native, stored_size=stored_size,
                         stored_sha256=stored_sha, payload_sha256=payload_sha,
                         key_fingerprints=encryption.fingerprints if encryption else ())
+
+
+def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
+                   status: str) -> ObjectResult:
+    """The store copies the object itself; verified like a streamed copy."""
+    assert item.source is not None
+    token = settings.run_token
+    options = WriteOptions(part_size=settings.part_size, size_hint=item.source.size,
+                           run_token=token, storage_class=job.storage_class,
+                           part_buffers=settings.part_buffers)
+    destination = job.destination
+    sha256, committed = destination.backend.copy_within(
+        job.source, item.source, destination, item.key, options,
+        in_store.hash_source(job, item.source, token), in_store.stopper(job, token))
+    size = item.source.size
+    native = verify_destination(destination, item.key, sha256, size, job.verify, committed)
+    return ObjectResult(dataset=job.name, key=item.key, action=item.action.value, status=status,
+                        size=size, sha256=sha256, destination_url=destination.url_of(item.key),
+                        bytes_written=0, native_checksum=native, stored_size=size,
+                        stored_sha256=sha256)
 
 
 def _source_mode(reader: object) -> int | None:

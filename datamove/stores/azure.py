@@ -44,6 +44,7 @@ from datamove.stores.base import (
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.parts import PART_BUFFERS, PartSender
 from datamove.stores.timeouts import AZURE_BACKOFF, CONNECT_TIMEOUT, READ_TIMEOUT
 
 SINGLE_PUT_MAX = 64 * 1024 * 1024  # the SDK's max_single_put_size: one Put Blob up to here
@@ -88,7 +89,7 @@ class AzureBackend(Backend):
         return stat_azure(location, key)
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
-        return AzureWriter(location, key, options.part_size)
+        return AzureWriter(location, key, options.part_size, options.part_buffers)
 
     def is_transient(self, exc: BaseException) -> bool:
         """408, 429 and 5xx answers and dropped connections; other answers
@@ -180,13 +181,16 @@ def stat_azure(location: Location, key: str) -> ObjectInfo | None:
 class AzureWriter:
     """One Put Blob for a small object; staged blocks committed only by ``commit``.
 
-    Memory: one part buffer. Each request carries a transactional MD5
-    (``validate_content``) that the service checks, so damaged bytes are refused
-    on arrival; a single Put Blob's Content-MD5, which the service computed, is
-    compared with ours before ``commit`` returns.
+    Memory: at most ``part_buffers`` blocks, all but one of them staging at once
+    (parts.PartSender; the block list fixes their order, not their arrival).
+    Each request carries a transactional MD5 (``validate_content``) that the
+    service checks, so damaged bytes are refused on arrival; a single Put
+    Blob's Content-MD5, which the service computed, is compared with ours
+    before ``commit`` returns.
     """
 
-    def __init__(self, location: Location, key: str, part_size: int):
+    def __init__(self, location: Location, key: str, part_size: int,
+                 part_buffers: int = PART_BUFFERS):
         self.fs = location.fs
         self.url = location.url_of(key)
         container, prefix = location.bucket_and_prefix()
@@ -195,6 +199,8 @@ class AzureWriter:
         self._buffer = bytearray()
         self._nonce = uuid.uuid4().hex[:16]
         self._blocks: list[str] = []
+        self._sender = PartSender(part_buffers)
+        self._staged: dict[str, int] = {}  # block id -> bytes, once the service has it
         self._md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
         self.sent = 0
@@ -212,10 +218,13 @@ class AzureWriter:
     def _stage(self, block: bytes) -> None:
         # Block ids of one blob must all have the same length.
         block_id = base64.b64encode(f"{self._nonce}-{len(self._blocks):08d}".encode()).decode()
+        self._blocks.append(block_id)
+        self._sender.submit(self._send_block, block_id, block)
+
+    def _send_block(self, block_id: str, block: bytes) -> None:
         sync(self.fs.loop, self.client.stage_block, block_id, block, length=len(block),
              validate_content=True)
-        self._blocks.append(block_id)
-        self.sent += len(block)
+        self._staged[block_id] = len(block)
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
         from azure.storage.blob import BlobBlock
@@ -239,6 +248,11 @@ class AzureWriter:
         if self._buffer or not self._blocks:
             self._stage(bytes(self._buffer))
             self._buffer = bytearray()
+        self._sender.drain()
+        self.sent = sum(self._staged.values())
+        if len(self._staged) != len(self._blocks):
+            raise RuntimeError(f"{self.url}: {len(self._staged)} of {len(self._blocks)} blocks "
+                               "staged; not committed")
         metadata[AZURE_PART_SIZE] = str(self.part_size)
         sync(self.fs.loop, self.client.commit_block_list,
              [BlobBlock(block_id=b) for b in self._blocks], metadata=metadata)
@@ -248,4 +262,5 @@ class AzureWriter:
     def abort(self) -> None:
         # Staged blocks are invisible without a commit, and expire; nothing to undo.
         self._buffer = bytearray()
+        self._sender.close()
         self._blocks = []

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 
+from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
 if TYPE_CHECKING:
@@ -96,6 +97,23 @@ class Committed:
     sent: int | None = None  # bytes sent to the store, if fewer than ``size`` may be
 
 
+@dataclass(frozen=True)
+class SourceHash:
+    """What one read of a source object gave: its sha256 (hex) and size, and, when
+    asked for, the sha256 of each ``part_size`` part and native checksums."""
+
+    sha256: str
+    size: int
+    parts: tuple[bytes, ...] = ()
+    natives: dict[str, str] = field(default_factory=dict)
+
+
+HashSource = Callable[[int | None, tuple[str, ...]], SourceHash]
+"""Reads the listed version of a source once and hashes it: ``(part_size or None,
+natives) -> SourceHash``. Given by the pipeline (cancellable, SourceGuard-checked);
+a server-side copy calls it only when the store has no SHA-256 of the source."""
+
+
 class AtomicWriter(Protocol):
     """Bytes in with ``write``; ``commit`` publishes under the final name, ``abort``
     leaves nothing behind. Nothing is visible under the final name before commit."""
@@ -120,6 +138,7 @@ class WriteOptions:
     resumable: bool = True
     storage_class: str | None = None
     mode: int | None = None
+    part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
 
 
 def partial_name(final_path: str, run_token: str = "") -> str:
@@ -161,8 +180,10 @@ class Backend:
     needs computing for it; ``atomic_temp_names``: writes go to a temporary name
     then a rename (True), or one PUT / an upload committed at the end (False);
     ``storage_classes``: its tiers (tiers.py) or None; ``archive_restore``: some
-    classes need a restore before a read; ``server_side_copy``: datamove changes a
-    class by a copy inside the store; ``can_host_ledger``: Delta Lake works
+    classes need a restore before a read; ``class_change_in_place``: datamove
+    changes a class by a copy of the object onto itself; ``server_side_copy``:
+    ``copy_within`` copies an object between two locations of the same store
+    without its bytes passing through datamove; ``can_host_ledger``: Delta Lake works
     there; ``lease_lock``: how ledger/lock.py keeps one writer (``flock``,
     ``conditional-write``, ``none``); ``region_source``: how the region is
     discovered, or None; ``region_is_host``: the bytes live on this host (the
@@ -176,6 +197,7 @@ class Backend:
     atomic_temp_names: ClassVar[bool] = True
     storage_classes: ClassVar[dict[str, Tier] | None] = None
     archive_restore: ClassVar[bool] = False
+    class_change_in_place: ClassVar[bool] = False
     server_side_copy: ClassVar[bool] = False
     can_host_ledger: ClassVar[bool] = False
     lease_lock: ClassVar[str] = "none"
@@ -229,6 +251,21 @@ class Backend:
         """Raise if a source location cannot be read at all (core.check_readable
         turns other exceptions into LocationUnreachable)."""
         next(iter(self.list(location)), None)
+
+    def copy_within(self, source: Location, entry: Entry, destination: Location, key: str,
+                    options: WriteOptions, hash_source: HashSource,
+                    check: Callable[[], None]) -> tuple[str, Committed]:
+        """Copy the listed version of ``entry`` to ``key`` under ``destination`` (a
+        location of the same store, same client options) inside the store
+        (``server_side_copy``); nothing partial is ever visible.
+
+        Returns the source's sha256 (hex: the store's own when it keeps one,
+        else ``hash_source``'s) and what the store reported of the copy, for
+        transfer.verify_destination. Raises SourceChanged when the source is
+        no longer the listed version (nothing is published then). ``check`` is
+        called between requests of a long copy (it raises to stop it).
+        """
+        raise NotImplementedError
 
     # --- errors -------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import aiohttp
 from fsspec.asyn import sync
 
 from datamove.checksum import Crc32c, native_value
-from datamove.errors import LocationUnreachable, VerifyMismatch
+from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -41,6 +41,7 @@ from datamove.stores.base import (
     Backend,
     Committed,
     Entry,
+    HashSource,
     Location,
     ObjectInfo,
     WriteOptions,
@@ -59,6 +60,7 @@ class GCSBackend(Backend):
     native_checksums = ("crc32c", "md5")
     atomic_temp_names = False
     storage_classes = GCS_TIERS
+    server_side_copy = True
     can_host_ledger = True
     region_source = "gcs bucket location"
 
@@ -79,6 +81,62 @@ class GCSBackend(Backend):
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
         return GCSWriter(location, key, options.part_size, storage_class=options.storage_class)
+
+    def copy_within(self, source: Location, entry: Entry, destination: Location, key: str,
+                    options: WriteOptions, hash_source: HashSource,
+                    check: Callable[[], None]) -> tuple[str, Committed]:
+        """objects.rewrite of the listed generation, after one read of the source.
+
+        GCS keeps no sha256, so the source is read once (sha256 and crc32c; the
+        read is checked against the listed ETag after its last byte). The
+        rewrite is pinned to the generation seen before the read
+        (``ifSourceGenerationMatch``), and the crc32c GCS computed for the copy
+        must equal the one computed from the bytes read; a copy that does not
+        match is removed at once (VerifyMismatch). A large rewrite takes several
+        calls (``rewriteToken``); the object appears only when it is done.
+        """
+        fs = source.fs
+        src_bucket, src_prefix = source.bucket_and_prefix()
+        dst_bucket, dst_prefix = destination.bucket_and_prefix()
+        where = source.url_of(entry.key)
+        changed = SourceChanged(f"source changed: {where}: not the listed version any more; "
+                                "nothing was published. Run again to copy the new version")
+        try:
+            resource = fs.call("GET", "b/{}/o/{}", src_bucket, src_prefix + entry.key,
+                               json_out=True)
+        except FileNotFoundError:
+            raise changed from None
+        if (entry.etag and resource.get("etag") != entry.etag) or \
+                int(resource.get("size") or 0) != entry.size:
+            raise changed
+        read = hash_source(None, ("crc32c",))
+        body: dict[str, Any] = {
+            "metadata": {**(resource.get("metadata") or {}), META_SHA256: read.sha256}}
+        if options.storage_class:
+            body["storageClass"] = options.storage_class
+        params: dict[str, Any] = {"ifSourceGenerationMatch": resource["generation"]}
+        while True:
+            check()
+            try:
+                answer = fs.call("POST", "b/{}/o/{}/rewriteTo/b/{}/o/{}", src_bucket,
+                                 src_prefix + entry.key, dst_bucket, dst_prefix + key,
+                                 json=body, json_out=True, **params)
+            except Exception as exc:
+                if getattr(exc, "code", None) == 412:
+                    raise changed from None
+                raise
+            if answer.get("done"):
+                break
+            params["rewriteToken"] = answer["rewriteToken"]
+        copied = answer.get("resource") or {}
+        stored, expected = natives_of(copied).get("crc32c"), read.natives["crc32c"]
+        if stored is not None and stored != expected:
+            with contextlib.suppress(Exception):
+                fs.call("DELETE", "b/{}/o/{}", dst_bucket, dst_prefix + key)
+            raise VerifyMismatch(f"{destination.url_of(key)}: the crc32c GCS computed for the "
+                                 "copy differs from the source's; the copy was removed")
+        return read.sha256, Committed(size=int(copied.get("size") or read.size), native=stored,
+                                      expected=expected if stored else None, sent=0)
 
     def is_transient(self, exc: BaseException) -> bool:
         """429 and 5xx answers (after gcsfs's own retries) and dropped connections;

@@ -58,7 +58,6 @@ class LocalBackend(Backend):
     atomic_temp_names = True
     can_host_ledger = True
     lease_lock = "flock"
-    server_side_copy = False
     region_is_host = True
     is_local = True
 

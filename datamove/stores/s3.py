@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from datamove.checksum import b64, b64_sha256, composite_sha256
-from datamove.errors import LocationUnreachable
+from datamove.checksum import b64, b64_sha256, composite_sha256, same_checksum
+from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -34,11 +34,14 @@ from datamove.stores.base import (
     Backend,
     Committed,
     Entry,
+    HashSource,
     Location,
     ObjectInfo,
+    SourceHash,
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.parts import PART_BUFFERS, PartSender
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
 
@@ -76,6 +79,7 @@ class S3Backend(Backend):
     atomic_temp_names = False
     storage_classes = S3_TIERS
     archive_restore = True
+    class_change_in_place = True
     server_side_copy = True
     can_host_ledger = True
     lease_lock = "conditional-write"
@@ -111,7 +115,49 @@ class S3Backend(Backend):
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
         return S3Writer(location, key, options.part_size, options.size_hint,
-                        resume=options.resumable, storage_class=options.storage_class)
+                        resume=options.resumable, storage_class=options.storage_class,
+                        part_buffers=options.part_buffers)
+
+    def copy_within(self, source: Location, entry: Entry, destination: Location, key: str,
+                    options: WriteOptions, hash_source: HashSource,
+                    check: Callable[[], None]) -> tuple[str, Committed]:
+        """CopyObject, or UploadPartCopy in parallel parts, of the listed version.
+
+        The source is pinned by its ETag (``CopySourceIfMatch``, after a HEAD
+        that must show the listed ETag and size). Its sha256: the whole
+        ChecksumSHA256 S3 keeps (verified by S3 when it was written), else one
+        read of the source (``hash_source``). An object up to ``part_size``, or
+        one whose sha256 S3 keeps (up to 5 GiB), is one CopyObject, and S3's
+        ChecksumSHA256 of the copy must equal the source's; a larger one is
+        copied in parts of ``part_size``, ``part_buffers`` at a time, completed
+        only when every part is in, and S3's composite ChecksumSHA256 must equal
+        the one computed from the source's parts. A copy that does not match is
+        removed before this returns (VerifyMismatch).
+        """
+        src_bucket, src_prefix = source.bucket_and_prefix()
+        copy_source = {"Bucket": src_bucket, "Key": src_prefix + entry.key}
+        where = source.url_of(entry.key)
+        try:
+            head = source.fs.call_s3("head_object", **copy_source, ChecksumMode="ENABLED")
+        except FileNotFoundError:
+            raise SourceChanged(f"source changed: {where}: removed since it was listed; "
+                                "nothing was copied") from None
+        etag = head.get("ETag", "")
+        if (entry.etag and etag.strip('"') != entry.etag) or head["ContentLength"] != entry.size:
+            raise SourceChanged(f"source changed: {where}: not the listed version any more; "
+                                "nothing was copied. Run again to copy the new version")
+        target = _CopyTarget(destination, key, copy_source, etag, entry.size, options)
+        whole = head.get("ChecksumSHA256") or ""
+        if whole and "-" not in whole and head.get("ChecksumType", "FULL_OBJECT") == \
+                "FULL_OBJECT" and entry.size <= COPY_OBJECT_MAX:
+            sha256 = base64.b64decode(whole).hex()
+            return sha256, target.copy_object(sha256)
+        part_size = part_size_for(options.part_size, entry.size)
+        if entry.size <= part_size:
+            read = hash_source(None, ())
+            return read.sha256, target.copy_object(read.sha256)
+        read = hash_source(part_size, ())
+        return read.sha256, target.copy_parts(read, part_size, check)
 
     def is_transient(self, exc: BaseException) -> bool:
         """Throttling, 5xx and dropped connections: yes. An answer that will not
@@ -163,6 +209,106 @@ class S3Backend(Backend):
                 return aborted
             kwargs["KeyMarker"] = page["NextKeyMarker"]
             kwargs["UploadIdMarker"] = page["NextUploadIdMarker"]
+
+
+MAX_PARTS = 10_000  # S3's limit per multipart upload
+COPY_OBJECT_MAX = 5 * 1024**3  # CopyObject's limit; larger objects are copied in parts
+
+
+def part_size_for(part_size: int, size: int) -> int:
+    """``part_size``, grown (in MiB) for an object that would need more than 10,000 parts."""
+    mib = 1024 * 1024
+    return max(part_size, -(-size // MAX_PARTS // mib) * mib)
+
+
+class _CopyTarget:
+    """Where a server-side copy goes, and the two ways of making it."""
+
+    def __init__(self, destination: Location, key: str, copy_source: dict[str, str],
+                 etag: str, size: int, options: WriteOptions):
+        self.fs = destination.fs
+        self.url = destination.url_of(key)
+        bucket, prefix = destination.bucket_and_prefix()
+        self.at = {"Bucket": bucket, "Key": prefix + key}
+        self.source = {"CopySource": copy_source, "CopySourceIfMatch": etag}
+        self.size = size
+        self.options = options
+        self._class = {"StorageClass": options.storage_class} if options.storage_class else {}
+
+    def copy_object(self, sha256: str) -> Committed:
+        """One CopyObject; S3 computes the copy's ChecksumSHA256 over its bytes."""
+        try:
+            copied = self.fs.call_s3(
+                "copy_object", **self.at, **self.source, MetadataDirective="REPLACE",
+                Metadata={META_SHA256: sha256}, ChecksumAlgorithm="SHA256", **self._class)
+        except OSError as exc:
+            self._raise_if_changed(exc)
+            raise
+        stored = copied.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        return self._checked(f"sha256:{stored}" if stored else None,
+                             f"sha256:{b64_sha256(sha256)}", multipart=False)
+
+    def copy_parts(self, read: SourceHash, part_size: int,
+                   check: Callable[[], None]) -> Committed:
+        """UploadPartCopy of each ``part_size`` range, ``part_buffers`` at a time, then
+        CompleteMultipartUpload; on any failure the upload is aborted."""
+        created = self.fs.call_s3("create_multipart_upload", **self.at,
+                                  ChecksumAlgorithm="SHA256",
+                                  Metadata={META_PART_SIZE: str(part_size)}, **self._class)
+        upload_id = created["UploadId"]
+        parts: dict[int, dict[str, Any]] = {}
+        # Nothing is buffered: every slot is a request on its way.
+        sender = PartSender(self.options.part_buffers + 1)
+
+        def send(number: int, first: int, last: int) -> None:
+            answer = self.fs.call_s3("upload_part_copy", **self.at, **self.source,
+                                     UploadId=upload_id, PartNumber=number,
+                                     CopySourceRange=f"bytes={first}-{last}")
+            result = answer.get("CopyPartResult", {})
+            ours = b64(read.parts[number - 1])
+            stored = result.get("ChecksumSHA256")
+            if stored and stored != ours:
+                raise VerifyMismatch(f"{self.url}: S3's sha256 of part {number} differs from "
+                                     "the source's; nothing was published")
+            parts[number] = {"PartNumber": number, "ETag": result["ETag"],
+                             **({"ChecksumSHA256": stored} if stored else {})}
+
+        try:
+            for number, first in enumerate(range(0, read.size, part_size), 1):
+                check()
+                sender.submit(send, number, first, min(first + part_size, read.size) - 1)
+            sender.drain()
+            completed = self.fs.call_s3(
+                "complete_multipart_upload", **self.at, UploadId=upload_id,
+                MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]})
+        except BaseException as exc:
+            sender.close()
+            with contextlib.suppress(Exception):
+                self.fs.call_s3("abort_multipart_upload", **self.at, UploadId=upload_id)
+            if isinstance(exc, OSError):
+                self._raise_if_changed(exc)
+            raise
+        stored = completed.get("ChecksumSHA256")
+        return self._checked(f"sha256:{stored}" if stored else None,
+                             f"sha256:{composite_sha256(read.parts)}", multipart=True)
+
+    def _checked(self, native: str | None, expected: str, multipart: bool) -> Committed:
+        """A published copy whose S3 checksum is not the source's is removed at once."""
+        if native is not None and not same_checksum(native, expected):
+            with contextlib.suppress(Exception):
+                self.fs.call_s3("delete_object", **self.at)
+            raise VerifyMismatch(f"{self.url}: S3's sha256 of the copy differs from the "
+                                 "source's; the copy was removed")
+        # Without S3's answer here, the checksum on the copy (HEAD) is compared with
+        # ``expected`` by transfer.verify_destination.
+        return Committed(size=self.size, native=native, expected=expected, multipart=multipart,
+                         sent=0)
+
+    def _raise_if_changed(self, exc: OSError) -> None:
+        if s3_error_code(exc) == "PreconditionFailed":  # CopySourceIfMatch
+            raise SourceChanged(f"source changed during copy: {self.url}: its source is not "
+                                "the listed version any more; nothing was published. Run "
+                                "again to copy the new version") from None
 
 
 def _list_s3(location: Location) -> Iterator[Entry]:
@@ -222,27 +368,29 @@ def _response_date(response: dict) -> datetime | None:
 class S3Writer:
     """Single PUT for small objects, multipart upload for large ones.
 
-    Memory: one part buffer (``part_size``). Each part carries its sha256 so S3
-    checks it on arrival; the composite checksum of the parts is computed here
-    from the bytes read at the source, so the destination's native checksum can
-    be compared with it later without a download.
+    Memory: at most ``part_buffers`` parts of ``part_size``: the one being filled
+    and the others uploading at once (parts.PartSender). Each part carries its
+    sha256 so S3 checks it on arrival; the composite checksum of the parts is
+    computed here from the bytes read at the source, so the destination's
+    native checksum can be compared with it later without a download.
     """
 
-    MAX_PARTS = 10_000  # S3's limit per multipart upload
-
     def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0,
-                 resume: bool = True, storage_class: str | None = None):
+                 resume: bool = True, storage_class: str | None = None,
+                 part_buffers: int = PART_BUFFERS):
         self.fs = location.fs
         self._class = {"StorageClass": storage_class} if storage_class else {}
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
-        # Grow the part for objects that would otherwise need more than 10,000 parts.
-        mib = 1024 * 1024
-        self.part_size = max(part_size, -(-size_hint // self.MAX_PARTS // mib) * mib)
+        self.part_size = part_size_for(part_size, size_hint)
         self._buffer = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._digests: list[bytes] = []
+        # By part number: parts finish out of order when several upload at once.
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._digests: dict[int, bytes] = {}
+        self._sent: dict[int, int] = {}
+        self._numbered = 0  # parts handed out so far
+        self._sender = PartSender(part_buffers)
         self._resumable: list[dict[str, Any]] = []
         self.size = 0
         self.sent = 0  # bytes actually sent; less than size when parts were reused
@@ -293,9 +441,9 @@ class S3Writer:
         if not same:
             self._resumable = []  # the source differs from here on: upload the rest
             return False
-        self._parts.append({"PartNumber": number, "ETag": stored["ETag"],
-                            "ChecksumSHA256": b64(digest)})
-        self._digests.append(digest)
+        self._parts[number] = {"PartNumber": number, "ETag": stored["ETag"],
+                               "ChecksumSHA256": b64(digest)}
+        self._digests[number] = digest
         return True
 
     def write(self, data: bytes | memoryview) -> None:
@@ -313,17 +461,26 @@ class S3Writer:
                 ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)},
                 **self._class)
             self._upload_id = created["UploadId"]
-        digest = hashlib.sha256(part).digest()
-        number = len(self._parts) + 1
-        if self._reuse(number, part, digest):
-            return
-        self.sent += len(part)
+        self._numbered += 1
+        number = self._numbered
+        digest = None
+        if number <= len(self._resumable):  # reuse is decided in order, here
+            digest = hashlib.sha256(part).digest()
+            if self._reuse(number, part, digest):
+                return
+        self._sender.submit(self._send_part, self._upload_id, number, part, digest)
+
+    def _send_part(self, upload_id: str, number: int, part: bytes,
+                   digest: bytes | None) -> None:
+        """One UploadPart (on a PartSender thread); records only its own number."""
+        digest = digest or hashlib.sha256(part).digest()  # hashing releases the GIL
         response = self.fs.call_s3(
-            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+            "upload_part", Bucket=self.bucket, Key=self.key, UploadId=upload_id,
             PartNumber=number, Body=part, ChecksumSHA256=b64(digest))
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"],
-                            "ChecksumSHA256": b64(digest)})
-        self._digests.append(digest)
+        self._parts[number] = {"PartNumber": number, "ETag": response["ETag"],
+                               "ChecksumSHA256": b64(digest)}
+        self._digests[number] = digest
+        self._sent[number] = len(part)
 
     def commit(self, sha256: str, mtime: float | None) -> Committed:
         if self._upload_id is None:
@@ -347,18 +504,26 @@ class S3Writer:
         if self._buffer:
             self._upload_part(bytes(self._buffer))
             self._buffer = bytearray()
+        self._sender.drain()
+        numbers = sorted(self._parts)
+        if numbers != list(range(1, self._numbered + 1)):
+            raise RuntimeError(f"s3://{self.bucket}/{self.key}: parts {numbers} of "
+                               f"{self._numbered} uploaded; not completed")
         response = self.fs.call_s3(
             "complete_multipart_upload", Bucket=self.bucket, Key=self.key,
-            UploadId=self._upload_id, MultipartUpload={"Parts": self._parts})
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": [self._parts[n] for n in numbers]})
         self._upload_id = None
         self.committed = True
+        self.sent = sum(self._sent.values())
         stored = response.get("ChecksumSHA256")
+        composite = composite_sha256([self._digests[n] for n in numbers])
         return Committed(size=self.size, native=f"sha256:{stored}" if stored else None,
-                         expected=f"sha256:{composite_sha256(self._digests)}", multipart=True,
-                         sent=self.sent)
+                         expected=f"sha256:{composite}", multipart=True, sent=self.sent)
 
     def abort(self) -> None:
         self._buffer = bytearray()
+        self._sender.close()  # before the abort: a part arriving after it may be kept
         if self._upload_id is not None:
             with contextlib.suppress(Exception):
                 self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key,

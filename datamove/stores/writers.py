@@ -36,6 +36,7 @@ from datamove.stores.base import (
     WriteOptions,
     partial_name,
 )
+from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
 __all__ = ["RESUME_TOKEN", "AtomicWriter", "Committed", "atomic_writer", "partial_name"]
@@ -46,20 +47,23 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
                   fsync: bool = False, readback: bool = False, run_token: str = "",
                   resume_id: str | None = None, resumable: bool = True,
                   storage_class: str | None = None,
-                  mode: int | None = None) -> Iterator[AtomicWriter]:
+                  mode: int | None = None,
+                  part_buffers: int = PART_BUFFERS) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``.
 
     ``resumable=False``: never continue an earlier attempt's upload (the bytes
     will differ, as with encryption under a fresh file key). ``storage_class``:
     the S3 or GCS class new objects are written in (manifest ``destination.storage_class``).
     ``mode``: a local file's permission bits (default 0666 less the umask).
+    ``part_buffers``: parts of a multipart upload held in memory, all but one of
+    them uploading at once (stores/parts.py; 1: one part at a time).
     Raises UnsafePath before anything is written if ``key`` could leave the root.
     """
     check_key(key)
     writer = location.backend.writer(location, key, WriteOptions(
         part_size=part_size, size_hint=size_hint, fsync=fsync, readback=readback,
         run_token=run_token, resume_id=resume_id, resumable=resumable,
-        storage_class=storage_class, mode=mode))
+        storage_class=storage_class, mode=mode, part_buffers=part_buffers))
     try:
         yield writer
     except BaseException:
