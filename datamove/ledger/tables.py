@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 OBJECTS = "objects"
 RUNS = "runs"
 LATEST_MEMORY_ROWS = 250_000
-"""Ledger rows :meth:`Ledger.latest` sorts in memory at once (about 200 bytes each in
+"""Ledger rows :meth:`Ledger.latest` sorts in memory at once (about 300 bytes each in
 Arrow, twice while sorting); bigger datasets are sorted in runs on disk and merged."""
 ROW_GROUP_ROWS = 65_536
 """Rows per Parquet row group in the files compaction writes. A scan decodes a row
@@ -286,7 +286,7 @@ class Ledger:
         Streams the dataset's rows (only the columns needed) through an external
         sort (datamove/extsort.py): memory stays bounded by ``LATEST_MEMORY_ROWS``
         rows whatever the size of the dataset; bigger datasets spill sorted runs to
-        the system's temporary directory (``TMPDIR``), about 200 bytes a row.
+        the system's temporary directory (``TMPDIR``), about 300 bytes a row.
         """
         where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(statuses))
         if destination_prefix:
