@@ -258,3 +258,25 @@ def test_latest_rows_of_300k_ledger_rows_in_bounded_memory(big_ledger):
     assert stream["arrow_peak"] < whole["arrow_peak"] / 2
     assert stream["python_peak"] < 40 * mib  # Python objects: 10,000 rows at a time
     assert stream["rss_growth"] < whole["rss_growth"]
+
+
+def test_compaction_writes_row_groups_a_scan_can_hold(tmp_path):
+    """A scan decodes a row group whole: compaction keeps them to ROW_GROUP_ROWS rows
+    (delta-rs's default is about a million, some 350 MB for the plan's columns)."""
+    import pyarrow.parquet as pq
+
+    ledger = make_ledger(tmp_path / "ledger", [])
+    for part in range(2):
+        keys = [f"k{part}-{i:06d}" for i in range(50_000)]
+        columns = {"dataset": pa.array(["d"] * len(keys)), "key": pa.array(keys),
+                   "status": pa.array(["copied"] * len(keys))}
+        write_deltalake(ledger.uri(OBJECTS), pa.table(
+            {f.name: columns.get(f.name, pa.nulls(len(keys), f.type)) for f in OBJECT_SCHEMA},
+            schema=OBJECT_SCHEMA), mode="append")
+    Ledger(ledger.url).compact(max_files=0)
+    table = DeltaTable(ledger.uri(OBJECTS))
+    (path,) = table.file_uris()  # the two files, merged into one
+    groups = [pq.ParquetFile(path).metadata.row_group(i).num_rows
+              for i in range(pq.ParquetFile(path).metadata.num_row_groups)]
+    assert sum(groups) == 100_000 and max(groups) <= ROW_GROUP_ROWS
+    assert len(list(Ledger(ledger.url).latest_done("d"))) == 100_000
