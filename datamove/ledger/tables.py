@@ -18,11 +18,12 @@ never duplicates rows.
 from __future__ import annotations
 
 import getpass
+import itertools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ import pyarrow.compute as pc
 
 from datamove import __version__
 from datamove.errors import BadInput, DatamoveError
+from datamove.extsort import sorted_batches
 from datamove.ledger.damage import (
     check_free_space,
     check_not_orphaned,
@@ -47,6 +49,14 @@ log = logging.getLogger(__name__)
 
 OBJECTS = "objects"
 RUNS = "runs"
+LATEST_MEMORY_ROWS = 250_000
+"""Ledger rows :meth:`Ledger.latest` sorts in memory at once (about 300 bytes each in
+Arrow, twice while sorting); bigger datasets are sorted in runs on disk and merged."""
+ROW_GROUP_ROWS = 65_536
+"""Rows per Parquet row group in the files compaction writes. A scan decodes a row
+group whole (pyarrow's dataset reader), so this bounds a ledger read's memory: at
+delta-rs's default (about a million rows) one row group of the columns the plan
+reads takes about 350 MB."""
 CREATED_EMPTY = (OBJECTS, RUNS, AUDIT, f"{AUDIT}_checkpoints")
 """Tables created empty before any row is written: data files without a log there are
 damage, never a crash while creating the table (as they can be for ``tables``)."""
@@ -273,18 +283,24 @@ class Ledger:
                statuses: tuple[str, ...] = DONE_STATUSES) -> Iterator[LedgerRow]:
         """The latest row per key with one of ``statuses``, in UTF-8 byte order of the key.
 
-        Reads the dataset's rows (only the columns needed) and sorts them: memory
-        grows with the number of rows of the dataset, about 200 bytes each.
+        Streams the dataset's rows (only the columns needed) through an external
+        sort (datamove/extsort.py): memory stays bounded by ``LATEST_MEMORY_ROWS``
+        rows whatever the size of the dataset; bigger datasets spill sorted runs to
+        the system's temporary directory (``TMPDIR``), about 300 bytes a row.
         """
-        columns = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
-                   "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at",
-                   "status", "destination_url", "storage_class", "archive_url", "encrypted"]
         where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(statuses))
         if destination_prefix:
             where &= pc.starts_with(pc.field("destination_url"), destination_prefix)
-        # Read now, not on the first next(): a damaged ledger is the caller's error
-        # (exit 2), not a listing that stopped half-way.
-        return _latest_rows(self.objects(where, columns))
+        table = self.table(OBJECTS)
+        if table is None:
+            return iter(())
+        ordered = sorted_batches(batches(table, where, LATEST_COLUMNS), "key", then="recorded_at",
+                                 memory_rows=LATEST_MEMORY_ROWS)
+        # Sort now, not on the first next(): a sort reads every row before it yields
+        # one, so a damaged ledger is the caller's error (exit 2) here, never a plan
+        # that stopped half-way. The rows then stream from the sorted runs.
+        first = next(ordered, None)
+        return _latest_rows(ordered if first is None else itertools.chain([first], ordered))
 
     def runs(self) -> pa.Table:
         table = self.table(RUNS)
@@ -293,11 +309,15 @@ class Ledger:
     # --- housekeeping -----------------------------------------------------------------
 
     def compact(self, max_files: int = 64) -> None:
-        """Merge small files once there are many, so the tables stay fast to open.
+        """Merge small files once there are many, so the tables stay fast to open; the
+        merged files have row groups of ``ROW_GROUP_ROWS`` rows, so reading them stays
+        in bounded memory (:func:`batches`).
 
         Housekeeping after the run's end row: a failure (say, a full disk) is
         logged and changes nothing, since compaction only rewrites what is there.
         """
+        from deltalake import WriterProperties
+
         for name in (OBJECTS, RUNS):
             table = self.table(name)
             if table is None or len(table.file_uris()) <= max_files:
@@ -305,30 +325,49 @@ class Ledger:
             try:
                 files = pa.table(table.get_add_actions(flatten=True))
                 check_free_space(self.uri(name), pc.sum(files["size_bytes"]).as_py() or 0)
-                table.optimize.compact()
+                table.optimize.compact(writer_properties=WriterProperties(
+                    max_row_group_size=ROW_GROUP_ROWS))
                 table.create_checkpoint()
             except Exception as exc:
                 log.warning("ledger table %s not compacted (%s); it is complete, and the "
                             "next run tries again", self.uri(name), describe(exc))
 
 
-def _latest_rows(rows: pa.Table) -> Iterator[LedgerRow]:
-    """The last row per key of rows read for :meth:`Ledger.latest`."""
-    if rows.num_rows == 0:
-        return
-    rows = rows.sort_by([("key", "ascending"), ("recorded_at", "ascending")])
-    previous: dict[str, Any] | None = None
+def _latest_rows(rows: Iterable[pa.RecordBatch]) -> Iterator[LedgerRow]:
+    """The last row per key of rows read for :meth:`Ledger.latest`, sorted by key and
+    ``recorded_at`` (stably); ``copied_at`` is the first row of the last run of rows
+    with the same sha256. Converted a column at a time, 10,000 rows at once."""
+    previous: tuple[Any, ...] | None = None
     copied_at = None  # the first row of the latest run of rows with the same content
-    for batch in rows.to_batches(max_chunksize=10_000):
-        for row in batch.to_pylist():
-            if previous is not None and previous["key"] != row["key"]:
-                yield _ledger_row(previous, copied_at)
-                previous = None
-            if previous is None or previous["sha256"] != row["sha256"]:
-                copied_at = row["recorded_at"]
-            previous = row
+    for batch in rows:
+        for start in range(0, batch.num_rows, 10_000):
+            for row in zip(*_python_columns(batch.slice(start, 10_000)), strict=True):
+                if previous is not None and previous[0] != row[0]:
+                    yield _ledger_row(previous, copied_at)
+                    previous = None
+                if previous is None or previous[5] != row[5]:
+                    copied_at = row[9]
+                previous = row
     if previous is not None:
         yield _ledger_row(previous, copied_at)
+
+
+LATEST_COLUMNS = ["key", "size", "source_mtime", "source_etag", "stored_size", "sha256",
+                  "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at",
+                  "status", "destination_url", "storage_class", "archive_url", "encrypted"]
+"""What :meth:`Ledger.latest` reads, in the order :func:`_ledger_row` takes them."""
+
+
+def _python_columns(batch: pa.RecordBatch) -> list[list[Any]]:
+    """``LATEST_COLUMNS`` as Python lists; timestamps as POSIX seconds (microseconds
+    divided by a million: what ``datetime.timestamp()`` gives, exactly until the year 2255)."""
+    out = []
+    for name in LATEST_COLUMNS:
+        column = batch.column(name)
+        if pa.types.is_timestamp(column.type):
+            column = pc.divide(column.cast(pa.int64()).cast(pa.float64(), safe=False), 1e6)
+        out.append(column.to_pylist())
+    return out
 
 
 def _add_missing_columns(table: Any, schema: pa.Schema) -> None:
@@ -365,25 +404,23 @@ def batches(table: Any, filter_expr: Any = None,
     cannot be read is LedgerDamaged."""
     try:
         dataset = table.to_pyarrow_dataset()
-        yield from dataset.scanner(filter=filter_expr, columns=columns,
-                                   use_threads=False).to_batches()
+        # No readahead: by default the scanner decodes several files (and batches)
+        # ahead, about 1.3 GB at 10M rows; one row group at a time is the bound.
+        yield from dataset.scanner(filter=filter_expr, columns=columns, use_threads=False,
+                                   batch_readahead=0, fragment_readahead=0).to_batches()
     except Exception as exc:
         raise read_error(table.table_uri, exc, table) from None
 
 
-def _ledger_row(row: dict[str, Any], copied_at: datetime | None = None) -> LedgerRow:
-    mtime = row["source_mtime"]
-    return LedgerRow(key=row["key"], size=row["size"],
-                     source_mtime=mtime.timestamp() if mtime else None,
-                     source_etag=row["source_etag"], stored_size=row["stored_size"],
-                     sha256=row["sha256"], stored_sha256=row["stored_sha256"],
-                     payload_sha256=row["payload_sha256"],
-                     key_fingerprints=tuple(row["key_fingerprints"] or ()),
-                     recorded_at=row["recorded_at"].timestamp() if row["recorded_at"] else None,
-                     status=row["status"], destination_url=row["destination_url"],
-                     storage_class=row["storage_class"], archive_url=row["archive_url"],
-                     encrypted=bool(row["encrypted"]),
-                     copied_at=copied_at.timestamp() if copied_at else None)
+def _ledger_row(row: tuple[Any, ...], copied_at: float | None) -> LedgerRow:
+    (key, size, mtime, etag, stored_size, sha256, stored_sha256, payload_sha256, fingerprints,
+     recorded_at, status, destination_url, storage_class, archive_url, encrypted) = row
+    return LedgerRow(key=key, size=size, source_mtime=mtime, source_etag=etag,
+                     stored_size=stored_size, sha256=sha256, stored_sha256=stored_sha256,
+                     payload_sha256=payload_sha256, key_fingerprints=tuple(fingerprints or ()),
+                     recorded_at=recorded_at, status=status, destination_url=destination_url,
+                     storage_class=storage_class, archive_url=archive_url,
+                     encrypted=bool(encrypted), copied_at=copied_at)
 
 
 class LedgerWriter:
