@@ -65,6 +65,9 @@ class LocationSpec(_Strict):
     # source: symbolic links in a local tree (docs/SECURITY.md): skip them (and
     # count them), follow them, or store each as <name>.rclonelink.
     links: Literal["skip", "follow", "copy-link"] = "skip"
+    # Object stores: prefixes listed at once once a listing is longer than a page
+    # (stores/prefixed.py); 1 lists sequentially.
+    list_threads: Annotated[int, Field(strict=True, ge=1, le=64)] = 8
     # Tabular datasets (docs/MANIFEST.md, "Tabular datasets"): a destination
     # ``format: delta`` loads the source's rows into a Delta table; a source may
     # name its file format (parquet, csv, jsonl), otherwise file suffixes tell.

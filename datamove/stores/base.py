@@ -315,18 +315,20 @@ class Location:
     ``links``: what a local listing does with symbolic links (``skip``, the
     default, as rclone does; ``follow``; ``copy-link``). Reads and writes below
     a local root never follow a link unless ``links`` is ``follow``.
+    ``list_threads``: prefixes an object store lists at once (stores/prefixed.py).
     """
 
     url: str
     options: tuple[tuple[str, Any], ...] = ()
     region: str | None = None
     links: str = "skip"
+    list_threads: int = 8
 
     @classmethod
     def of(cls, url: str, options: dict[str, Any] | None = None,
-           region: str | None = None, links: str = "skip") -> Location:
+           region: str | None = None, links: str = "skip", list_threads: int = 8) -> Location:
         return cls(url=url, options=tuple(sorted((options or {}).items())), region=region,
-                   links=links)
+                   links=links, list_threads=list_threads)
 
     @cached_property
     def protocol(self) -> str:

@@ -39,6 +39,7 @@ from datamove.stores.base import (
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.prefixed import Page, Pages, list_by_prefix
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
 
@@ -166,31 +167,52 @@ class S3Backend(Backend):
 
 
 def _list_s3(location: Location) -> Iterator[Entry]:
-    fs = location.fs
-    bucket, prefix = location.bucket_and_prefix()
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        try:
-            page = fs.call_s3("list_objects_v2", **kwargs)
-        except FileNotFoundError as exc:
-            raise LocationUnreachable(
-                f"{location.url}: bucket {bucket!r} does not exist or is not visible with "
-                "these credentials"
-            ) from exc
-        except PermissionError as exc:
-            raise LocationUnreachable(f"{location.url}: access denied listing the bucket") from exc
-        for obj in page.get("Contents", ()):
-            key = obj["Key"][len(prefix):]
-            if not key or key.endswith("/"):
-                continue  # the prefix itself or a "directory marker"
-            yield Entry(key=key, size=int(obj["Size"]), mtime=obj["LastModified"].timestamp(),
-                        etag=obj.get("ETag", "").strip('"') or None)
-        if not page.get("IsTruncated"):
-            return
-        token = page["NextContinuationToken"]
+    """ListObjectsV2 pages; more than a page of keys is listed by prefix, several
+    prefixes at once (prefixed.py, ``list_threads``)."""
+    return list_by_prefix(_s3_pages(location), location.list_threads)
+
+
+def _s3_pages(location: Location, page_keys: int = 1000) -> Pages:
+    """The ListObjectsV2 pages of any prefix of the location (``page_keys`` per
+    page: S3's maximum is 1000)."""
+    fs = location.fs  # one client for every thread: s3fs runs requests on its own loop
+    bucket, root = location.bucket_and_prefix()
+
+    def pages(prefix: str, delimited: bool) -> Iterator[Page]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": root + prefix,
+                                      "MaxKeys": page_keys}
+            if delimited:
+                kwargs["Delimiter"] = "/"
+            if token:
+                kwargs["ContinuationToken"] = token
+            try:
+                page = fs.call_s3("list_objects_v2", **kwargs)
+            except FileNotFoundError as exc:
+                raise LocationUnreachable(
+                    f"{location.url}: bucket {bucket!r} does not exist or is not visible with "
+                    "these credentials"
+                ) from exc
+            except PermissionError as exc:
+                raise LocationUnreachable(
+                    f"{location.url}: access denied listing the bucket") from exc
+            entries = []
+            for obj in page.get("Contents", ()):
+                key = obj["Key"][len(root):]
+                if not key or key.endswith("/"):
+                    continue  # the prefix itself or a "directory marker"
+                entries.append(Entry(key=key, size=int(obj["Size"]),
+                                     mtime=obj["LastModified"].timestamp(),
+                                     etag=obj.get("ETag", "").strip('"') or None))
+            prefixes = [p["Prefix"][len(root):] for p in page.get("CommonPrefixes", ())]
+            more = bool(page.get("IsTruncated"))
+            yield Page(entries, prefixes, more)
+            if not more:
+                return
+            token = page["NextContinuationToken"]
+
+    return pages
 
 
 def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
