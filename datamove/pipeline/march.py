@@ -61,7 +61,8 @@ class DatasetJob:
         return cls(
             name=spec.name,
             source=Location.of(spec.source.url, spec.source.options, spec.source.region,
-                               links=spec.source.links, list_threads=spec.source.list_threads),
+                               links=spec.source.links, list_threads=spec.source.list_threads,
+                               inventory=spec.source.inventory),
             destination=Location.of(spec.destination.url, spec.destination.options,
                                     spec.destination.region,
                                     list_threads=spec.destination.list_threads),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO
 
-from datamove.errors import LocationUnreachable
+from datamove.errors import BadInput, LocationUnreachable
 from datamove.redact import scrub
 from datamove.stores.base import (
     LINK_POLICIES,
@@ -111,9 +111,17 @@ def list_entries(location: Location, key_filter: KeyFilter | None = None,
     one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped
     and handed to ``on_partial`` (cleanup.py removes those of killed runs);
     symbolic links skipped by ``location.links`` are handed to ``on_link``.
+    A location with an ``inventory`` is listed from that S3 Inventory report
+    (stores/inventory.py) instead of the store.
     Raises LocationUnreachable if the root cannot be listed at all.
     """
-    for entry in location.backend.list(location, on_link):
+    if location.inventory is not None:
+        from datamove.stores.inventory import inventory_entries
+
+        listing = inventory_entries(location)
+    else:
+        listing = location.backend.list(location, on_link)
+    for entry in listing:
         if PARTIAL_MARKER in entry.key:
             if on_partial is not None:
                 on_partial(entry.key)
@@ -131,7 +139,14 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
 
 def open_read(location: Location, key: str) -> BinaryIO:
     """A binary stream over one object (a local file's bypasses fsspec)."""
-    return location.backend.open_read(location, key)
+    try:
+        return location.backend.open_read(location, key)
+    except FileNotFoundError as exc:
+        if location.inventory is None:
+            raise
+        raise FileNotFoundError(
+            f"{location.url_of(key)} is in the inventory report but not in the bucket "
+            "(deleted since the report was written)") from exc
 
 
 def remove(location: Location, key: str) -> None:
@@ -143,7 +158,11 @@ def check_readable(location: Location) -> None:
     """Fail fast, with a clear message, if a source location cannot be read at all."""
     try:
         location.backend.check_readable(location)
-    except LocationUnreachable:
+        if location.inventory is not None:
+            from datamove.stores.inventory import check_inventory
+
+            check_inventory(location)
+    except BadInput:  # LocationUnreachable too
         raise
     except Exception as exc:
         raise LocationUnreachable(f"{location.url}: cannot reach the store: {describe(exc)}") \
