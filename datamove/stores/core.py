@@ -111,17 +111,9 @@ def list_entries(location: Location, key_filter: KeyFilter | None = None,
     one directory at a time. Temporary objects (``PARTIAL_MARKER``) are skipped
     and handed to ``on_partial`` (cleanup.py removes those of killed runs);
     symbolic links skipped by ``location.links`` are handed to ``on_link``.
-    A location with an ``inventory`` is listed from that S3 Inventory report
-    (stores/inventory.py) instead of the store.
     Raises LocationUnreachable if the root cannot be listed at all.
     """
-    if location.inventory is not None:
-        from datamove.stores.inventory import inventory_entries
-
-        listing = inventory_entries(location)
-    else:
-        listing = location.backend.list(location, on_link)
-    for entry in listing:
+    for entry in location.backend.list(location, on_link):
         if PARTIAL_MARKER in entry.key:
             if on_partial is not None:
                 on_partial(entry.key)
@@ -139,14 +131,7 @@ def stat(location: Location, key: str) -> ObjectInfo | None:
 
 def open_read(location: Location, key: str) -> BinaryIO:
     """A binary stream over one object (a local file's bypasses fsspec)."""
-    try:
-        return location.backend.open_read(location, key)
-    except FileNotFoundError as exc:
-        if location.inventory is None:
-            raise
-        raise FileNotFoundError(
-            f"{location.url_of(key)} is in the inventory report but not in the bucket "
-            "(deleted since the report was written)") from exc
+    return location.backend.open_read(location, key)
 
 
 def remove(location: Location, key: str) -> None:
@@ -158,11 +143,7 @@ def check_readable(location: Location) -> None:
     """Fail fast, with a clear message, if a source location cannot be read at all."""
     try:
         location.backend.check_readable(location)
-        if location.inventory is not None:
-            from datamove.stores.inventory import check_inventory
-
-            check_inventory(location)
-    except BadInput:  # LocationUnreachable too
+    except BadInput:  # LocationUnreachable, or a bad inventory report (stores/inventory.py)
         raise
     except Exception as exc:
         raise LocationUnreachable(f"{location.url}: cannot reach the store: {describe(exc)}") \

@@ -45,6 +45,7 @@ from urllib.parse import unquote_plus
 
 from datamove.errors import BadInput
 from datamove.stores.base import Entry, Location
+from datamove.stores.core import describe
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -130,8 +131,6 @@ def load_report(location: Location) -> Report:
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise BadInput(f"inventory {url}: no such manifest; {HINT}") from exc
     except Exception as exc:
-        from datamove.stores.core import describe
-
         raise BadInput(f"inventory {url}: cannot read the manifest ({describe(exc)}); "
                        f"{HINT}") from exc
     if len(raw) > MAX_MANIFEST_BYTES:
@@ -178,12 +177,11 @@ def load_report(location: Location) -> Report:
 def _opener(url: str, location: Location) -> tuple[Callable[[str], IO[bytes]],
                                                     Callable[[str], IO[bytes]]]:
     """How to open the manifest and a file next to it, by name."""
-    from datamove.stores.core import open_read
-
     parent = url.rstrip("/").rsplit("/", 1)[0]
     if "://" in url and not url.startswith(("file://", "local://")):
         where = Location.of(parent, dict(location.options))
-        return (lambda name: open_read(where, name)), (lambda name: open_read(where, name))
+        return ((lambda name: where.backend.open_read(where, name)),
+                (lambda name: where.backend.open_read(where, name)))
     directory = os.path.dirname(os.path.abspath(url.removeprefix("file://")
                                                 .removeprefix("local://")))
     return ((lambda name: open(os.path.join(directory, name), "rb")),
@@ -200,8 +198,6 @@ def _read_optional(opener: Callable[[str], IO[bytes]], name: str) -> bytes | Non
 
 def _data_opener(url: str, doc: dict[str, Any], location: Location
                  ) -> Callable[[str], IO[bytes]]:
-    from datamove.stores.core import open_read
-
     if "://" in url and not url.startswith(("file://", "local://")):
         arn = str(doc.get("destinationBucket", ""))
         bucket = arn.rsplit(":", 1)[-1]
@@ -209,7 +205,7 @@ def _data_opener(url: str, doc: dict[str, Any], location: Location
             raise BadInput(f"inventory {url}: destinationBucket {arn!r} is not an S3 bucket "
                            f"ARN (arn:aws:s3:::name); {HINT}")
         where = Location.of(f"{url.split('://', 1)[0]}://{bucket}", dict(location.options))
-        return lambda key: open_read(where, key)
+        return lambda key: where.backend.open_read(where, key)
     directory = os.path.dirname(os.path.abspath(url.removeprefix("file://")
                                                 .removeprefix("local://")))
 
@@ -237,8 +233,6 @@ def _batches(report: Report, location: Location) -> Iterator[pa.RecordBatch]:
             except BadInput:
                 raise
             except Exception as exc:
-                from datamove.stores.core import describe
-
                 raise BadInput(f"inventory {report.url}: data file {data.key} cannot be read "
                                f"as {report.file_format} ({describe(exc)}); {HINT}") from exc
 
@@ -263,8 +257,6 @@ def _verified_copy(report: Report, data: DataFile) -> Iterator[str]:
         except BadInput:
             raise
         except Exception as exc:
-            from datamove.stores.core import describe
-
             raise BadInput(f"inventory {report.url}: data file {data.key} cannot be read "
                            f"({describe(exc)})") from exc
         if size != data.size or digest.hexdigest() != data.md5:

@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from datamove.checksum import b64, b64_sha256, composite_sha256
 from datamove.errors import LocationUnreachable
@@ -39,6 +39,7 @@ from datamove.stores.base import (
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.inventory import check_inventory, inventory_entries
 from datamove.stores.prefixed import Page, Pages, list_by_prefix
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
@@ -93,7 +94,27 @@ class S3Backend(Backend):
 
     def list(self, location: Location, on_link: Callable[[str], None] | None = None
              ) -> Iterator[Entry]:
+        """ListObjectsV2, or the location's S3 Inventory report (inventory.py)."""
+        if location.inventory is not None:
+            return inventory_entries(location)
         return _list_s3(location)
+
+    def check_readable(self, location: Location) -> None:
+        """The bucket answers a listing; an inventory report is read whole and checked
+        (BadInput: exit 2 before anything moves)."""
+        next(iter(_list_s3(location)), None)
+        if location.inventory is not None:
+            check_inventory(location)
+
+    def open_read(self, location: Location, key: str) -> BinaryIO:
+        try:
+            return super().open_read(location, key)
+        except FileNotFoundError as exc:
+            if location.inventory is None:
+                raise
+            raise FileNotFoundError(
+                f"{location.url_of(key)} is in the inventory report but not in the bucket "
+                "(deleted since the report was written)") from exc
 
     def stat(self, location: Location, key: str) -> ObjectInfo | None:
         bucket, prefix = location.bucket_and_prefix()
