@@ -61,6 +61,31 @@ def test_parallel_listing_is_the_sequential_one(moto_server, hostile_bucket, pag
     assert sum(1 for _ in march(parallel, sequential)) == len(sequential)
 
 
+@pytest.fixture(scope="module")
+def hostile_container(azurite) -> str:
+    from tests.conftest import environment
+
+    with environment(**azurite.env):
+        container = azurite.new_container()
+        fs = azurite.fs()
+        for key in HOSTILE:
+            fs.pipe_file(f"{container}/root/{key}", key.encode())
+    return container
+
+
+@pytest.mark.parametrize("page_blobs", [2, 5])
+def test_azure_parallel_listing_is_the_sequential_one(azurite, hostile_container, page_blobs):
+    from datamove.stores.azure import azure_pages
+    from tests.conftest import environment
+
+    with environment(**azurite.env):
+        location = Location.of(f"az://{hostile_container}/root/")
+        sequential = list(list_by_prefix(azure_pages(location, page_blobs), threads=1))
+        parallel = list(list_by_prefix(azure_pages(location, page_blobs), threads=4))
+    assert [e.key for e in sequential] == _expected(HOSTILE)
+    assert parallel == sequential
+
+
 def test_list_entries_default_listing_is_in_byte_order(moto_server, hostile_bucket):
     """Through the backend as the planner uses it (1000-key pages, 8 threads)."""
     location = Location.of(f"s3://{hostile_bucket}/root/",
