@@ -170,6 +170,12 @@ def test_an_object_gone_from_the_bucket_fails_alone(tmp_path, moto_server):
     assert not (tmp_path / "dst" / "z").exists()
 
 
+@pytest.fixture(scope="module")
+def shared_source(moto_server) -> tuple[str, dict[str, dict]]:
+    """A source bucket the tests only read."""
+    return _fill_source(moto_server, OBJECTS)
+
+
 def _damage(moto_server, bucket: str, key: str) -> None:
     client = moto_server.client()
     body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -179,8 +185,9 @@ def _damage(moto_server, bucket: str, key: str) -> None:
 
 @pytest.mark.parametrize("damage", ["data-byte", "manifest-byte", "missing-file",
                                     "missing-manifest", "not-json", "orc", "other-bucket"])
-def test_a_bad_inventory_is_exit_2_before_anything_moves(tmp_path, moto_server, damage):
-    bucket, heads = _fill_source(moto_server, OBJECTS)
+def test_a_bad_inventory_is_exit_2_before_anything_moves(tmp_path, moto_server, shared_source,
+                                                         damage):
+    bucket, heads = shared_source
     inventory, inv_bucket, data_keys = _write_report(
         moto_server, bucket, _rows(bucket, heads), "CSV")
     client = moto_server.client()
