@@ -3,8 +3,10 @@
 Fills a bucket with ``--keys`` objects spread over ``--prefixes`` prefixes (plus a
 few root-level keys), then lists it through datamove's S3 backend with
 ``list_threads: 1`` (one ListObjectsV2 page after another) and with
-``list_threads: N``, taking the two in turn ``--repeat`` times, and prints the
-medians and the ratio sequential / parallel. Every listing must return the same
+``list_threads: N``, and from an S3 Inventory report of the same keys (CSV gzip,
+4 files, rows shuffled, written into a second bucket), taking the three in turn
+``--repeat`` times, and prints the medians and the ratios to the sequential
+listing. Every listing must return the same
 keys in the same order. moto_server answers each request slowly (it is one
 Python process), which is what a far-away or throttled store looks like too.
 
@@ -49,6 +51,33 @@ def start_moto() -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.1)
 
 
+def write_inventory(client, keys: list[str]) -> str:  # type: ignore[no-untyped-def]
+    """An S3 Inventory report of the bench bucket (CSV gzip, 4 files, rows shuffled)."""
+    import gzip
+    import hashlib
+    import json
+    import random
+    from urllib.parse import quote_plus
+
+    client.create_bucket(Bucket="bench-inventory")
+    rows = list(keys)
+    random.Random(7).shuffle(rows)
+    files = []
+    for n in range(4):
+        text = "".join(f'"bench","{quote_plus(k, safe="/")}","1","2026-12-01T00:00:00.000Z",'
+                       f'"9dd4e461268c8034f5c8564e155c67a6"\n' for k in rows[n::4])
+        body = gzip.compress(text.encode())
+        key = f"bench/daily/data/{n}.csv.gz"
+        client.put_object(Bucket="bench-inventory", Key=key, Body=body)
+        files.append({"key": key, "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()})
+    manifest = {"sourceBucket": "bench", "destinationBucket": "arn:aws:s3:::bench-inventory",
+                "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
+                "files": files}
+    client.put_object(Bucket="bench-inventory", Key="bench/daily/2026-12-01T01-00Z/manifest.json",
+                      Body=json.dumps(manifest).encode())
+    return "s3://bench-inventory/bench/daily/2026-12-01T01-00Z/manifest.json"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=20_000)
@@ -76,22 +105,24 @@ def main() -> None:
         print(f"filled {len(keys)} keys in {args.prefixes} prefixes in "
               f"{time.monotonic() - started:.1f} s", flush=True)
         expected = sorted(keys, key=lambda k: k.encode())
-        times: dict[int, list[float]] = {1: [], args.threads: []}
+        inventory = write_inventory(client, keys)
+        times: dict[str, list[float]] = {"1": [], str(args.threads): [], "inventory": []}
         for _ in range(args.repeat):
-            for threads in times:
-                location = Location.of("s3://bench/", {"endpoint_url": url,
-                                                       "skip_instance_cache": True},
-                                       list_threads=threads)
+            for how in times:
+                location = Location.of(
+                    "s3://bench/", {"endpoint_url": url, "skip_instance_cache": True},
+                    list_threads=int(how) if how != "inventory" else 8,
+                    inventory=inventory if how == "inventory" else None)
                 started = time.monotonic()
                 listed = [entry.key for entry in location.backend.list(location)]
-                times[threads].append(time.monotonic() - started)
-                assert listed == expected, f"list_threads {threads}: wrong listing"
-        sequential = statistics.median(times[1])
-        parallel = statistics.median(times[args.threads])
-        print(f"list_threads 1: median {sequential:.2f} s  {times[1]}")
-        print(f"list_threads {args.threads}: median {parallel:.2f} s  {times[args.threads]}")
-        print(f"sequential / parallel: {sequential / parallel:.2f}x "
-              f"({args.keys} keys, {args.prefixes} prefixes, {args.repeat} pairs in turn)")
+                times[how].append(time.monotonic() - started)
+                assert listed == expected, f"{how}: wrong listing"
+        medians = {how: statistics.median(runs) for how, runs in times.items()}
+        for how, runs in times.items():
+            name = "inventory" if how == "inventory" else f"list_threads {how}"
+            print(f"{name}: median {medians[how]:.2f} s  {[round(r, 2) for r in runs]}  "
+                  f"sequential / this: {medians['1'] / medians[how]:.2f}x")
+        print(f"({args.keys} keys, {args.prefixes} prefixes, {args.repeat} rounds in turn)")
     finally:
         process.kill()
         process.wait(10)

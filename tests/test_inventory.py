@@ -219,8 +219,8 @@ def test_a_bad_inventory_is_exit_2_before_anything_moves(tmp_path, moto_server, 
 
 
 def test_a_local_report_and_a_key_listed_twice(tmp_path, moto_server):
-    """A report synced to a local directory (aws s3 sync) is read from there; a key
-    listed twice as the latest version is refused."""
+    """A report synced to a local directory (aws s3 sync) is read from there, its path
+    relative to the manifest; a key listed twice as the latest version is refused."""
     bucket, heads = _fill_source(moto_server, {"data/one": b"1", "data/two": b"22"})
     rows = _rows(bucket, heads)
     inventory, inv_bucket, data_keys = _write_report(moto_server, bucket, rows, "CSV", files=1)
@@ -231,8 +231,8 @@ def test_a_local_report_and_a_key_listed_twice(tmp_path, moto_server):
         path = local / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(client.get_object(Bucket=inv_bucket, Key=key)["Body"].read())
-    result = cli("run", _manifest(tmp_path, moto_server, bucket, str(local / manifest_key)),
-                 "--json")
+    relative = f"report/{manifest_key}"  # resolved against the manifest's directory
+    result = cli("run", _manifest(tmp_path, moto_server, bucket, relative), "--json")
     assert result.returncode == 0, result.stderr
     assert last_json(result.stdout)["datasets"]["d"]["copied"] == 2
 
