@@ -73,6 +73,13 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         if dataset.destination.links != "skip":
             yield ("datasets", i, "destination", "links"), (
                 "is for local sources only; a destination never follows or writes links")
+        if dataset.destination.inventory is not None:
+            yield ("datasets", i, "destination", "inventory"), (
+                "is for sources only: an S3 Inventory lists the objects to copy")
+        if dataset.source.inventory is not None and \
+                backend_for(protocol_of(dataset.source.url)).name != "s3":
+            yield ("datasets", i, "source", "inventory"), (
+                "needs an s3:// source: an S3 Inventory lists the objects of an S3 bucket")
         if dataset.source.links != "skip" and local_path(dataset.source.url) is None:
             yield ("datasets", i, "source", "links"), (
                 "applies to local sources only; object stores have no symbolic links")

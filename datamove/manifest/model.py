@@ -66,6 +66,12 @@ class LocationSpec(_Strict):
     # source: symbolic links in a local tree (docs/SECURITY.md): skip them (and
     # count them), follow them, or store each as <name>.rclonelink.
     links: Literal["skip", "follow", "copy-link"] = "skip"
+    # Object stores: prefixes listed at once once a listing is longer than a page
+    # (stores/prefixed.py); 1 lists sequentially.
+    list_threads: Annotated[int, Field(strict=True, ge=1, le=64)] = 8
+    # S3 sources: an S3 Inventory manifest.json (s3:// URL or local path) listing the
+    # objects instead of ListObjectsV2 (stores/inventory.py).
+    inventory: Annotated[str | None, Field(min_length=1)] = None
     # Tabular datasets (docs/MANIFEST.md, "Tabular datasets"): a destination
     # ``format: delta`` loads the source's rows into a Delta table; a source may
     # name its file format (parquet, csv, jsonl), otherwise file suffixes tell.
@@ -401,7 +407,10 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         return prefix + str(path) + trailing
 
     def fix(loc: LocationSpec) -> LocationSpec:
-        return loc.model_copy(update={"url": resolve(loc.url)})
+        update = {"url": resolve(loc.url)}
+        if loc.inventory is not None:
+            update["inventory"] = resolve(loc.inventory)
+        return loc.model_copy(update=update)
 
     def fix_keys(keys: K) -> K:
         update: dict[str, Any] = {}

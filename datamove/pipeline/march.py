@@ -61,9 +61,11 @@ class DatasetJob:
         return cls(
             name=spec.name,
             source=Location.of(spec.source.url, spec.source.options, spec.source.region,
-                               links=spec.source.links),
+                               links=spec.source.links, list_threads=spec.source.list_threads,
+                               inventory=spec.source.inventory),
             destination=Location.of(spec.destination.url, spec.destination.options,
-                                    spec.destination.region),
+                                    spec.destination.region,
+                                    list_threads=spec.destination.list_threads),
             key_filter=KeyFilter(tuple(spec.include), tuple(spec.exclude)),
             verify=spec.verify,
             encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,

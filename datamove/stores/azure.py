@@ -12,7 +12,7 @@ This module uses adlfs's async client directly, through fsspec's loop:
   ``commit`` commits the block list. Uncommitted blocks are invisible and the
   service discards them after a week.
 * Listings are the service's pages (1,000 blobs each), never a whole-container
-  ``find``.
+  ``find``; past one page, by prefix in parallel (prefixed.py).
 
 Native checksum: Content-MD5. The service computes it for a blob written by
 one Put Blob (and checks the one the client sends); for a blob committed from
@@ -45,6 +45,7 @@ from datamove.stores.base import (
     transient_http_status,
 )
 from datamove.stores.parts import PART_BUFFERS, PartSender
+from datamove.stores.prefixed import Page, Pages, list_by_prefix
 from datamove.stores.timeouts import AZURE_BACKOFF, CONNECT_TIMEOUT, READ_TIMEOUT
 
 SINGLE_PUT_MAX = 64 * 1024 * 1024  # the SDK's max_single_put_size: one Put Blob up to here
@@ -119,37 +120,58 @@ def _bound_service_client(fs: Any, options: dict[str, Any]) -> None:
 
 
 def list_azure(location: Location) -> Iterator[Entry]:
-    """Every blob under the location, one service page at a time."""
+    """Every blob under the location, one service page at a time; more than a page
+    is listed by prefix, several prefixes at once (prefixed.py, ``list_threads``)."""
+    return list_by_prefix(azure_pages(location), location.list_threads)
+
+
+def azure_pages(location: Location, page_blobs: int = 1000) -> Pages:
+    """List Blobs pages of any prefix of the location (``walk_blobs`` with the
+    delimiter '/', ``list_blobs`` without)."""
+    from azure.storage.blob.aio import BlobPrefix
+
     fs = location.fs
-    container, prefix = location.bucket_and_prefix()
+    container, root = location.bucket_and_prefix()
     client = fs.service_client.get_container_client(container)
 
-    async def page(token: str | None) -> tuple[list[Any], str | None]:
-        pager = client.list_blobs(name_starts_with=prefix or None,
-                                  results_per_page=1000).by_page(continuation_token=token)
+    async def page(prefix: str, delimited: bool, token: str | None
+                   ) -> tuple[list[Any], str | None]:
+        start = root + prefix or None
+        listing = client.walk_blobs(name_starts_with=start, delimiter="/",
+                                    results_per_page=page_blobs) if delimited else \
+            client.list_blobs(name_starts_with=start, results_per_page=page_blobs)
+        pager = listing.by_page(continuation_token=token)
         items = [blob async for blob in await pager.__anext__()]
         return items, pager.continuation_token
 
-    token: str | None = None
-    while True:
-        try:
-            items, token = sync(fs.loop, page, token)
-        except Exception as exc:
-            if _not_found(exc):
-                raise LocationUnreachable(
-                    f"{location.url}: container {container!r} does not exist or is not "
-                    "visible with these credentials") from exc
-            raise
-        for blob in items:
-            key = blob.name[len(prefix):]
-            if not key or key.endswith("/"):
-                continue
-            modified = blob.last_modified
-            yield Entry(key=key, size=int(blob.size or 0),
-                        mtime=modified.timestamp() if modified else None,
-                        etag=(blob.etag or "").strip('"') or None)
-        if not token:
-            return
+    def pages(prefix: str, delimited: bool) -> Iterator[Page]:
+        token: str | None = None
+        while True:
+            try:
+                items, token = sync(fs.loop, page, prefix, delimited, token)
+            except Exception as exc:
+                if _not_found(exc):
+                    raise LocationUnreachable(
+                        f"{location.url}: container {container!r} does not exist or is not "
+                        "visible with these credentials") from exc
+                raise
+            entries, prefixes = [], []
+            for blob in items:
+                if isinstance(blob, BlobPrefix):
+                    prefixes.append(blob.name[len(root):])
+                    continue
+                key = blob.name[len(root):]
+                if not key or key.endswith("/"):
+                    continue
+                modified = blob.last_modified
+                entries.append(Entry(key=key, size=int(blob.size or 0),
+                                     mtime=modified.timestamp() if modified else None,
+                                     etag=(blob.etag or "").strip('"') or None))
+            yield Page(entries, prefixes, bool(token))
+            if not token:
+                return
+
+    return pages
 
 
 def stat_azure(location: Location, key: str) -> ObjectInfo | None:

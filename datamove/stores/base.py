@@ -352,18 +352,24 @@ class Location:
     ``links``: what a local listing does with symbolic links (``skip``, the
     default, as rclone does; ``follow``; ``copy-link``). Reads and writes below
     a local root never follow a link unless ``links`` is ``follow``.
+    ``list_threads``: prefixes an object store lists at once (stores/prefixed.py).
+    ``inventory``: an S3 Inventory manifest.json that lists the objects instead of
+    the store (stores/inventory.py).
     """
 
     url: str
     options: tuple[tuple[str, Any], ...] = ()
     region: str | None = None
     links: str = "skip"
+    list_threads: int = 8
+    inventory: str | None = None
 
     @classmethod
     def of(cls, url: str, options: dict[str, Any] | None = None,
-           region: str | None = None, links: str = "skip") -> Location:
+           region: str | None = None, links: str = "skip", list_threads: int = 8,
+           inventory: str | None = None) -> Location:
         return cls(url=url, options=tuple(sorted((options or {}).items())), region=region,
-                   links=links)
+                   links=links, list_threads=list_threads, inventory=inventory)
 
     @cached_property
     def protocol(self) -> str:

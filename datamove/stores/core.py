@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import BinaryIO
 
-from datamove.errors import LocationUnreachable
+from datamove.errors import BadInput, LocationUnreachable
 from datamove.redact import scrub
 from datamove.stores.base import (
     LINK_POLICIES,
@@ -143,7 +143,7 @@ def check_readable(location: Location) -> None:
     """Fail fast, with a clear message, if a source location cannot be read at all."""
     try:
         location.backend.check_readable(location)
-    except LocationUnreachable:
+    except BadInput:  # LocationUnreachable, or a bad inventory report (stores/inventory.py)
         raise
     except Exception as exc:
         raise LocationUnreachable(f"{location.url}: cannot reach the store: {describe(exc)}") \

@@ -23,7 +23,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from datamove.checksum import b64, b64_sha256, composite_sha256, same_checksum
 from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
@@ -41,7 +41,9 @@ from datamove.stores.base import (
     WriteOptions,
     transient_http_status,
 )
+from datamove.stores.inventory import check_inventory, inventory_entries
 from datamove.stores.parts import PART_BUFFERS, PartSender
+from datamove.stores.prefixed import Page, Pages, list_by_prefix
 from datamove.stores.timeouts import CONNECT_TIMEOUT, READ_TIMEOUT, S3_ATTEMPTS
 from datamove.tiers import S3_TIERS
 
@@ -96,7 +98,27 @@ class S3Backend(Backend):
 
     def list(self, location: Location, on_link: Callable[[str], None] | None = None
              ) -> Iterator[Entry]:
+        """ListObjectsV2, or the location's S3 Inventory report (inventory.py)."""
+        if location.inventory is not None:
+            return inventory_entries(location)
         return _list_s3(location)
+
+    def check_readable(self, location: Location) -> None:
+        """The bucket answers a listing; an inventory report is read whole and checked
+        (BadInput: exit 2 before anything moves)."""
+        next(iter(_list_s3(location)), None)
+        if location.inventory is not None:
+            check_inventory(location)
+
+    def open_read(self, location: Location, key: str) -> BinaryIO:
+        try:
+            return super().open_read(location, key)
+        except FileNotFoundError as exc:
+            if location.inventory is None:
+                raise
+            raise FileNotFoundError(
+                f"{location.url_of(key)} is in the inventory report but not in the bucket "
+                "(deleted since the report was written)") from exc
 
     def stat(self, location: Location, key: str) -> ObjectInfo | None:
         bucket, prefix = location.bucket_and_prefix()
@@ -312,31 +334,52 @@ class _CopyTarget:
 
 
 def _list_s3(location: Location) -> Iterator[Entry]:
-    fs = location.fs
-    bucket, prefix = location.bucket_and_prefix()
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        try:
-            page = fs.call_s3("list_objects_v2", **kwargs)
-        except FileNotFoundError as exc:
-            raise LocationUnreachable(
-                f"{location.url}: bucket {bucket!r} does not exist or is not visible with "
-                "these credentials"
-            ) from exc
-        except PermissionError as exc:
-            raise LocationUnreachable(f"{location.url}: access denied listing the bucket") from exc
-        for obj in page.get("Contents", ()):
-            key = obj["Key"][len(prefix):]
-            if not key or key.endswith("/"):
-                continue  # the prefix itself or a "directory marker"
-            yield Entry(key=key, size=int(obj["Size"]), mtime=obj["LastModified"].timestamp(),
-                        etag=obj.get("ETag", "").strip('"') or None)
-        if not page.get("IsTruncated"):
-            return
-        token = page["NextContinuationToken"]
+    """ListObjectsV2 pages; more than a page of keys is listed by prefix, several
+    prefixes at once (prefixed.py, ``list_threads``)."""
+    return list_by_prefix(_s3_pages(location), location.list_threads)
+
+
+def _s3_pages(location: Location, page_keys: int = 1000) -> Pages:
+    """The ListObjectsV2 pages of any prefix of the location (``page_keys`` per
+    page: S3's maximum is 1000)."""
+    fs = location.fs  # one client for every thread: s3fs runs requests on its own loop
+    bucket, root = location.bucket_and_prefix()
+
+    def pages(prefix: str, delimited: bool) -> Iterator[Page]:
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": root + prefix,
+                                      "MaxKeys": page_keys}
+            if delimited:
+                kwargs["Delimiter"] = "/"
+            if token:
+                kwargs["ContinuationToken"] = token
+            try:
+                page = fs.call_s3("list_objects_v2", **kwargs)
+            except FileNotFoundError as exc:
+                raise LocationUnreachable(
+                    f"{location.url}: bucket {bucket!r} does not exist or is not visible with "
+                    "these credentials"
+                ) from exc
+            except PermissionError as exc:
+                raise LocationUnreachable(
+                    f"{location.url}: access denied listing the bucket") from exc
+            entries = []
+            for obj in page.get("Contents", ()):
+                key = obj["Key"][len(root):]
+                if not key or key.endswith("/"):
+                    continue  # the prefix itself or a "directory marker"
+                entries.append(Entry(key=key, size=int(obj["Size"]),
+                                     mtime=obj["LastModified"].timestamp(),
+                                     etag=obj.get("ETag", "").strip('"') or None))
+            prefixes = [p["Prefix"][len(root):] for p in page.get("CommonPrefixes", ())]
+            more = bool(page.get("IsTruncated"))
+            yield Page(entries, prefixes, more)
+            if not more:
+                return
+            token = page["NextContinuationToken"]
+
+    return pages
 
 
 def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
