@@ -85,6 +85,8 @@ def _problem(value: Any) -> tuple[str, str] | None:
                 return "", f"object keys must be strings, got {name!r}"
             if not name.isascii() and (found := _problem(name)) is not None:
                 return " key", found[1]
+            if _plainly_fine(item):
+                continue
             found = _problem(item)
             if found is not None:
                 return f".{name}{found[0]}", found[1]
@@ -100,6 +102,14 @@ def _problem(value: Any) -> tuple[str, str] | None:
     return "", (f"{type(value).__name__} is not allowed in an audit event "
                 "(only strings, integers, booleans, null, lists and objects; "
                 "record floats and times as strings)")
+
+
+def _plainly_fine(value: Any) -> bool:
+    """The common values of an event, judged without a call per value: ASCII
+    strings, None, booleans and small integers (anything else: ``_problem``)."""
+    kind = type(value)
+    return (kind is str and value.isascii()) or value is None or kind is bool or \
+        (kind is int and -MAX_INT <= value <= MAX_INT)
 
 
 def _plain(value: Any) -> Any:
