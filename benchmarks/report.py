@@ -18,12 +18,18 @@ GIB = 1 << 30
 # (scenario, peer tool) -> target ratio datamove/peer, from the issue.
 TARGETS = {
     ("local-large", "rclone"): 1.0,
-    ("local-small", "rclone"): 1.5,
+    ("local-small", "rclone"): 1.0,
+    ("local-tiny", "rclone"): 1.0,
     ("s3-large", "s5cmd"): 1.2,
-    ("s3-small", "s5cmd"): 1.2,
+    ("s3-small", "s5cmd"): 1.0,
     ("rerun-small", "rclone-check"): 1.0,
     ("local-large-enc", "rclone-crypt"): 1.0,
     ("local-small-enc", "rclone-crypt"): 1.0,
+}
+
+# (scenario, peer tool) -> target ratio of peak RSS datamove/peer, from the issue.
+RSS_TARGETS = {
+    ("local-tiny", "rclone"): 2.0,
 }
 
 # A datamove variant compared with the peer that does the same amount of checking:
@@ -45,10 +51,13 @@ class Profile:
     small_files: int
     small_dirs: int = 100
     small_size: int = 4096
+    tiny_files: int = 200_000
+    tiny_dirs: int = 200
+    tiny_size: int = 100
 
 
 FULL = Profile("full", 4, 256 * MIB, 20_000)
-QUICK = Profile("quick", 4, 32 * MIB, 2_000)
+QUICK = Profile("quick", 4, 32 * MIB, 2_000, tiny_files=20_000, tiny_dirs=20)
 
 
 @dataclass
@@ -79,6 +88,14 @@ def ratios(results: list[Result]) -> dict[tuple[str, str], float]:
             if not is_datamove(r.tool) and not r.error and r.scenario in dm and r.wall_s > 0}
 
 
+def rss_ratios(results: list[Result]) -> dict[tuple[str, str], float]:
+    """datamove peak RSS / peer peak RSS (each the largest process of its tree)."""
+    dm = {r.scenario: r for r in results if r.tool == "datamove" and not r.error}
+    return {(r.scenario, r.tool): dm[r.scenario].maxrss_mib / r.maxrss_mib for r in results
+            if not is_datamove(r.tool) and not r.error and r.scenario in dm
+            and r.maxrss_mib > 0}
+
+
 def paired_ratios(results: list[Result]) -> dict[tuple[str, str, str], float]:
     """(scenario, datamove variant, peer) -> variant's wall time / peer's (see PAIRS)."""
     ok = {(r.scenario, r.tool): r for r in results if not r.error and r.wall_s > 0}
@@ -97,24 +114,32 @@ def cpu_per_gib(r: Result) -> str:
 def table(results: list[Result]) -> list[list[str]]:
     """Rows for the console and Markdown tables (header first)."""
     rows = [["scenario", "tool", "wall s", "client CPU s", "CPU s/GiB", "peak RSS MiB",
-             "moto CPU s", "MiB/s", "files/s", "datamove/peer", "target"]]
-    by_pair = ratios(results)
+             "moto CPU s", "MiB/s", "files/s", "datamove/peer", "RSS datamove/peer",
+             "target"]]
+    by_pair, by_rss = ratios(results), rss_ratios(results)
     for r in results:
         if r.error:
-            rows.append([r.scenario, r.tool, "FAILED", *[""] * 8])
+            rows.append([r.scenario, r.tool, "FAILED", *[""] * 9])
             continue
         ratio = by_pair.get((r.scenario, r.tool))
+        rss = by_rss.get((r.scenario, r.tool))
         target = TARGETS.get((r.scenario, r.tool))
-        verdict = ""
+        rss_target = RSS_TARGETS.get((r.scenario, r.tool))
+        verdicts = []
         if target is not None:
-            verdict = f"≤ {target:.1f}×" + ("" if ratio is None else
-                                             " ok" if ratio <= target else " MISSED")
+            verdicts.append(f"≤ {target:.1f}×" + ("" if ratio is None else
+                                                  " ok" if ratio <= target else " MISSED"))
+        if rss_target is not None:
+            verdicts.append(f"RSS ≤ {rss_target:.1f}×" + (
+                "" if rss is None else " ok" if rss <= rss_target else " MISSED"))
+        verdict = "; ".join(verdicts)
         rows.append([
             r.scenario, r.tool, f"{r.wall_s:.2f}", f"{r.cpu_s:.2f}", cpu_per_gib(r),
             f"{r.maxrss_mib:.0f}",
             "" if r.server_cpu_s is None else f"{r.server_cpu_s:.2f}",
             f"{r.bytes / MIB / r.wall_s:.1f}" if r.bytes else "",
-            _rate(r.files / r.wall_s), "" if ratio is None else f"{ratio:.2f}×", verdict,
+            _rate(r.files / r.wall_s), "" if ratio is None else f"{ratio:.2f}×",
+            "" if rss is None else f"{rss:.2f}×", verdict,
         ])
     return rows
 
@@ -169,6 +194,9 @@ def report(results: list[Result], profile: Profile, work: Path,
         "results": [asdict(r) for r in results],
         "ratios": [{"scenario": s, "peer": t, "datamove_over_peer": v,
                     "target": TARGETS.get((s, t))} for (s, t), v in ratios(results).items()],
+        "rss_ratios": [{"scenario": s, "peer": t, "datamove_over_peer": v,
+                        "target": RSS_TARGETS.get((s, t))}
+                       for (s, t), v in rss_ratios(results).items()],
         "paired_ratios": [{"scenario": s, "datamove": d, "peer": t, "ratio": v}
                           for (s, d, t), v in paired_ratios(results).items()],
         **(extra or {}),

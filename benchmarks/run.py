@@ -67,6 +67,10 @@ def _expected(profile: Profile, kind: str) -> dict[str, int]:
     """Relative path -> size of the files a data set must hold."""
     if kind == "large":
         return {f"blob-{i:02d}.bin": profile.large_size for i in range(profile.large_files)}
+    if kind == "tiny":
+        per_dir = -(-profile.tiny_files // profile.tiny_dirs)
+        return {f"d{i // per_dir:03d}/f{i:06d}.bin": profile.tiny_size
+                for i in range(profile.tiny_files)}
     per_dir = -(-profile.small_files // profile.small_dirs)
     return {
         f"d{i // per_dir:03d}/f{i:05d}.bin": profile.small_size
@@ -392,7 +396,9 @@ def local_cases(scenario: str, src: Path, expected: dict[str, int]) -> list[Case
             discard(out / tool)  # kept in place only when it failed, for inspection
         return check
 
-    rclone_flags = ["--checksum"] if scenario == "local-large" else []
+    # The issue's peers: rclone copy --checksum for local-large and local-tiny (a hash
+    # of every file on both sides), plain rclone copy for local-small.
+    rclone_flags = ["--checksum"] if scenario in ("local-large", "local-tiny") else []
     manifest = datamove_manifest(scenario, src, out / "datamove", None)
 
     def dm_check(log: Path) -> None:
@@ -723,7 +729,7 @@ def versions() -> dict[str, str]:
 
 # --- main -----------------------------------------------------------------------------
 
-SCENARIOS = ["local-large", "local-small", "s3-large", "s3-small", "rerun-small",
+SCENARIOS = ["local-large", "local-small", "local-tiny", "s3-large", "s3-small", "rerun-small",
              "local-large-enc", "local-small-enc"]
 TOOLS = {  # per scenario family, in run order; --only filters on "scenario/tool"
     "local": ["cp+sha256sum", "rclone", "datamove"],
@@ -742,7 +748,8 @@ def family(scenario: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="4 × 32 MiB and 2,000 × 4 KiB instead of 4 × 256 MiB and 20,000")
+                        help="4 × 32 MiB, 2,000 × 4 KiB and 20,000 × 100 B instead of 4 × 256 MiB, "
+                             "20,000 × 4 KiB and 200,000 × 100 B")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="run only cases whose 'scenario/tool' contains NAME "
                              f"(repeatable); scenarios: {', '.join(SCENARIOS)}")

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -25,7 +26,7 @@ from datamove.errors import UnsafePath
 from datamove.ledger.tables import Ledger, LedgerWriter
 from datamove.manifest.model import load_manifest
 from datamove.stores.core import Location, list_entries
-from datamove.stores.safepath import key_problem
+from datamove.stores.safepath import key_problem, reused_dirs
 from datamove.stores.writers import atomic_writer
 from tests.conftest import s3_location, write_manifest
 from tests.lifecycle_helpers import audit_events, object_rows
@@ -289,6 +290,31 @@ def test_a_link_below_a_root_is_not_followed_when_reading(tmp_path):
         open_read(location, "d/f")
     assert stat(location, "d/f") is None
     assert [e.key for e in list_entries(location)] == []
+
+
+def test_a_batch_walks_each_directory_once_and_closes_what_it_held(tmp_path):
+    """Inside reused_dirs (a worker's task) a directory walked once is not walked
+    again: a link swapped in for it afterwards is not written through, writes go
+    to the directory that was checked, and every descriptor is closed at the end."""
+    dst, outside = tmp_path / "dst", tmp_path / "outside"
+    outside.mkdir()
+    location = Location.of(str(dst))
+    open_fds = len(os.listdir("/proc/self/fd"))
+    with reused_dirs():
+        with atomic_writer(location, "sub/a.txt", part_size=1024) as writer:
+            writer.write(b"a")
+            writer.commit(hashlib.sha256(b"a").hexdigest(), None)
+        (dst / "sub").rename(tmp_path / "checked")  # the checked directory, moved away
+        (dst / "sub").symlink_to(outside)  # and a link planted in its place
+        with atomic_writer(location, "sub/b.txt", part_size=1024) as writer:
+            writer.write(b"b")
+            writer.commit(hashlib.sha256(b"b").hexdigest(), None)
+        assert len(os.listdir("/proc/self/fd")) > open_fds  # held while the block runs
+    assert sorted(p.name for p in (tmp_path / "checked").iterdir()) == ["a.txt", "b.txt"]
+    assert list(outside.iterdir()) == []
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    with pytest.raises(UnsafePath, match="symbolic link"):  # a new walk refuses the link
+        atomic_writer(location, "sub/c.txt", part_size=1024).__enter__()
 
 
 UNREADABLE = """

@@ -55,39 +55,78 @@ class EventError(ValueError):
 
 def check_value(value: Any, where: str = "details") -> None:
     """Refuse what canonical JSON cannot carry unambiguously (floats, big ints, …)."""
-    if value is None or isinstance(value, (bool, str)):
-        if isinstance(value, str):
+    problem = _problem(value)
+    if problem is not None:
+        path, why = problem
+        raise EventError(f"{where}{path}: {why}")
+
+
+def _problem(value: Any) -> tuple[str, str] | None:
+    """(path below ``value``, what is wrong) or None. The path is only spelled out
+    for a value that is refused: every settled object makes an event, so the
+    common case must cost a type test per value, not a string per value."""
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise EventError(f"{where}: not valid Unicode (lone surrogate)") from None
-        return
-    if isinstance(value, int):
-        if abs(value) > MAX_INT:
-            raise EventError(f"{where}: integer {value} is outside ±(2**53 - 1); "
-                             "record it as a string")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_value(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
+                return "", "not valid Unicode (lone surrogate)"
+        return None
+    if value is None or kind is bool:
+        return None
+    if kind is int:
+        if -MAX_INT <= value <= MAX_INT:
+            return None
+        return "", f"integer {value} is outside ±(2**53 - 1); record it as a string"
+    if kind is dict:
         for name, item in value.items():
-            if not isinstance(name, str):
-                raise EventError(f"{where}: object keys must be strings, got {name!r}")
-            check_value(name, f"{where} key")
-            check_value(item, f"{where}.{name}")
-        return
-    raise EventError(f"{where}: {type(value).__name__} is not allowed in an audit event "
-                     "(only strings, integers, booleans, null, lists and objects; "
-                     "record floats and times as strings)")
+            if type(name) is not str:
+                return "", f"object keys must be strings, got {name!r}"
+            if not name.isascii() and (found := _problem(name)) is not None:
+                return " key", found[1]
+            if _plainly_fine(item):
+                continue
+            found = _problem(item)
+            if found is not None:
+                return f".{name}{found[0]}", found[1]
+        return None
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            found = _problem(item)
+            if found is not None:
+                return f"[{i}]{found[0]}", found[1]
+        return None
+    if isinstance(value, (bool, str, int, list, tuple, dict)):  # subclasses: the same, slower
+        return _problem(_plain(value))
+    return "", (f"{type(value).__name__} is not allowed in an audit event "
+                "(only strings, integers, booleans, null, lists and objects; "
+                "record floats and times as strings)")
+
+
+def _plainly_fine(value: Any) -> bool:
+    """The common values of an event, judged without a call per value: ASCII
+    strings, None, booleans and small integers (anything else: ``_problem``)."""
+    kind = type(value)
+    return (kind is str and value.isascii()) or value is None or kind is bool or \
+        (kind is int and -MAX_INT <= value <= MAX_INT)
+
+
+def _plain(value: Any) -> Any:
+    """A subclass of an allowed type as its base type (an IntEnum as int, …)."""
+    for base in (bool, str, int, dict, list, tuple):
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(obj: dict[str, Any]) -> bytes:
     """The canonical UTF-8 bytes of ``obj`` (see the module docstring)."""
     check_value(obj, "event")
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -96,7 +135,11 @@ def sha256_hex(data: bytes) -> str:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339, UTC, always six fraction digits: one spelling per instant."""
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    if moment.year >= 1000:  # isoformat pads years to four digits, strftime does not
+        return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return moment.strftime(TIME_FORMAT)
 
 
 def parse_time(text: str) -> datetime:

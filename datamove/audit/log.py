@@ -40,7 +40,6 @@ from datamove.audit.events import (
     CHECKPOINT_SCHEMA,
     INIT_ACTION,
     make_event,
-    row_of,
     sha256_hex,
 )
 from datamove.audit.note import Checkpoint, NoteError, Signer, check_name
@@ -147,7 +146,8 @@ class AuditWriter:
         self.size, self.head, self.frontier = head.size, head.hash, head.frontier
         self.origin = head.origin
         self.committed = head.size  # events in the table; the rest are in _pending
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[Any, ...]] = []  # rows in AUDIT_SCHEMA's column order
+        self._opened: dict[str, Any] = {}  # its tables, kept between commits (append_once)
         self._last_flush = time.monotonic()
         self.batch = _transaction_version(self.ledger, AUDIT, self.app_id)
         self.checkpoint_batch = _transaction_version(self.ledger, CHECKPOINTS,
@@ -167,9 +167,8 @@ class AuditWriter:
         if not isinstance(action, str) or not action:
             raise ValueError("an audit event needs an action such as 'object.copied'")
         if self.size == 0:
-            self._add(self._init_event())
-        seq = self._add(make_event(self.size, now(), self.run_id, action, self.actor,
-                                   dataset, key, details, self.head))
+            self._init_event()
+        seq = self._add(action, dataset, key, details)
         if len(self._pending) >= self.max_events or \
                 time.monotonic() - self._last_flush >= self.max_seconds:
             self.flush()
@@ -178,19 +177,24 @@ class AuditWriter:
             self.checkpoint()
         return seq
 
-    def _init_event(self) -> bytes:
+    def _init_event(self) -> None:
         """Event 0: the log's random id and its origin, so checkpoints name this log
         and no other, whatever the manifest is called later."""
         log_id = uuid.uuid4().hex[:16]
         self.origin = f"{ORIGIN_PREFIX}/{self.log.origin_name}/{log_id}"
-        return make_event(0, now(), self.run_id, INIT_ACTION, self.actor, None, None,
-                          {"log_id": log_id, "origin": self.origin, "format": FORMAT},
-                          self.head)
+        self._add(INIT_ACTION, None, None,
+                  {"log_id": log_id, "origin": self.origin, "format": FORMAT})
 
-    def _add(self, event: bytes) -> int:
-        seq = self.size
-        self._pending.append(event)
+    def _add(self, action: str, dataset: str | None, key: str | None,
+             details: dict[str, Any]) -> int:
+        """Chain one event and keep its table row (the columns events.row_of would
+        parse back out of it, taken from the values it was made of)."""
+        seq, prev, moment = self.size, self.head, now()
+        event = make_event(seq, moment, self.run_id, action, self.actor, dataset, key,
+                           details, prev)
         self.head = sha256_hex(event)
+        self._pending.append((seq, self.head, prev, moment, self.run_id, action, dataset,
+                              key, event.decode("utf-8")))
         self.frontier.append(merkle.leaf_hash(event))
         self.size += 1
         return seq
@@ -200,7 +204,10 @@ class AuditWriter:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        data = pa.Table.from_pylist([row_of(e) for e in self._pending], schema=AUDIT_SCHEMA)
+        columns = zip(*self._pending, strict=True)
+        data = pa.Table.from_arrays([pa.array(column, type=field.type) for column, field
+                                     in zip(columns, AUDIT_SCHEMA, strict=True)],
+                                    schema=AUDIT_SCHEMA)
         metadata = {META_SIZE: str(self.size), META_HEAD: self.head,
                     META_FRONTIER: self.frontier.encode()}
         if self.log.signer is not None and self.origin is not None:
@@ -263,11 +270,12 @@ class AuditWriter:
                     f"continues from {expect_size}; another datamove wrote to the same "
                     "ledger. Run one datamove per ledger at a time.")
 
-        ensure_table(self.ledger, name)  # created with delta.appendOnly
+        if name not in self._opened:
+            ensure_table(self.ledger, name)  # created with delta.appendOnly
         return append_once(self.ledger, name, data, app_id, version, retries=self.retries,
                            metadata={"datamove.run_id": self.run_id,
                                      "datamove.audit.batch": str(version), **metadata},
-                           before=continues_the_chain)
+                           before=continues_the_chain, opened=self._opened)
 
 
 def _transaction_version(ledger: Ledger, name: str, app_id: str) -> int:

@@ -63,6 +63,7 @@ class Engine:
         self._client: Any = None
         self._cluster: Any = None
         self._abandoned = False  # tasks were let go: do not wait for their threads
+        self._config: Any = None  # dask settings of the embedded cluster, undone on exit
 
     @classmethod
     def of(cls, spec: EngineSpec, scheduler: str | None = None) -> Engine:
@@ -72,12 +73,18 @@ class Engine:
                    allow_insecure=spec.allow_insecure)
 
     def __enter__(self) -> Engine:
+        import dask
         from distributed import Client, LocalCluster
 
         # distributed configures its loggers on import; its INFO chatter is not ours.
         logging.getLogger("distributed").setLevel(logging.ERROR)
 
         if self.scheduler is None:
+            # The workers' statistical profiler samples every thread's stack every
+            # 10 ms for the dashboard; embedded, it runs in the driver's process and
+            # holds the GIL the copies and the driver need (worker processes get
+            # the setting through their nanny).
+            self._config = dask.config.set({"distributed.worker.profile.enabled": False})
             # The scheduler always serves HTTP (health checks); ":0" keeps it off
             # the well-known port 8787 so parallel runs never collide.
             if self.processes:
@@ -111,6 +118,9 @@ class Engine:
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self._config is not None:
+            self._config.__exit__(None, None, None)
+            self._config = None
 
     @property
     def client(self) -> Any:

@@ -141,6 +141,7 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         payload_sha, fingerprints = row.payload_sha256, row.key_fingerprints
     elif not encrypted:
         stored_size, stored_sha = result.size, result.sha256
+    moment = now()
     return {
         "dataset": job.name, "key": item.key, "run_id": run_id, "status": result.status,
         "source_url": job.source.url_of(item.key),
@@ -163,6 +164,6 @@ def ledger_row(job: DatasetJob, item: PlanItem, result: ObjectResult,
         "verify_result": "ok" if done else (None if result.status == ROTATING else
                                             "mismatch" if "VerifyMismatch" in error
                                             else "error"),
-        "verified_at": now() if done else None,
-        "attempts": result.attempts, "error": result.error, "recorded_at": now(),
+        "verified_at": moment if done else None,
+        "attempts": result.attempts, "error": result.error, "recorded_at": moment,
     }

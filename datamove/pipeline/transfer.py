@@ -56,6 +56,7 @@ from datamove.stores.core import (
     stat,
 )
 from datamove.stores.parts import PART_BUFFERS
+from datamove.stores.safepath import reused_dirs
 from datamove.stores.source_guard import SourceGuard
 from datamove.stores.writers import Committed, atomic_writer
 
@@ -153,15 +154,16 @@ def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[Obj
     token, dataset = batch.settings.run_token, batch.job.name
     started = time.monotonic()
     results: list[ObjectResult] = []
-    for item in batch.items:
-        if results and time.monotonic() - started >= batch.settings.task_seconds:
-            break
-        if cancel.is_set(token, dataset):
-            break
-        try:
-            results.append(one(item))
-        except cancel.Cancelled:
-            break
+    with reused_dirs():  # local stores: each directory is walked once per task
+        for item in batch.items:
+            if results and time.monotonic() - started >= batch.settings.task_seconds:
+                break
+            if cancel.is_set(token, dataset):
+                break
+            try:
+                results.append(one(item))
+            except cancel.Cancelled:
+                break
     return results
 
 
@@ -245,6 +247,7 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     size = 0
     readback = job.verify != VerifyMode.size
     with contextlib.closing(open_read(job.source, key)) as reader, \
+            contextlib.nullcontext(SourceGuard(job.source, source, reader)) as guard, \
             atomic_writer(job.destination, stored_key, part_size=settings.part_size,
                           size_hint=stored_size_bound(source.size) if encryption
                           else source.size, fsync=settings.fsync,
@@ -252,9 +255,10 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           resume_id=None if encryption else _resume_id(source, settings),
                           resumable=encryption is None,
                           storage_class=job.storage_class,
-                          mode=_source_mode(reader),
+                          mode=_source_mode(reader, guard.opened),
                           part_buffers=settings.part_buffers) as writer:
-        guard = SourceGuard(job.source, source, reader)
+        # The guard was taken before the writer opened: a source changed since it was
+        # listed fails before anything is written, and its fstat gives the mode.
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
         try:
@@ -307,11 +311,12 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         stored_sha256=sha256)
 
 
-def _source_mode(reader: object) -> int | None:
+def _source_mode(reader: object, opened: os.stat_result | None = None) -> int | None:
     """A local source file's permission bits, kept by a local copy (None: the
-    writer's default). Set-id and sticky bits are never carried over."""
+    writer's default). Set-id and sticky bits are never carried over.
+    ``opened``: the reader's ``fstat``, when the source guard already took it."""
     try:
-        st = os.fstat(reader.fileno())  # type: ignore[attr-defined]
+        st = opened or os.fstat(reader.fileno())  # type: ignore[attr-defined]
     except (AttributeError, OSError):
         return None
     return stat_mod.S_IMODE(st.st_mode) & 0o777

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import os
 import stat as stat_mod
+import threading
 from collections.abc import Iterator
 
 from datamove.errors import UnsafePath
@@ -69,9 +70,23 @@ def open_parent(root: str, key: str, *, create: bool) -> tuple[int, str]:
     key's last segment. No directory below the root may be a symbolic link.
 
     ``create``: make missing directories (a writer); otherwise a missing one
-    raises FileNotFoundError. The caller closes the descriptor.
+    raises FileNotFoundError. The caller closes the descriptor. Inside
+    :func:`reused_dirs` a directory this thread already walked to is not walked
+    again: the caller gets a duplicate of the descriptor opened then.
     """
+    fd, name, owned = _parent(root, key, create)
+    return (fd if owned else os.dup(fd)), name
+
+
+def _parent(root: str, key: str, create: bool) -> tuple[int, str, bool]:
+    """``open_parent``, and whether the caller owns the descriptor (False: it is
+    held by :func:`reused_dirs` and must not be closed)."""
     parents, name = _split(key)
+    held = _reused.dirs
+    if held is not None:
+        fd = held.get((root, *parents))
+        if fd is not None:
+            return fd, name, False
     if create:
         os.makedirs(root, exist_ok=True)
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -91,10 +106,52 @@ def open_parent(root: str, key: str, *, create: bool) -> tuple[int, str]:
                 raise _not_a_directory(walked, part, fd, exc) from None
             os.close(fd)
             fd = child
-        return fd, name
     except BaseException:
         os.close(fd)
         raise
+    if held is None:
+        return fd, name, True
+    if len(held) >= REUSED_DIRS:  # the oldest goes: listings are in key order
+        os.close(held.pop(next(iter(held))))
+    held[(root, *parents)] = fd
+    return fd, name, False
+
+
+REUSED_DIRS = 32
+"""Directory descriptors one thread keeps open inside :func:`reused_dirs`."""
+
+
+class _Reused(threading.local):
+    dirs: dict[tuple[str, ...], int] | None = None
+
+
+_reused = _Reused()
+
+
+@contextlib.contextmanager
+def reused_dirs() -> Iterator[None]:
+    """Within the block, directories reached by ``open_parent`` on this thread stay
+    open and are not walked again (at most ``REUSED_DIRS``, closed at the end).
+
+    A worker's batch of small objects is mostly one directory: without this,
+    every object walks its source and destination directories again (an open
+    from the root's absolute path, an ``openat`` per level, as many closes, and
+    a ``makedirs`` of the destination root), about half the system calls of a
+    100-byte copy. The walk is the same checked one (no link below the root);
+    a held descriptor names the directory that was checked, as an open one
+    does during any single copy. Workers hold it for one task (about a second,
+    ``TransferSettings.task_seconds``).
+    """
+    if _reused.dirs is not None:  # nested: the outer block holds and closes them
+        yield
+        return
+    _reused.dirs = {}
+    try:
+        yield
+    finally:
+        held, _reused.dirs = _reused.dirs, None
+        for fd in held.values():
+            os.close(fd)
 
 
 def _open_dir(part: str, fd: int, walked: str) -> int:
@@ -119,12 +176,14 @@ def _not_a_directory(walked: str, part: str, fd: int, exc: OSError) -> Exception
 
 @contextlib.contextmanager
 def parent_dir(root: str, key: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
-    """``open_parent`` as a context manager that closes the descriptor."""
-    fd, name = open_parent(root, key, create=create)
+    """``open_parent`` as a context manager that closes the descriptor (unless
+    :func:`reused_dirs` holds it)."""
+    fd, name, owned = _parent(root, key, create)
     try:
         yield fd, name
     finally:
-        os.close(fd)
+        if owned:
+            os.close(fd)
 
 
 def open_beneath(root: str, key: str) -> int:

@@ -50,6 +50,11 @@ class SourceGuard:
             if entry.etag and etag and etag != entry.etag:
                 raise self._changed("its ETag is not the listed one")
 
+    @property
+    def opened(self) -> os.stat_result | None:
+        """A local source's ``fstat`` when it was opened (None elsewhere)."""
+        return self._opened
+
     def _check_listed(self, size: int, mtime: float | None) -> None:
         if size != self.entry.size:
             raise self._changed(f"listed {self.entry.size} bytes, now {size}")
