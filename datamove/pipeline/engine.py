@@ -84,7 +84,12 @@ class Engine:
             # 10 ms for the dashboard; embedded, it runs in the driver's process and
             # holds the GIL the copies and the driver need (worker processes get
             # the setting through their nanny).
-            self._config = dask.config.set({"distributed.worker.profile.enabled": False})
+            # The workers' and scheduler's debugging logs keep the last 1000 stimuli and
+            # transitions, and a task's stimulus holds its whole batch: up to 1000
+            # batches of plan items alive at once, ~1.5 KB an object (32 MB traced at
+            # 20k tiny objects). A few are enough for a traceback's context.
+            self._config = dask.config.set({"distributed.worker.profile.enabled": False,
+                                            "distributed.admin.low-level-log-length": 16})
             # The scheduler always serves HTTP (health checks); ":0" keeps it off
             # the well-known port 8787 so parallel runs never collide.
             if self.processes:
