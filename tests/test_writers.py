@@ -583,3 +583,37 @@ def test_block_that_ends_without_commit_is_discarded(tmp_path):
         writer.write(b"half an object")
     assert not (tmp_path / "never.bin").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_writers_make_shared_parent_directories_over_sftp(sftp_server) -> None:
+    """Workers writing under one new directory tree at once: each makes the parents it
+    needs, and one that loses the race to make a shared ancestor still gets its own
+    (a lost race used to leave ``a/b/`` unmade: FileNotFoundError, the object failed)."""
+    import threading
+
+    from datamove.stores.core import Location
+
+    keys = ["k0", "a/k1", "a/b/k2", "a/b/c/k3", "a/b/c/d/k4", "a/x/k5", "a/b/y/k6", "z/k7"]
+    for _round in range(6):
+        location = Location.of(f"sftp://127.0.0.1:{sftp_server.port}"
+                               f"{sftp_server.new_dir()}/new/", sftp_server.options)
+        barrier, failures = threading.Barrier(len(keys)), []
+
+        def write(key: str, location: Location = location,
+                  barrier: threading.Barrier = barrier, failures: list = failures) -> None:
+            barrier.wait()
+            try:
+                with atomic_writer(location, key, part_size=1 << 20) as writer:
+                    writer.write(key.encode())
+                    writer.commit(hashlib.sha256(key.encode()).hexdigest(), None)
+            except Exception as exc:  # collected and asserted below
+                failures.append((key, exc))
+
+        threads = [threading.Thread(target=write, args=(key,)) for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        for key in keys:
+            assert (Path(location.root) / key).read_bytes() == key.encode()

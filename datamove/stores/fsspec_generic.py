@@ -154,9 +154,7 @@ class FsspecWriter:
         self.fs = location.fs
         self.final_path = location.path(key)
         self.temp_path = partial_name(self.final_path, run_token)
-        parent = self.final_path.rsplit("/", 1)[0]
-        with contextlib.suppress(Exception):
-            self.fs.makedirs(parent, exist_ok=True)
+        _make_parents(self.fs, self.final_path.rsplit("/", 1)[0])
         self._file = self.fs.open(self.temp_path, "wb")
         self.size = 0
         self.committed = False
@@ -176,3 +174,19 @@ class FsspecWriter:
             self._file.close()
         with contextlib.suppress(Exception):
             self.fs.rm(self.temp_path)
+
+
+def _make_parents(fs: Any, directory: str, attempts: int = 5) -> None:
+    """``fs.makedirs(directory, exist_ok=True)``, safe against other writers making
+    the same tree at once: fsspec's sftp checks each level then makes it, so a
+    writer that loses the race for a shared ancestor raises there and leaves its
+    own levels unmade; it tries again from the top. What still fails (a store
+    without directories, no permission) is left for the open that follows to name."""
+    for _ in range(attempts):
+        try:
+            fs.makedirs(directory, exist_ok=True)
+            return
+        except Exception:
+            with contextlib.suppress(Exception):
+                if fs.isdir(directory):
+                    return
