@@ -211,6 +211,17 @@ class GcsEmulator:
         return {"url": f"gs://{bucket}/{prefix}", "options": dict(self.options)}
 
 
+@pytest.fixture
+def relay(moto_server: MotoServer) -> Iterator[Any]:
+    """A relay in front of moto that counts requests in flight and bytes each way
+    (tests/relay.py): what a test of parallel or in-store copies looks at."""
+    from tests.relay import Relay
+
+    relay = Relay(moto_server.port)
+    yield relay
+    relay.close()
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
     # gcsfs would probe for hierarchical-namespace buckets, which the emulator lacks.

@@ -34,13 +34,6 @@ MiB = 1024 * 1024
 PART = 5 * MiB
 
 
-@pytest.fixture
-def relay(moto_server) -> Iterator[Relay]:
-    relay = Relay(moto_server.port)
-    yield relay
-    relay.close()
-
-
 def job_on(relay: Relay, src_bucket: str, dst_bucket: str, **dst_options: object) -> DatasetJob:
     endpoint = f"http://127.0.0.1:{relay.port}"
     return DatasetJob("d", Location.of(f"s3://{src_bucket}/src/", {"endpoint_url": endpoint}),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import random
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,13 +20,6 @@ from tests.relay import Relay
 
 MiB = 1024 * 1024
 PART = 5 * MiB
-
-
-@pytest.fixture
-def relay(moto_server) -> Iterator[Relay]:
-    relay = Relay(moto_server.port)
-    yield relay
-    relay.close()
 
 
 def _upload(location: Location, data: bytes, buffers: int) -> None:
