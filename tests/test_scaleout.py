@@ -210,20 +210,26 @@ def test_a_worker_killed_mid_run_on_a_cli_started_cluster_loses_nothing(tmp_path
         victim = cluster.worker_address("w0")
         killed: dict[str, Any] = {}
 
+        def victim_finished_a_task() -> bool:
+            return any(t["worker"] == victim and t["status"] == "OK"
+                       for t in cluster.client.get_task_stream())
+
         def kill_mid_run() -> None:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 done = _published(dst)
-                # Some objects published, not all; the victim holds tasks right now.
+                # Some objects published, not all; the victim has done work (its first
+                # task may wait for imports on a busy machine) and holds tasks now.
                 held = cluster.client.processing(victim)[victim] \
-                    if count // 5 <= done < count // 2 else ()
+                    if count // 5 <= done < count * 3 // 4 and victim_finished_a_task() \
+                    else ()
                 if held:
                     cluster.workers["w0"].send_signal(signal.SIGKILL)
                     killed.update(published=done, at=time.monotonic(), held=set(held))
                     return
-                if done >= count // 2:
+                if done >= count * 3 // 4:
                     return
-                time.sleep(0.01)
+                time.sleep(0.02)
 
         killer = threading.Thread(target=kill_mid_run)
         killer.start()
