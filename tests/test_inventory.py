@@ -249,3 +249,24 @@ def test_inventory_is_for_s3_sources_only(tmp_path):
     result = cli("plan", str(manifest))
     assert result.returncode == 2
     assert "needs an s3:// source" in result.stderr and "is for sources only" in result.stderr
+
+
+def test_a_report_naming_keys_that_leave_the_root_fails_them_alone(tmp_path, moto_server):
+    """A report is input like any listing: a key that would map outside the destination
+    (``..`` segments, S3 keys that exist in the bucket too) fails alone, nothing is
+    written outside, and the other objects are copied."""
+    hostile = {"data/../escape.txt": b"out", "data/ok/../../../../escape2.txt": b"out2"}
+    bucket, heads = _fill_source(moto_server, {"data/fine.txt": b"fine", **hostile})
+    inventory, _, _ = _write_report(moto_server, bucket, _rows(bucket, heads), "CSV")
+    (tmp_path / "work").mkdir()
+
+    result = cli("run", _manifest(tmp_path / "work", moto_server, bucket, inventory), "--json")
+
+    assert result.returncode == 1, result.stderr
+    summary = last_json(result.stdout)
+    assert (summary["datasets"]["d"]["copied"], summary["datasets"]["d"]["failed"]) == (1, 2)
+    assert all("unsafe key" in p["error"] for p in summary["problems"]), summary["problems"]
+    assert "Traceback" not in result.stderr
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+                     and "ledger" not in p.parts)
+    assert written == ["work/dst/fine.txt", "work/m.yaml"], written
