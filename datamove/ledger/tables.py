@@ -342,11 +342,11 @@ def _latest_rows(rows: Iterable[pa.RecordBatch]) -> Iterator[LedgerRow]:
     for batch in rows:
         for start in range(0, batch.num_rows, 10_000):
             for row in zip(*_python_columns(batch.slice(start, 10_000)), strict=True):
-                if previous is not None and previous[0] != row[0]:
+                if previous is not None and previous[_KEY] != row[_KEY]:
                     yield _ledger_row(previous, copied_at)
                     previous = None
-                if previous is None or previous[5] != row[5]:
-                    copied_at = row[9]
+                if previous is None or previous[_SHA256] != row[_SHA256]:
+                    copied_at = row[_RECORDED_AT]
                 previous = row
     if previous is not None:
         yield _ledger_row(previous, copied_at)
@@ -356,6 +356,8 @@ LATEST_COLUMNS = ["key", "size", "source_mtime", "source_etag", "stored_size", "
                   "stored_sha256", "payload_sha256", "key_fingerprints", "recorded_at",
                   "status", "destination_url", "storage_class", "archive_url", "encrypted"]
 """What :meth:`Ledger.latest` reads, in the order :func:`_ledger_row` takes them."""
+_KEY, _SHA256, _RECORDED_AT = (LATEST_COLUMNS.index(name)
+                               for name in ("key", "sha256", "recorded_at"))
 
 
 def _python_columns(batch: pa.RecordBatch) -> list[list[Any]]:
