@@ -150,22 +150,37 @@ def b64_sha256(hex_digest: str) -> str:
     return b64(bytes.fromhex(hex_digest))
 
 
+class PartHasher:
+    """The sha256 of each ``part_size`` part of a stream fed in chunks of any size
+    (S3 multipart uploads and part copies checksum each part)."""
+
+    def __init__(self, part_size: int):
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self._part = hashlib.sha256()
+        self._filled = 0
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        while chunk:
+            take = min(len(chunk), self.part_size - self._filled)
+            self._part.update(chunk[:take])
+            self._filled, chunk = self._filled + take, chunk[take:]
+            if self._filled == self.part_size:
+                self.digests.append(self._part.digest())
+                self._part, self._filled = hashlib.sha256(), 0
+
+    def finish(self) -> list[bytes]:
+        """Every part's digest, the last (shorter) one included."""
+        if self._filled:
+            self.digests.append(self._part.digest())
+            self._part, self._filled = hashlib.sha256(), 0
+        return self.digests
+
+
 def composite_of_stream(stream: BinaryIO, part_size: int) -> tuple[str, str, int]:
     """Whole sha256, composite-of-parts checksum and size of a stream, in one pass."""
-    whole = StreamHasher()
-    parts: list[bytes] = []
-    while True:
-        part = hashlib.sha256()
-        filled = 0
-        while filled < part_size:
-            chunk = stream.read(min(READ_SIZE, part_size - filled))
-            if not chunk:
-                break
-            part.update(chunk)
-            whole.update(chunk)
-            filled += len(chunk)
-        if filled:
-            parts.append(part.digest())
-        if filled < part_size:
-            break
-    return whole.sha256, composite_sha256(parts), whole.size
+    whole, parts = StreamHasher(), PartHasher(part_size)
+    for chunk in read_chunks(stream):
+        whole.update(chunk)
+        parts.update(chunk)
+    return whole.sha256, composite_sha256(parts.finish()), whole.size

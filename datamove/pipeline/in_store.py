@@ -13,10 +13,9 @@ read of the source (:func:`hash_source`: still no upload through this host).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable
 
-from datamove.checksum import StreamHasher, read_chunks
+from datamove.checksum import PartHasher, StreamHasher, read_chunks
 from datamove.pipeline import cancel
 from datamove.pipeline.march import DatasetJob
 from datamove.stores.base import HashSource, SourceHash
@@ -41,24 +40,17 @@ def hash_source(job: DatasetJob, entry: Entry, token: str) -> HashSource:
 
     def read(part_size: int | None, natives: tuple[str, ...]) -> SourceHash:
         whole = StreamHasher(natives)
-        parts: list[bytes] = []
-        part, filled = hashlib.sha256(), 0
+        parts = PartHasher(part_size) if part_size else None
         with contextlib.closing(open_read(job.source, entry.key)) as reader:
             guard = SourceGuard(job.source, entry, reader)
             for chunk in read_chunks(reader):
                 cancel.check(token, job.name)
                 whole.update(chunk)
-                while part_size and chunk:
-                    take = min(len(chunk), part_size - filled)
-                    part.update(chunk[:take])
-                    filled, chunk = filled + take, chunk[take:]
-                    if filled == part_size:
-                        parts.append(part.digest())
-                        part, filled = hashlib.sha256(), 0
+                if parts is not None:
+                    parts.update(chunk)
             guard.confirm(whole.size)
-        if filled:
-            parts.append(part.digest())
-        return SourceHash(sha256=whole.sha256, size=whole.size, parts=tuple(parts),
+        return SourceHash(sha256=whole.sha256, size=whole.size,
+                          parts=tuple(parts.finish()) if parts is not None else (),
                           natives={a: whole.native(a) for a in natives})
 
     return read
