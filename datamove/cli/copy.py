@@ -7,7 +7,7 @@ and the pipeline are imported inside each command, never at the top: `datamove
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,7 +25,7 @@ from datamove.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from datamove.pipeline.report import Report
+    from datamove.pipeline.results import CommandReport
 
 
 @click.command()
@@ -64,7 +64,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
     """
     from datamove import api
 
-    def go() -> Report:
+    def go() -> CommandReport[Any]:
         loaded = api.load_manifest(manifest)
         if dry_run:
             return api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))

@@ -7,10 +7,22 @@ display goes to stderr and only on a terminal; ``--json`` output stays clean.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
+from datamove.pipeline.events import (
+    DatasetFinished,
+    DatasetStarted,
+    ListingDone,
+    ObjectDone,
+    ProgressEvent,
+    Totals,
+)
 from datamove.pipeline.march import PlanItem
 from datamove.pipeline.report import human_bytes
 from datamove.pipeline.transfer import LIVE_BYTES, ObjectResult
@@ -25,6 +37,8 @@ class Progress:
         self.done_objects = self.done_bytes = 0
         self.failed = 0
         self.listing = True
+        # Told every event (events.py) on the driver thread: api.run's on_event.
+        self.listeners: list[Callable[[ProgressEvent], None]] = []
 
     def planned(self, item: PlanItem) -> None:
         self.planned_objects += 1
@@ -34,9 +48,13 @@ class Progress:
         self.done_objects += 1
         self.done_bytes += result.size
         self.failed += result.status == "failed"
+        if self.listeners:
+            self._tell(ObjectDone.of(result, self.totals()))
 
     def listing_done(self) -> None:
         self.listing = False
+        if self.listeners:
+            self._tell(ListingDone(self.totals()))
 
     @property
     def bytes_so_far(self) -> int:
@@ -52,6 +70,33 @@ class Progress:
         if self.listing or self.rate <= 0 or time.monotonic() - self.started < 2:
             return None
         return max(0.0, self.planned_bytes - self.bytes_so_far) / self.rate
+
+    # --- listeners (events.py): nothing is counted here that the lines above do not count
+
+    def dataset_started(self, name: str, source: str, destination: str) -> None:
+        if self.listeners:
+            self._tell(DatasetStarted(name, source, destination, self.totals()))
+
+    def dataset_finished(self, name: str, counts: Mapping[str, int],
+                         bytes_: Mapping[str, int], stopped: str | None) -> None:
+        if self.listeners:
+            self._tell(DatasetFinished(name, MappingProxyType(Counter(counts)),
+                                       MappingProxyType(Counter(bytes_)), stopped,
+                                       self.totals()))
+
+    def totals(self) -> Totals:
+        return Totals(self.planned_objects, self.planned_bytes, self.done_objects,
+                      self.done_bytes, self.failed, self.listing)
+
+    def _tell(self, event: ProgressEvent) -> None:
+        """A listener that raises is logged, not obeyed: progress never changes a run."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                logging.getLogger(__name__).warning(
+                    "progress listener %r raised on %s; the run goes on",
+                    listener, type(event).__name__, exc_info=True)
 
     def __enter__(self) -> Progress:
         return self
