@@ -220,3 +220,14 @@ def test_the_cli_json_is_the_typed_reports_serialisation(tmp_path):
     assert list(shown) == [k for k in typed if k in shown]  # one serialiser, one key order
     assert list(shown["datasets"]["d"])[:7] == ["source", "destination", "copied", "skipped",
                                                 "verified", "repaired", "failed"]
+
+
+def test_the_public_names_exist_and_the_package_ships_its_types():
+    import tomllib
+
+    import datamove
+
+    assert all(hasattr(api, name) for name in api.__all__)
+    assert (Path(datamove.__file__).parent / "py.typed").is_file()
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["datamove"]
