@@ -41,6 +41,7 @@ class Action(StrEnum):
     rotate = "rotate"  # re-wrap an encrypted object's header (``datamove keys rotate``)
     archived = "archived"  # in a cold tier: not read here (``restore`` and ``drill`` read it)
     archive = "archive"  # move to a colder tier (``datamove archive``)
+    delete = "delete"  # only at the destination, deleted by ``sync --delete`` (mirror.py)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
+from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK, EXIT_POLICY_REFUSED
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
 from datamove.pipeline.transfer import ObjectResult
 
@@ -85,6 +85,7 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -118,6 +119,10 @@ class Report:
         """A dataset stopped before its end (its circuit breaker tripped): exit 1."""
         self.stopped.setdefault(dataset, reason)
 
+    def refuse(self, reason: str) -> None:
+        """Part of the work was refused by a guard (``--max-delete``): exit 3."""
+        self.refused.append(reason)
+
     def stop_lines(self) -> list[Problem]:
         """One problem per stopped dataset, with what was left undone (counted to the end)."""
         return [Problem(name, "", "stopped",
@@ -131,6 +136,8 @@ class Report:
             return signal_exit_code(self.interrupted)
         if self.key_failures:
             return EXIT_BAD_INPUT
+        if self.refused:
+            return EXIT_POLICY_REFUSED
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command in ("plan", "archive-plan"):
             bad = ()
@@ -155,6 +162,7 @@ class Report:
             "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"refused": self.refused} if self.refused else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
                if self.warning_count else {}),
@@ -191,6 +199,8 @@ class Report:
         if self.warning_count > 20:
             console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
                           "them)")
+        for reason in self.refused:
+            console.print(f"[bold]refused[/bold] {reason}", markup=True, highlight=False)
         for problem in self.stop_lines():
             console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
                           markup=True, highlight=False)
@@ -217,6 +227,10 @@ class Report:
         lines = []
         for name, ds in self.datasets.items():
             c = ds.counts
+            if c["deleted"]:
+                lines.append(f"dataset {name}: {_many(c['deleted'], 'object')} "
+                             f"({human_bytes(ds.bytes['deleted'])}) deleted at the destination, "
+                             "only there (sync --delete)")
             if c["links_skipped"]:
                 lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
                              "skipped (source.links: follow or copy-link copies them)")
