@@ -261,7 +261,7 @@ def test_verify_choices_are_the_manifests():
     from datamove.cli.quick import VERIFY_MODES
     from datamove.manifest.model import VerifyMode
 
-    assert VERIFY_MODES == tuple(mode.value for mode in VerifyMode)
+    assert tuple(mode.value for mode in VerifyMode) == VERIFY_MODES
 
 
 def test_s3_sync_delete(tmp_path, moto_server):

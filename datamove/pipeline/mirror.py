@@ -23,6 +23,7 @@ happens, and a signal or a dead endpoint stops them the way it stops copies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections.abc import Iterator
@@ -61,8 +62,9 @@ class Extras:
         self.bytes = 0
         self.protected = 0  # under the ledger's URL: never deleted
         self._ledger = comparable_url(ledger_url)
-        self._file: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8",
-                                                     prefix="datamove-extras-")
+        # Open for the whole run, closed by close() (commands/copy.py, in a finally).
+        self._file: IO[str] = tempfile.TemporaryFile(  # noqa: SIM115
+            "w+", encoding="utf-8", prefix="datamove-extras-")
 
     def add(self, item: PlanItem) -> bool:
         """Keep ``item`` for deletion; False for an object of datamove's own."""
@@ -100,10 +102,8 @@ def _delete_once(job: DatasetJob, item: PlanItem, settings: TransferSettings) ->
     problem = key_problem(stored)
     if problem:
         raise UnsafePath(f"{stored!r}: not deleted: {problem}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         remove(job.destination, stored)
-    except FileNotFoundError:
-        pass
     return ObjectResult(dataset=job.name, key=item.key, action=Action.delete.value,
                         status=DELETED, size=item.size,
                         destination_url=job.destination.url_of(stored))
