@@ -125,6 +125,12 @@ def test_a_deleted_row_ends_the_ledgers_good_copy(tmp_path):
 
     [name] = last_json(result.stdout)["datasets"]
     assert [row.key for row in Ledger(str(ledger)).latest_done(name)] == ["a"]
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": name, "source": {"url": "src"}, "destination": {"url": "dst"}}],
+        name="quick", ledger=str(ledger))
+    residency = cli("audit", "residency", str(manifest), "--json")
+    assert residency.returncode == 0, residency.stderr
+    assert [c["key"] for c in last_json(residency.stdout)["copies"]] == ["a"]
 
 
 def test_sync_without_delete_only_copies(tmp_path):

@@ -141,7 +141,9 @@ def _flag_words(problem: str) -> str:
     text = problem.removeprefix(f"{SHOWN}:1: ").removeprefix(f"{SHOWN}:0: ")
     for path, flag in sorted(_FLAGS.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(path, flag)
-    return text
+    for name in ("min_size", "max_size", "min_age", "max_age"):  # "smaller than min_size"
+        text = text.replace(name, "--" + name.replace("_", "-"))
+    return text.replace("the manifest's directory", "the current directory")
 
 
 def _absolute(url: str) -> str:
