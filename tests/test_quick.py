@@ -49,11 +49,12 @@ def audit_events(tmp_path: Path, ledger: Path, action: str) -> list[dict]:
     return [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
 
 
-def audit_verifies(tmp_path: Path, ledger: Path) -> None:
+def audit_verifies(tmp_path: Path, ledger: Path, *pubkey: str) -> None:
     manifest = write_manifest(tmp_path / "audit.yaml", [
         {"name": "x", "source": {"url": str(tmp_path / "nowhere")},
          "destination": {"url": str(tmp_path / "nowhere2")}}], name="quick", ledger=str(ledger))
-    verified = cli("audit", "verify", str(manifest), "--json")
+    verified = cli("audit", "verify", str(manifest), "--json",
+                   *(("--pubkey", pubkey[0]) if pubkey else ()))
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert last_json(verified.stdout)["exit_code"] == 0
 
@@ -84,8 +85,12 @@ def test_sync_delete_deletes_only_after_copies_and_records_each_deletion(tmp_pat
     make_tree(tmp_path / "dst", {"a.txt": b"old", "gone.txt": b"stale", "d/old.bin": b"x" * 10,
                                  "skip.log": b"excluded: never deleted"})
     ledger = tmp_path / "ledger"
+    keygen = cli("audit", "keygen", "-o", str(tmp_path / "signer"), "--pubkey-out",
+                 str(tmp_path / "verifier"))
+    assert keygen.returncode == 0, keygen.stderr
     result = cli("sync", "src", "dst", "--delete", "--exclude", "*.log", "--ledger",
-                 str(ledger), "--json", cwd=tmp_path, env=state(tmp_path))
+                 str(ledger), "--signing-key", str(tmp_path / "signer"), "--json",
+                 cwd=tmp_path, env=state(tmp_path))
     assert result.returncode == 0, result.stderr
     counts = next(iter(last_json(result.stdout)["datasets"].values()))
     assert counts["copied"] == 2 and counts["deleted"] == 2
@@ -103,7 +108,7 @@ def test_sync_delete_deletes_only_after_copies_and_records_each_deletion(tmp_pat
     assert min(r["recorded_at"] for r in deleted.values()) >= last_copy
     events = audit_events(tmp_path, ledger, "object.deleted")
     assert sorted(e["key"] for e in events) == ["d/old.bin", "gone.txt"]
-    audit_verifies(tmp_path, ledger)
+    audit_verifies(tmp_path, ledger, str(tmp_path / "verifier"))  # signed checkpoints
 
     rerun = cli("sync", "src", "dst", "--delete", "--exclude", "*.log", "--ledger",
                 str(ledger), "--json", cwd=tmp_path, env=state(tmp_path))
@@ -296,6 +301,13 @@ def test_s3_sync_delete(tmp_path, moto_server):
     assert rerun.returncode == 0, rerun.stderr
     counts = next(iter(last_json(rerun.stdout)["datasets"].values()))
     assert counts["copied"] == 0 and counts["skipped"] == 2 and counts.get("deleted", 0) == 0
+
+    # The endpoint from the environment, as the README says, instead of --dst-option.
+    s3.put_object(Bucket="mirror", Key="data/late", Body=b"only at DST")
+    check = cli("check", "src", "s3://mirror/data/", "--ledger", str(ledger), cwd=tmp_path,
+                env={**state(tmp_path), "AWS_ENDPOINT_URL": moto_server.endpoint})
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "+ late" in check.stdout.splitlines()
 
 
 @pytest.mark.parametrize("command", ["copy", "sync", "check"])
