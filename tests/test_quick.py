@@ -331,3 +331,31 @@ def test_the_default_ledger_follows_xdg(tmp_path, monkeypatch):
     assert default_ledger() == os.path.expanduser("~/.local/state/datamove/ledger")
     monkeypatch.setenv("DATAMOVE_LEDGER", "s3://b/ledger")
     assert default_ledger() == "s3://b/ledger"
+
+
+def test_encrypt_to_stores_age_files_and_sync_deletes_them(tmp_path):
+    generated = cli("keys", "generate", "-o", str(tmp_path / "id.key"))
+    assert generated.returncode == 0, generated.stderr
+    (tmp_path / "recipients.txt").write_text(generated.stdout)
+    make_tree(tmp_path / "src", {"a": b"secret a", "b": b"secret b"})
+    args = ("sync", "src", "dst", "--encrypt-to", "recipients.txt", "--delete", "--ledger",
+            "ledger", "--json")
+    first = cli(*args, cwd=tmp_path, env=state(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert sorted(tree(tmp_path / "dst")) == ["a.age", "b.age"]
+    assert b"secret" not in (tmp_path / "dst" / "a.age").read_bytes()
+    plain = cli("decrypt", "-i", str(tmp_path / "id.key"), str(tmp_path / "dst" / "a.age"),
+                str(tmp_path / "a.out"))
+    assert plain.returncode == 0, plain.stderr
+    assert (tmp_path / "a.out").read_bytes() == b"secret a"
+
+    (tmp_path / "src" / "b").unlink()
+    (tmp_path / "dst" / "not-ours").write_bytes(b"no .age suffix: not this dataset's")
+    second = cli(*args, cwd=tmp_path, env=state(tmp_path))
+    assert second.returncode == 0, second.stderr
+    assert next(iter(last_json(second.stdout)["datasets"].values()))["deleted"] == 1
+    assert sorted(tree(tmp_path / "dst")) == ["a.age", "not-ours"]
+    check = cli("check", "src", "dst", "--encrypt-to", "recipients.txt", "--ledger", "ledger",
+                cwd=tmp_path, env=state(tmp_path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "no differences found" in check.stdout

@@ -84,6 +84,9 @@ def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any
         click.option("--dst-option", "destination_options", multiple=True,
                      metavar="KEY=VALUE", callback=_options,
                      help="A store option of DST (repeatable)."),
+        click.option("--encrypt-to", metavar="FILE",
+                     help="Encrypt each object for the age recipients in FILE (age1... lines); "
+                          "stored as KEY.age. check needs it too to compare such a DST."),
         click.option("--ledger", metavar="PATH|URL",
                      help="Where the ledger and audit log live [default: $DATAMOVE_LEDGER, "
                           "else $XDG_STATE_HOME/datamove/ledger, else "
@@ -120,7 +123,8 @@ def _spec(source: str, destination: str, flags: dict[str, Any]) -> Any:
         max_size=flags["max_size"], min_age=flags["min_age"], max_age=flags["max_age"],
         files_from=flags["files_from"], transfers=flags["transfers"],
         verify=flags["verify_mode"], bwlimit=flags.get("bwlimit"),
-        signing_key=flags.get("signing_key"), source_options=flags["source_options"],
+        signing_key=flags.get("signing_key"), encrypt_to=flags["encrypt_to"],
+        source_options=flags["source_options"],
         destination_options=flags["destination_options"])
 
 

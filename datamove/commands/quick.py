@@ -69,6 +69,7 @@ class QuickSpec:
     verify: str | None = None
     bwlimit: str | None = None
     signing_key: str | None = None
+    encrypt_to: str | None = None  # a recipients file: objects stored as age files (KEY.age)
     source_options: dict[str, Any] = field(default_factory=dict)
     destination_options: dict[str, Any] = field(default_factory=dict)
 
@@ -89,6 +90,8 @@ class QuickSpec:
             dataset["include"] = list(self.include)
         if self.exclude:
             dataset["exclude"] = list(self.exclude)
+        if self.encrypt_to is not None:
+            dataset["encrypt"] = {"recipients_file": self.encrypt_to}
         for name in ("min_size", "max_size", "min_age", "max_age", "files_from", "verify"):
             value = getattr(self, name)
             if value is not None:
@@ -132,6 +135,7 @@ _FLAGS = {
     "datasets[0].files_from": "--files-from", "datasets[0].verify": "--verify",
     "engine.threads": "--transfers", "engine.bwlimit": "--bwlimit",
     "audit.signing_key": "--signing-key", "ledger": "--ledger",
+    "datasets[0].encrypt.recipients_file": "--encrypt-to", "datasets[0].encrypt": "--encrypt-to",
 }
 
 
