@@ -24,6 +24,7 @@ from datamove.pipeline.auditing import record_result
 from datamove.pipeline.cleanup import OrphanSweeper, abort_orphan_uploads, store_clock
 from datamove.pipeline.jobs import (
     count_housekeeping,
+    filter_counters,
     jobs_of,
     ledger_of,
     ledger_row,
@@ -56,8 +57,10 @@ def plan(manifest: Manifest, *, reverify: bool = False,
     for job in jobs:
         ds = report.dataset(job.name, job.source.url, job.destination.url)
         recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
+        on_filtered, on_absent = filter_counters(report, job)
         for item in plan_dataset(job, reverify=reverify, recorded=recorded,
-                                 on_link=skipped_link_counter(report, job)):
+                                 on_link=skipped_link_counter(report, job),
+                                 on_filtered=on_filtered, on_absent=on_absent):
             ds.add(item.action.value, item.size)
             if on_item is not None:
                 on_item(job.name, item)
@@ -113,9 +116,11 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
                 # verify compares ciphertext with the ledger, and must know what lifecycle
                 # rules archived: those are counted, never read (docs/LIFECYCLE.md).
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
+            on_filtered, on_absent = filter_counters(report, job)
             items = _worker_items(plan_dataset(job, reverify=reverify, check_only=check_only,
                                                recorded=recorded, on_partial=sweeper,
-                                               on_link=skipped_link_counter(report, job)),
+                                               on_link=skipped_link_counter(report, job),
+                                               on_filtered=on_filtered, on_absent=on_absent),
                                   job, report, progress, extras.get(job.name))
             for group in batches(items, max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size):
@@ -136,6 +141,8 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
     staged = stages(jobs)
 
     with session.working(engine=bool(jobs or not tables)):
+        # Now that the engine is up: engine.bwlimit is split among its worker processes.
+        settings = session.settings
         for number, stage in enumerate(staged, start=1):  # a stage ends before the next plans
             if report.interrupted:
                 break

@@ -20,6 +20,7 @@ import fsspec
 
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
+from datamove.stores.core import glob_to_regex
 from datamove.stores.transport import OPT_IN, clear_text_scheduler, insecure_settings
 
 if TYPE_CHECKING:
@@ -224,9 +225,16 @@ def _lifecycle_problems(dataset: DatasetSpec, i: int,
 
 
 def _filter_problems(dataset: DatasetSpec, i: int) -> Iterator[tuple[Path_, str]]:
-    """Size and age bounds that leave nothing to copy, a ``files_from`` that cannot be
-    read, and filters a ``format: delta`` load does not apply."""
+    """Globs that do not compile, size and age bounds that leave nothing to copy, a
+    ``files_from`` that cannot be read, and filters a ``format: delta`` load does
+    not apply."""
     at = ("datasets", i)
+    for field in ("include", "exclude"):
+        for j, pattern in enumerate(getattr(dataset, field)):
+            try:
+                glob_to_regex(pattern)
+            except ValueError as exc:
+                yield (*at, field, j), f"{exc}"
     if dataset.min_size is not None and dataset.max_size is not None and \
             dataset.min_size > dataset.max_size:
         yield (*at, "max_size"), (f"is smaller than min_size ({dataset.max_size} < "

@@ -234,6 +234,13 @@ class Report:
             if c["links_skipped"]:
                 lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
                              "skipped (source.links: follow or copy-link copies them)")
+            if c["filtered"]:
+                lines.append(f"dataset {name}: {_many(c['filtered'], 'object')} "
+                             f"({human_bytes(ds.bytes['filtered'])}) filtered out "
+                             "(include/exclude, sizes, ages, files_from)")
+            if c["not_at_source"]:
+                lines.append(f"dataset {name}: {_many(c['not_at_source'], 'key')} in "
+                             "files_from not at the source")
             if "partitions_due" in c:
                 lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
                              "due to move")
