@@ -359,3 +359,46 @@ def test_encrypt_to_stores_age_files_and_sync_deletes_them(tmp_path):
                 cwd=tmp_path, env=state(tmp_path))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "no differences found" in check.stdout
+
+
+def test_filters_decide_what_is_copied_and_what_sync_may_delete(tmp_path):
+    make_tree(tmp_path / "src", {"small": b"s" * 10, "big": b"b" * 5000, "old": b"o" * 10})
+    month_ago = os.path.getmtime(tmp_path / "src" / "old") - 30 * 86400
+    os.utime(tmp_path / "src" / "old", (month_ago, month_ago))
+    make_tree(tmp_path / "dst", {"dst-small-only": b"x" * 10, "dst-big-only": b"y" * 5000})
+    result = cli("sync", "src", "dst", "--delete", "--max-size", "1K", "--max-age", "7d",
+                 "--bwlimit", "1M", "--ledger", "ledger", "--json", cwd=tmp_path,
+                 env=state(tmp_path))
+    assert result.returncode == 0, result.stderr
+    counts = next(iter(last_json(result.stdout)["datasets"].values()))
+    assert counts["copied"] == 1 and counts["deleted"] == 1
+    # big (size) and old (age) are filtered out; so is dst-big-only, which stays
+    assert tree(tmp_path / "dst") == {"small": b"s" * 10, "dst-big-only": b"y" * 5000}
+
+    older = cli("copy", "src", "older", "--min-age", "7d", "--min-size", "5B", "--ledger",
+                "ledger", "--json", cwd=tmp_path, env=state(tmp_path))
+    assert older.returncode == 0, older.stderr
+    assert tree(tmp_path / "older") == {"old": b"o" * 10}
+
+    (tmp_path / "list.txt").write_text("big\n# a comment\n")
+    listed = cli("copy", "src", "listed", "--files-from", "list.txt", "--ledger", "ledger",
+                 "--dry-run", cwd=tmp_path, env=state(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    assert [line for line in listed.stdout.splitlines() if line.startswith("copy ")] == \
+        ["copy big (4.9 KiB, new)"]
+    assert not (tmp_path / "listed").exists()
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--min-size", "100", "--min-size: needs a unit"),
+    ("--max-age", "soon", "--max-age: must be a duration"),
+    ("--bwlimit", "fast", "--bwlimit"),
+    ("--files-from", "missing.txt", "--files-from: cannot read"),
+])
+def test_bad_filter_values_name_the_flag(tmp_path, flag, value, words):
+    make_tree(tmp_path / "src", {"a": b"1"})
+    result = cli("copy", "src", "dst", flag, value, cwd=tmp_path, env=state(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr and "datasets[0]" not in result.stderr
+    assert not (tmp_path / "dst").exists() and not (tmp_path / "state").exists()
