@@ -26,6 +26,7 @@ from datamove.pipeline.filters import Filters
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.pipeline.transfer import TransferSettings, copy_object
 from datamove.stores.core import Entry, KeyFilter, Location, glob_to_regex
+from datamove.units import parse_size
 from tests.conftest import cli, write_manifest
 
 DAY = 86_400
@@ -300,3 +301,24 @@ def test_bwlimit_is_split_among_worker_processes():
     assert throttle.share(3, 8) == 1
     assert Engine(threads=8).worker_processes == 1  # threads of one process share one bucket
     assert Engine(threads=4, processes=2).worker_processes == 2
+
+
+# --- units --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "size"), [
+    (4096, 4096), ("4096B", 4096), ("1K", 1024), ("10M", 10 * 1024**2), ("10m", 10 * 1024**2),
+    ("1.5GiB", 3 * 1024**3 // 2), ("1.5G", 3 * 1024**3 // 2), ("2Mi", 2 * 1024**2),
+    ("500KB", 500_000), ("1MB", 1_000_000), ("1T", 1024**4), (" 3 MiB ", 3 * 1024**2),
+])
+def test_sizes_are_read_as_rclone_writes_them(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("100", "needs a unit"), ("10X", "must be a size such as"), (-1, "must not be negative"),
+    (True, "must be a size"), (1.5, "must be a size"), ("M", "must be a size"),
+])
+def test_sizes_that_mean_nothing_are_refused(value, says):
+    with pytest.raises(ValueError) as caught:
+        parse_size(value)
+    assert says in str(caught.value)
