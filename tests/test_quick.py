@@ -254,6 +254,7 @@ def test_check_reports_both_sides_like_rclone(tmp_path):
     (("copy", "src", "dst", "--src-option", "novalue"), "KEY=VALUE"),
     (("copy", "src", "src/inner"), "DST"),
     (("sync", "src", "dst", "--ledger", "dst/.ledger", "--delete"), "lies inside DST"),
+    (("sync", "dst/sub", "dst", "--delete"), "sync --delete would delete the source's own"),
     (("copy", "src"), "DST"),
 ], ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
 def test_bad_arguments_exit_2_and_touch_nothing(tmp_path, args, words):
@@ -402,3 +403,21 @@ def test_bad_filter_values_name_the_flag(tmp_path, flag, value, words):
     assert words in result.stderr
     assert "Traceback" not in result.stderr and "datasets[0]" not in result.stderr
     assert not (tmp_path / "dst").exists() and not (tmp_path / "state").exists()
+
+
+def test_api_sync_never_deletes_the_ledger_or_a_source_inside_the_destination(tmp_path):
+    # The quick commands refuse both layouts; a manifest given to api.sync is held too.
+    from datamove import api
+
+    make_tree(tmp_path / "dst", {"sub/a": b"the source", "stale": b"s"})
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": "dst/sub"}, "destination": {"url": "dst"}}],
+        ledger="dst/.ledger")
+    report = api.sync(api.load_manifest(manifest), delete=True)
+    assert report.exit_code == 0, report.to_dict()
+    assert report.dataset("d").counts["deleted"] == 1
+    assert any("left in place" in w for w in report.warnings)
+    assert (tmp_path / "dst" / "sub" / "a").read_bytes() == b"the source"
+    assert (tmp_path / "dst" / "a").read_bytes() == b"the source"
+    assert not (tmp_path / "dst" / "stale").exists()
+    assert (tmp_path / "dst" / ".ledger" / "objects" / "_delta_log").is_dir()

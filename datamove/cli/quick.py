@@ -114,7 +114,7 @@ def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
-def _spec(source: str, destination: str, flags: dict[str, Any]) -> Any:
+def _spec(source: str, destination: str, flags: dict[str, Any], delete: bool = False) -> Any:
     from datamove.commands.quick import QuickSpec
 
     return QuickSpec(
@@ -125,7 +125,7 @@ def _spec(source: str, destination: str, flags: dict[str, Any]) -> Any:
         verify=flags["verify_mode"], bwlimit=flags.get("bwlimit"),
         signing_key=flags.get("signing_key"), encrypt_to=flags["encrypt_to"],
         source_options=flags["source_options"],
-        destination_options=flags["destination_options"])
+        destination_options=flags["destination_options"], delete=delete)
 
 
 def _copy_or_sync(source: str, destination: str, flags: dict[str, Any], *,
@@ -134,7 +134,7 @@ def _copy_or_sync(source: str, destination: str, flags: dict[str, Any], *,
     from datamove.commands.quick import dry_run_printer
 
     as_json = flags["as_json"]
-    manifest = call(lambda: _spec(source, destination, flags).manifest(), as_json)
+    manifest = call(lambda: _spec(source, destination, flags, delete).manifest(), as_json)
     if flags["dry_run"]:
         report = call(lambda: api.dry_run(manifest, dry_run_printer(click.echo, delete)),
                       as_json)

@@ -191,7 +191,8 @@ def _delete_extras(session: RunSession, mirror: Mirror, extras: dict[str, Extras
         for name, kept in extras.items():
             if kept.protected:
                 report.warn(f"dataset {name}: {kept.protected:,} objects under the ledger's "
-                            "URL left in place (datamove's own files are never deleted)")
+                            "or the source's URL left in place (datamove's own files and the "
+                            "source are never deleted)")
         waiting = sum(kept.count for kept in extras.values())
         if not waiting:
             return

@@ -70,6 +70,7 @@ class QuickSpec:
     bwlimit: str | None = None
     signing_key: str | None = None
     encrypt_to: str | None = None  # a recipients file: objects stored as age files (KEY.age)
+    delete: bool = False  # sync --delete: SRC must not lie inside DST
     source_options: dict[str, Any] = field(default_factory=dict)
     destination_options: dict[str, Any] = field(default_factory=dict)
 
@@ -123,6 +124,8 @@ class QuickSpec:
         # and --policies still apply).
         manifest = manifest.model_copy(update={"path": None})
         _refuse_ledger_inside(manifest)
+        if self.delete:
+            _refuse_source_inside_destination(manifest)
         return manifest
 
 
@@ -163,6 +166,16 @@ def _refuse_ledger_inside(manifest: Manifest) -> None:
             raise BadInput(f"--ledger {manifest.ledger}: lies inside {side} ({url}); put the "
                            "ledger outside both (the default is "
                            "$XDG_STATE_HOME/datamove/ledger)")
+
+
+def _refuse_source_inside_destination(manifest: Manifest) -> None:
+    """``sync --delete dst/sub dst`` would list SRC's own objects at DST as extras and
+    delete them (rclone refuses overlapping remotes for sync too)."""
+    spec = manifest.datasets[0]
+    if comparable_url(spec.source.url).startswith(comparable_url(spec.destination.url)):
+        raise BadInput(f"SRC {spec.source.url} lies inside DST {spec.destination.url}: "
+                       "sync --delete would delete the source's own objects; choose a DST "
+                       "that does not contain SRC")
 
 
 # --- --dry-run --------------------------------------------------------------------------

@@ -10,9 +10,10 @@ copies are done and then deletes them, under three rules:
   bring the destination up to date must not make it smaller;
 * never more than ``max_delete`` (``--max-delete N``): more, and the run deletes
   nothing, is refused (exit 3) and says how many would have gone;
-* never outside the destination root (safepath.key_problem) and never a file of
-  datamove's own: temporary names are not listed at all, and keys under the
-  ledger's URL (which holds the audit log and the lock) are left alone.
+* never outside the destination root (safepath.key_problem), never a file of
+  datamove's own (temporary names are not listed at all, and keys under the
+  ledger's URL, which holds the audit log and the lock, are left alone) and
+  never the source's own objects (a source inside its destination).
 
 Extras wait in a temporary file (one JSON line each), not in memory: a mirror of
 ten million deletions holds one line at a time. Deletions are worker tasks like
@@ -60,8 +61,8 @@ class Extras:
         self.job = job
         self.count = 0
         self.bytes = 0
-        self.protected = 0  # under the ledger's URL: never deleted
-        self._ledger = comparable_url(ledger_url)
+        self.protected = 0  # under the ledger's or the source's URL: never deleted
+        self._kept_out = (comparable_url(ledger_url), comparable_url(job.source.url))
         # Open for the whole run, closed by close() (commands/copy.py, in a finally).
         self._file: IO[str] = tempfile.TemporaryFile(  # noqa: SIM115
             "w+", encoding="utf-8", prefix="datamove-extras-")
@@ -69,7 +70,7 @@ class Extras:
     def add(self, item: PlanItem) -> bool:
         """Keep ``item`` for deletion; False for an object of datamove's own."""
         stored = self.job.destination.url_of(self.job.stored_key(item.key))
-        if comparable_url(stored).startswith(self._ledger):
+        if comparable_url(stored).startswith(self._kept_out):
             self.protected += 1
             return False
         self.count += 1
