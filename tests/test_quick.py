@@ -185,7 +185,7 @@ def test_dry_run_lists_each_object_and_changes_nothing(tmp_path):
     assert "copy a (1 B, new)" in lines
     assert "copy sub/b (2 B, new)" in lines
     assert "delete old (3 B, only at the destination)" in lines
-    assert "1 objects would be deleted" in result.stdout
+    assert "1 object would be deleted" in result.stdout
     assert "--max-delete 0 would refuse it" in result.stdout
     assert tree(tmp_path / "dst") == before
     assert not (ledger / "objects").exists()
@@ -207,7 +207,7 @@ def test_a_failed_copy_means_nothing_is_deleted(tmp_path):
                  cwd=tmp_path, env=state(tmp_path))
     assert result.returncode == 1, result.stderr
     summary = last_json(result.stdout)
-    assert any("nothing deleted: 1 objects failed" in w for w in summary["warnings"])
+    assert any("nothing deleted: 1 object failed" in w for w in summary["warnings"])
     assert tree(tmp_path / "dst") == {"good": b"1", "stale": b"s"}
 
 

@@ -153,8 +153,8 @@ def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> None:
     extra = sum(ds.counts["extra"] for ds in report.datasets.values())
     refused = (f"; --max-delete {max_delete} would refuse it (nothing would be deleted)"
                if max_delete is not None and extra > max_delete else "")
-    report.warn(f"--dry-run: {extra:,} objects would be deleted after the copies "
-                f"verified{refused}")
+    report.warn(f"--dry-run: {extra:,} object{'' if extra == 1 else 's'} would be deleted "
+                f"after the copies verified{refused}")
 
 
 @click.command("copy")
@@ -227,6 +227,7 @@ def check_command(source: str, destination: str, **flags: Any) -> None:
     click.echo(f"{total['missing']:,} missing at {destination}, {total['extra']:,} only at "
                f"{destination}, {total['differs']:,} differ, {total['failed']:,} could not be "
                f"compared; {total['matched']:,} matching")
-    click.echo(f"{differences:,} differences found" if differences else
+    click.echo(f"{differences:,} difference{'' if differences == 1 else 's'} found"
+               if differences else
                "no differences found")
     sys.exit(report.exit_code)

@@ -190,7 +190,7 @@ def _delete_extras(session: RunSession, mirror: Mirror, extras: dict[str, Extras
     try:
         for name, kept in extras.items():
             if kept.protected:
-                report.warn(f"dataset {name}: {kept.protected:,} objects under the ledger's "
+                report.warn(f"dataset {name}: {_objects(kept.protected)} under the ledger's "
                             "or the source's URL left in place (datamove's own files and the "
                             "source are never deleted)")
         waiting = sum(kept.count for kept in extras.values())
@@ -198,13 +198,13 @@ def _delete_extras(session: RunSession, mirror: Mirror, extras: dict[str, Extras
             return
         failed = sum(ds.counts["failed"] for ds in report.datasets.values())
         if failed or report.stopped or report.interrupted:
-            why = (f"{failed:,} objects failed" if failed else "the run was interrupted"
+            why = (f"{_objects(failed)} failed" if failed else "the run was interrupted"
                    if report.interrupted else "a dataset stopped")
-            report.warn(f"nothing deleted: {why}; the {waiting:,} objects only at the "
+            report.warn(f"nothing deleted: {why}; the {_objects(waiting)} only at the "
                         "destination stay until a run copies everything")
             return
         if mirror.max_delete is not None and waiting > mirror.max_delete:
-            report.refuse(f"--max-delete {mirror.max_delete}: {waiting:,} objects would be "
+            report.refuse(f"--max-delete {mirror.max_delete}: {_objects(waiting)} would be "
                           "deleted; nothing was deleted (raise the limit to allow it)")
             if audit is not None:
                 audit.append("delete.refused", would_delete=waiting,
@@ -233,6 +233,10 @@ def _delete_extras(session: RunSession, mirror: Mirror, extras: dict[str, Extras
     finally:
         for kept in extras.values():
             kept.close()
+
+
+def _objects(count: int) -> str:
+    return f"{count:,} object" + ("" if count == 1 else "s")
 
 
 def _worker_items(items: Iterator[PlanItem], job: DatasetJob, report: Report,
