@@ -62,15 +62,15 @@ class Extras:
         self.count = 0
         self.bytes = 0
         self.protected = 0  # under the ledger's or the source's URL: never deleted
-        self._kept_out = (comparable_url(ledger_url), comparable_url(job.source.url))
+        self._kept_out = _prefixes_within(job.destination.url,
+                                          (ledger_url, job.source.url))
         # Open for the whole run, closed by close() (commands/copy.py, in a finally).
         self._file: IO[str] = tempfile.TemporaryFile(  # noqa: SIM115
             "w+", encoding="utf-8", prefix="datamove-extras-")
 
     def add(self, item: PlanItem) -> bool:
         """Keep ``item`` for deletion; False for an object of datamove's own."""
-        stored = self.job.destination.url_of(self.job.stored_key(item.key))
-        if comparable_url(stored).startswith(self._kept_out):
+        if self._kept_out and self.job.stored_key(item.key).startswith(self._kept_out):
             self.protected += 1
             return False
         self.count += 1
@@ -88,6 +88,20 @@ class Extras:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _prefixes_within(root: str, urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The key prefixes under ``root`` at which each of ``urls`` lies (``""``: ``root``
+    itself lies inside one of them); none for URLs outside ``root``."""
+    base = comparable_url(root)
+    out = []
+    for url in urls:
+        other = comparable_url(url)
+        if other.startswith(base):
+            out.append(other[len(base):])
+        elif base.startswith(other):
+            out.append("")
+    return tuple(out)
 
 
 def delete_batch(batch: Batch) -> list[ObjectResult]:
