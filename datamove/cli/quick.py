@@ -63,7 +63,7 @@ def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any
         click.option("--exclude", multiple=True, metavar="GLOB",
                      help="Leave out keys matching GLOB (repeatable)."),
         click.option("--min-size", metavar="SIZE",
-                     help="Only objects at least this big (bytes, or 10M, 1.5GiB ...)."),
+                     help="Only objects at least this big (10M, 1.5GiB, 4096B ...)."),
         click.option("--max-size", metavar="SIZE", help="Only objects at most this big."),
         click.option("--min-age", metavar="DURATION",
                      help="Only objects modified at least this long ago (7d, 12h ...)."),
