@@ -47,45 +47,68 @@ class Throughput:
         self._objects: list[int] = []
         self.last = self.started  # the latest moment anything was added
         # per dataset: when its first object began and its last one finished (one pair each)
-        self.spans: dict[str, tuple[float, float]] = {}
+        self.spans: dict[str, list[float]] = {}
 
     def add(self, nbytes: int, seconds: float = 0.0, objects: int = 1,
             now: float | None = None, dataset: str | None = None) -> None:
         """``objects`` (of ``dataset``) finished at ``now`` (default: the current
-        time), having moved ``nbytes`` over the ``seconds`` before it."""
-        end = max(self.started, time.time() if now is None else now)
-        begin = max(self.started, end - max(0.0, seconds))
-        self.last = max(self.last, end)
+        time), having moved ``nbytes`` over the ``seconds`` before it. Called once per
+        object on the driver, so the common case (one bucket) is kept short."""
+        started = self.started
+        end = time.time() if now is None else now
+        if end < started:
+            end = started
+        begin = end - seconds if seconds > 0 else end
+        if begin < started:
+            begin = started
+        if end > self.last:
+            self.last = end
         if dataset is not None:
-            first, last = self.spans.get(dataset, (begin, end))
-            self.spans[dataset] = (min(first, begin), max(last, end))
-        self._reach(end)
-        self._objects[self._index(end)] += objects
+            span = self.spans.get(dataset)
+            if span is None:
+                self.spans[dataset] = [begin, end]
+            else:
+                if begin < span[0]:
+                    span[0] = begin
+                if end > span[1]:
+                    span[1] = end
+        last = int((end - started) / self.width)
+        if last >= len(self._objects):
+            self._reach(end)
+            last = int((end - started) / self.width)
+        self._objects[last] += objects
         if nbytes <= 0:
             return
-        if end - begin < 1e-9:
-            self._bytes[self._index(end)] += nbytes
+        width = self.width
+        first = int((begin - started) / width)
+        if first == last or end - begin < 1e-9:
+            self._bytes[last] += nbytes
             return
         rate = nbytes / (end - begin)
-        first, last = self._index(begin), self._index(end)
         for i in range(first, last + 1):  # the overlap of [begin, end] with each bucket
-            low = max(begin, self.started + i * self.width)
-            high = min(end, self.started + (i + 1) * self.width)
+            low = max(begin, started + i * width)
+            high = min(end, started + (i + 1) * width)
             if high > low:
                 self._bytes[i] += rate * (high - low)
 
     def samples(self, until: float | None = None) -> list[Sample]:
-        """Every bucket up to ``until`` (default: the last addition), as rates; the
-        last bucket's rate is over the part of it the run lasted."""
+        """Every bucket up to ``until`` (default: the last addition), as rates. The
+        last bucket's rate is over the part of it the run lasted; less than half a
+        bucket is folded into the one before (a sliver would make a spike)."""
         end = max(self.last, until or 0.0)
-        count = min(len(self._bytes), self._index(end) + 1) if self._bytes else 0
-        out = []
-        for i in range(count):
-            start = i * self.width
-            span = min(self.width, end - self.started - start) if i == count - 1 else self.width
-            span = max(span, 1e-3)
-            out.append(Sample(start, span, self._bytes[i] / span, self._objects[i] / span))
-        return out
+        count = min(len(self._bytes), int((end - self.started) / self.width) + 1)
+        rows = [(i * self.width, self.width, self._bytes[i], self._objects[i])
+                for i in range(count)]
+        if rows:
+            start, _, nbytes, objects = rows[-1]
+            partial = max(0.0, end - self.started - start)
+            rows[-1] = (start, partial, nbytes, objects)
+            if partial < self.width / 2 and len(rows) > 1:
+                before = rows[-2]
+                rows[-2:] = [(before[0], before[1] + partial, before[2] + nbytes,
+                              before[3] + objects)]
+        return [Sample(start, span, nbytes / max(span, 1e-3), objects / max(span, 1e-3))
+                for start, span, nbytes, objects in rows]
 
     @property
     def total_bytes(self) -> float:
@@ -94,9 +117,6 @@ class Throughput:
     @property
     def total_objects(self) -> int:
         return sum(self._objects)
-
-    def _index(self, moment: float) -> int:
-        return min(len(self._bytes) - 1, max(0, int((moment - self.started) / self.width)))
 
     def _reach(self, moment: float) -> None:
         """Grow (and merge, as often as needed) until ``moment`` has a bucket."""
