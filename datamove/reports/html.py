@@ -106,8 +106,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], *, name: str,
                 f"{text(what)} not listed (the JSON output lists more).</p>")
     if not body:
         return f'<p class="empty" data-table="{text(name)}">none</p>'
-    return (f'<table class="sortable" data-table="{text(name)}" data-rows="{shown}">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}")
+    return (f'<div class="wide"><table class="sortable" data-table="{text(name)}" '
+            f'data-rows="{shown}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
+            f"</tbody></table></div>{more}")
 
 
 def count(value: float) -> str:
@@ -225,7 +226,8 @@ border-radius:6px;font-size:13px}th,td{padding:5px 8px;border-bottom:1px solid v
 text-align:left;vertical-align:top}th{cursor:pointer;user-select:none;white-space:nowrap;
 background:var(--bg)}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td code,dd code{word-break:break-all}code{font:12px ui-monospace,Menlo,Consolas,monospace}
+td code{overflow-wrap:break-word}dd code{word-break:break-all}
+.wide{overflow-x:auto}code{font:12px ui-monospace,Menlo,Consolas,monospace}
 .err{color:var(--bad)}.okt{color:var(--ok)}.muted{color:var(--muted)}.more,.empty{color:var(--muted)}
 figure.chart{margin:10px 0 18px;background:var(--card);border:1px solid var(--line);
 border-radius:8px;padding:8px 10px}figcaption{font-weight:600;margin-bottom:4px}

@@ -90,15 +90,20 @@ def throughput_charts(sampler: Throughput, until: float | None) -> str:
 
 # --- run ---------------------------------------------------------------------------------
 
-_COLUMNS = {"run": (RUN_KEYS, "copied"), "verify": (VERIFY_KEYS, "matched"),
-            "plan": (PLAN_KEYS, "copy")}
+# per command: its count columns, the one that says work was done, and the residency
+# columns (counts that are now, or would be, at the destination: new, already there)
+_COLUMNS = {"run": (RUN_KEYS, "copied", (("copied", "repaired"), ("skipped", "verified"))),
+            "verify": (VERIFY_KEYS, "matched", ((), ("matched", "differs"))),
+            "plan": (PLAN_KEYS, "copy", (("copy",), ("skip", "verify")))}
+
 
 def run_page(report: Report, manifest: Manifest | None = None) -> str:
     """``datamove run --report FILE.html``: outcome per dataset, throughput, residency,
     problems."""
     ended = report.ended or time.time()
     seconds = ended - report.started
-    keys, moved = _COLUMNS.get(report.command, _COLUMNS["run"])
+    keys, moved, _ = _COLUMNS.get(report.command, _COLUMNS["run"])
+    planned = report.command == "plan"
     total: Counter[str] = Counter()
     total_bytes: Counter[str] = Counter()
     for ds in report.datasets.values():
@@ -112,7 +117,8 @@ def run_page(report: Report, manifest: Manifest | None = None) -> str:
     body += cards([(moved, f"{total[moved]:,}"), (f"bytes {moved}",
                                                    human_bytes(total_bytes[moved])),
                    *((k, f"{total[k]:,}") for k in keys if k != moved),
-                   ("average rate", _rate(total_bytes[moved], seconds))])
+                   *(() if planned else (("average rate",
+                                          _rate(total_bytes[moved], seconds)),))])
     spans = report.throughput.spans
     rows = []
     for name, ds in report.datasets.items():
@@ -126,10 +132,11 @@ def run_page(report: Report, manifest: Manifest | None = None) -> str:
         ["dataset", "source", "destination", *keys, *extra_keys, f"bytes {moved}",
          "duration", "rate"], rows, name="datasets"), anchor="datasets")
     body += section("Problems", _problems(report), anchor="problems")
-    body += section("Throughput over time", throughput_charts(report.throughput, ended),
-                    anchor="throughput")
-    body += section("Residency: where the objects went", _run_residency(report, manifest),
-                    anchor="residency")
+    if not planned:
+        body += section("Throughput over time", throughput_charts(report.throughput, ended),
+                        anchor="throughput")
+    body += section("Residency: where the objects " + ("would go" if planned else "went"),
+                    _run_residency(report, manifest), anchor="residency")
     return page(f"datamove {report.command}: {report.manifest}",
                 f"datamove {report.command}: {report.manifest}", _run_verdict(report, total),
                 body, generated=time.time())
@@ -138,6 +145,8 @@ def run_page(report: Report, manifest: Manifest | None = None) -> str:
 def _run_verdict(report: Report, total: Counter[str]) -> tuple[str, str]:
     if report.interrupted:
         return "warn", f"interrupted by {report.interrupted}"
+    if report.command == "plan":
+        return "ok", f"plan: {total['copy']:,} to copy, nothing copied"
     if report.exit_code == 0:
         return "ok", "succeeded"
     failed = total["failed"] + total["missing"] + total["differs"]
@@ -160,22 +169,24 @@ def _destination_facts(report: Report, manifest: Manifest | None) -> dict[str, R
 
 def _run_residency(report: Report, manifest: Manifest | None) -> str:
     found = _destination_facts(report, manifest)
+    _, _, (new, old) = _COLUMNS.get(report.command, _COLUMNS["run"])
+    planned = report.command == "plan"
     rows, per_region = [], Counter[str]()
     for name, ds in report.datasets.items():
         fact = found.get(name)
         region = fact.effective if fact else None
-        there = ds.counts["copied"] + ds.counts["repaired"] + ds.counts["verified"] + \
-            ds.counts["skipped"]
-        per_region[_place(region)] += there
+        added = sum(ds.counts[k] for k in new)
+        there = sum(ds.counts[k] for k in old)
+        per_region[_place(region)] += added + there
         rows.append([code(name), code(ds.destination), plain(region or "unknown"),
                      plain(country_of(region) or "–"),
                      plain(fact.how if fact else "no manifest", "muted"),
-                     num(ds.counts["copied"] + ds.counts["repaired"]), num(ds.counts["skipped"]),
-                     size(ds.bytes["copied"] + ds.bytes["repaired"])])
+                     num(added), num(there), size(sum(ds.bytes[k] for k in new))])
     bars = [(place, count, f"{count:,} objects") for place, count in per_region.most_common()]
+    now = "to copy" if planned else "copied now"
     return (bar_chart("regions", "Objects at their destination, per region", bars)
-            + table(["dataset", "destination", "region", "country", "how known",
-                     "copied now", "already there", "bytes copied"], rows, name="residency"))
+            + table(["dataset", "destination", "region", "country", "how known", now,
+                     "already there", f"bytes {now}"], rows, name="residency"))
 
 
 def _problems(report: Report) -> str:
