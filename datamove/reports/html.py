@@ -228,7 +228,7 @@ background:var(--bg)}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td code{overflow-wrap:break-word}dd code{word-break:break-all}
 .wide{overflow-x:auto}code{font:12px ui-monospace,Menlo,Consolas,monospace}
-.err{color:var(--bad)}.okt{color:var(--ok)}.muted{color:var(--muted)}.more,.empty{color:var(--muted)}
+.nw{white-space:nowrap}.err{color:var(--bad)}.okt{color:var(--ok)}.muted{color:var(--muted)}.more,.empty{color:var(--muted)}
 figure.chart{margin:10px 0 18px;background:var(--card);border:1px solid var(--line);
 border-radius:8px;padding:8px 10px}figcaption{font-weight:600;margin-bottom:4px}
 svg{width:100%;height:auto;display:block}.grid{stroke:var(--line)}.axis{fill:var(--muted);

@@ -178,7 +178,7 @@ def _run_residency(report: Report, manifest: Manifest | None) -> str:
         added = sum(ds.counts[k] for k in new)
         there = sum(ds.counts[k] for k in old)
         per_region[_place(region)] += added + there
-        rows.append([code(name), code(ds.destination), plain(region or "unknown"),
+        rows.append([code(name), code(ds.destination), plain(region or "unknown", "nw"),
                      plain(country_of(region) or "–"),
                      plain(fact.how if fact else "no manifest", "muted"),
                      num(added), num(there), size(sum(ds.bytes[k] for k in new))])
@@ -290,7 +290,7 @@ def residency_page(report: ResidencyReport) -> str:
             for region, n in ordered]
     body += section("Map: copies per region", bar_chart("regions", "Copies per region", bars)
                     + table(["region", "country", "copies", "datasets", "how known"],
-                            ([plain(region or "unknown"), plain(country_of(region) or "–"),
+                            ([plain(region or "unknown", "nw"), plain(country_of(region) or "–"),
                               num(sum(n.values())),
                               plain(", ".join(f"{d}: {c:,}" for d, c in sorted(n.items()))),
                               plain("; ".join(sorted(hows[region])), "muted")]
@@ -306,13 +306,13 @@ def residency_page(report: ResidencyReport) -> str:
          for name, ds in summary.items()), name="datasets"), anchor="datasets")
     body += section("Copies outside the allowed regions", table(
         ["dataset", "key", "destination", "region", "how known", "rules broken"],
-        ([code(c.dataset), code(c.key), code(c.destination_url), plain(c.region or "unknown"),
+        ([code(c.dataset), code(c.key), code(c.destination_url), plain(c.region or "unknown", "nw"),
           plain(c.how, "muted"), plain(", ".join(c.violations), "err")]
          for c in violations[:MAX_ROWS]), name="violations", total=len(violations),
         what="copies"), anchor="violations")
     body += section("Every copy", folded(f"{len(report.copies):,} copies", table(
         ["dataset", "key", "region", "country", "verdict"],
-        ([code(c.dataset), code(c.key), plain(c.region or "unknown"),
+        ([code(c.dataset), code(c.key), plain(c.region or "unknown", "nw"),
           plain(country_of(c.region) or "–"), _verdict_cell(c.violations, c.checked)]
          for c in report.copies[:MAX_ROWS]), name="copies", total=len(report.copies),
         what="copies")), anchor="copies")
