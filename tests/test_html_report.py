@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from datamove.pipeline.report import Report
 from datamove.pipeline.throughput import BUCKETS, Throughput
 from datamove.pipeline.transfer import ObjectResult
 from datamove.reports.html import MAX_ROWS, text, write
+from datamove.reports.html import page as html_page
 from datamove.reports.places import country_of
 from datamove.reports.views import run_page
 from tests.conftest import cli, require_tool, write_manifest
@@ -234,6 +237,43 @@ def test_drill_and_residency_reports_in_a_real_browser(tmp_path):
     assert len(violations) == 6 and {v["rules broken"] for v in violations} == {"eu-only"}
     assert HOSTILE in [v["key"] for v in violations]
     assert dom.one("span", data_verdict="bad").text() == "6 outside the allowed regions"
+
+
+def test_the_pages_policy_blocks_a_foreign_script_and_any_fetch(tmp_path):
+    """Defence in depth, should escaping ever miss: the page's Content-Security-Policy
+    runs no script but its own and fetches nothing. Proved with markup inserted raw,
+    and a listener the fetches would reach (it answers each by closing)."""
+    chromium = require_tool("chromium")
+    came: list[object] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def answer() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                came.append(conn)
+                conn.close()
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        injected = (f'<img src="http://127.0.0.1:{port}/img">'
+                    f'<link rel="stylesheet" href="http://127.0.0.1:{port}/css">'
+                    "<script>document.documentElement.setAttribute('data-pwned','1')</script>")
+        page = tmp_path / "p.html"
+        write(str(page), html_page("t", "t", ("ok", "ok"), injected, generated=0))
+        dom = rendered(chromium, page, tmp_path)
+        stop.set()
+        thread.join()
+    assert not came  # nothing was fetched
+    assert dom.one("html").attrs.get("data-rendered") == "ok"  # our script ran
+    assert "data-pwned" not in dom.one("html").attrs  # the other did not
 
 
 # --- without a browser --------------------------------------------------------------------
