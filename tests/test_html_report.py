@@ -292,6 +292,25 @@ def test_a_bad_report_path_is_refused_before_anything_moves(tmp_path):
     assert not (tmp_path / "dst").exists() and not (tmp_path / "ledger").exists()
 
 
+def test_a_dry_run_report_draws_the_plan(tmp_path):
+    (tmp_path / "src").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "src" / name).write_text(name)
+    manifest = write_manifest(tmp_path / "m.yaml", [{
+        "name": "d", "source": {"url": f"{tmp_path / 'src'}/"},
+        "destination": {"url": f"{tmp_path / 'dst'}/", "region": "europe-west4"}}],
+        ledger=str(tmp_path / "ledger"))
+    page = tmp_path / "plan.html"
+    assert cli("run", str(manifest), "--dry-run", "--report", str(page)).returncode == 0
+    dom = parse(page.read_text(encoding="utf-8"))
+    assert dom.one("span", data_verdict="ok").text() == "plan: 2 to copy, nothing copied"
+    [where] = by_header(dom, "residency")
+    assert (where["country"], where["to copy"], where["already there"]) == \
+        ("Netherlands", "2", "0")
+    assert not dom.all("svg", data_chart="bytes")  # nothing ran: no throughput
+    assert not (tmp_path / "dst").exists()
+
+
 def test_text_is_escaped_scrubbed_and_visible():
     hostile = '<img src=x onerror="alert(1)">\x1b[31m\u202egnp.exe\udcff'
     shown = text(hostile)
