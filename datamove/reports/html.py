@@ -121,7 +121,6 @@ def line_chart(name: str, title: str, points: Sequence[tuple[float, float]], *,
                width: int = 760, height: int = 200) -> str:
     """An SVG area chart of ``points`` (x: seconds since the start, from ``x_min``;
     y: the value), one marker per point carrying its value as a tooltip (``<title>``)."""
-    label = fmt
     left, right, top, bottom = 78, 12, 12, 28
     inner_w, inner_h = width - left - right, height - top - bottom
     if not points:
@@ -141,7 +140,7 @@ def line_chart(name: str, title: str, points: Sequence[tuple[float, float]], *,
         y = top + inner_h * (1 - frac)
         grid.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" '
                     f'y2="{y:.1f}"/><text class="axis" x="{left - 6}" y="{y + 4:.1f}" '
-                    f'text-anchor="end">{text(label(y_max * frac))}</text>')
+                    f'text-anchor="end">{text(fmt(y_max * frac))}</text>')
     for frac in (0.0, 0.5, 1.0):
         x = left + inner_w * frac
         anchor = "start" if frac == 0 else "end" if frac == 1 else "middle"
@@ -149,7 +148,7 @@ def line_chart(name: str, title: str, points: Sequence[tuple[float, float]], *,
                     f"{text(duration(x_min + (x_max - x_min) * frac))}</text>")
     marks = "".join(
         f'<circle class="pt" cx="{cx:.1f}" cy="{cy:.1f}" r="2.5"><title>'
-        f"{text(duration(x))}: {text(label(y))} {text(unit)}</title></circle>"
+        f"{text(duration(x))}: {text(fmt(y))} {text(unit)}</title></circle>"
         for (cx, cy), (x, y) in zip(coords, points, strict=True))
     return (f'<figure class="chart"><figcaption>{text(title)}</figcaption>'
             f'<svg data-chart="{text(name)}" data-points="{len(points)}" role="img" '

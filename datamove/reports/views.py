@@ -78,7 +78,7 @@ def throughput_charts(sampler: Throughput, until: float | None) -> str:
         return '<p class="empty" data-chart="bytes">no objects finished</p>'
     first = samples[0].start
     note = (f"<p class=\"muted\">One point per {text(duration(sampler.width))}; the first "
-            f"object started {text(duration(first))} after the run did.</p>")
+            f"object started about {text(duration(first))} after the run did.</p>")
     return note + (
         line_chart("bytes", "Bytes per second",
                    [(s.start + s.seconds, s.bytes_per_second) for s in samples],
