@@ -40,13 +40,12 @@ def ledger_rows(ledger: Path) -> list[dict]:
     return DeltaTable(str(ledger / "objects")).to_pyarrow_table().to_pylist()
 
 
-def audit_events(tmp_path: Path, ledger: Path, action: str) -> list[dict]:
-    manifest = write_manifest(tmp_path / "audit.yaml", [
-        {"name": "x", "source": {"url": str(tmp_path / "nowhere")},
-         "destination": {"url": str(tmp_path / "nowhere2")}}], name="quick", ledger=str(ledger))
-    shown = cli("audit", "show", str(manifest), "--action", action, "--format", "json")
-    assert shown.returncode == 0, shown.stderr
-    return [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+def audit_events(ledger: Path, action: str) -> list[dict]:
+    """The audit log's events of one action (what `datamove audit show --action` lists)."""
+    from datamove.audit.query import show
+    from datamove.ledger.tables import Ledger
+
+    return [json.loads(text) for text in show(Ledger(str(ledger)), action=action).events]
 
 
 def audit_verifies(tmp_path: Path, ledger: Path, *pubkey: str) -> None:
@@ -106,7 +105,7 @@ def test_sync_delete_deletes_only_after_copies_and_records_each_deletion(tmp_pat
     # every deletion recorded after every copy of the run
     last_copy = max(r["recorded_at"] for r in rows if r["status"] == "copied")
     assert min(r["recorded_at"] for r in deleted.values()) >= last_copy
-    events = audit_events(tmp_path, ledger, "object.deleted")
+    events = audit_events(ledger, "object.deleted")
     assert sorted(e["key"] for e in events) == ["d/old.bin", "gone.txt"]
     audit_verifies(tmp_path, ledger, str(tmp_path / "verifier"))  # signed checkpoints
 
@@ -159,7 +158,7 @@ def test_max_delete_refuses_and_deletes_nothing(tmp_path):
     assert "--max-delete 2: 3 objects would be deleted" in summary["refused"][0]
     assert tree(tmp_path / "dst") == {"a": b"1", "x": b"x", "y": b"y", "z": b"z"}
     assert not [r for r in ledger_rows(ledger) if r["status"] == "deleted"]
-    [refusal] = audit_events(tmp_path, ledger, "delete.refused")
+    [refusal] = audit_events(ledger, "delete.refused")
     assert refusal["details"]["would_delete"] == 3 and refusal["details"]["max_delete"] == 2
 
     human = cli("sync", "src", "dst", "--delete", "--max-delete", "2", "--ledger", str(ledger),
