@@ -453,3 +453,19 @@ def test_extras_wait_on_disk_not_in_memory(tmp_path):
         seen += 1
     assert seen == count
     extras.close()
+
+
+def test_sync_writes_an_html_report_like_run(tmp_path):
+    make_tree(tmp_path / "src", {"a": b"1"})
+    make_tree(tmp_path / "dst", {"stale": b"s"})
+    result = cli("sync", "src", "dst", "--delete", "--ledger", "ledger", "--report",
+                 "sync.html", "--json", cwd=tmp_path, env=state(tmp_path))
+    assert result.returncode == 0, result.stderr
+    [name] = last_json(result.stdout)["datasets"]
+    page = (tmp_path / "sync.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") or "<html" in page[:500]
+    assert name in page
+    bad = cli("copy", "src", "dst2", "--report", "no/such/dir/x.html", "--ledger", "ledger",
+              cwd=tmp_path, env=state(tmp_path))
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert not (tmp_path / "dst2").exists()

@@ -17,14 +17,15 @@ from typing import Any
 import click
 
 from datamove.cli.options import (
+    HTML_REPORT,
     JSON,
     POLICIES,
     PROGRESS,
     SCHEDULER,
     call,
     emit,
-    finish,
     progress_of,
+    write_html_report,
 )
 
 VERIFY_MODES = ("size", "checksum", "full")
@@ -103,7 +104,7 @@ def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any
             click.option("--signing-key", metavar="FILE",
                          help="Sign the audit log's checkpoints with this key "
                               "(`datamove audit keygen`), as audit.signing_key does."),
-            POLICIES,
+            POLICIES, HTML_REPORT,
         ]
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,17 +134,26 @@ def _copy_or_sync(source: str, destination: str, flags: dict[str, Any], *,
     from datamove import api
     from datamove.commands.quick import dry_run_printer
 
-    as_json = flags["as_json"]
+    as_json, html = flags["as_json"], flags["report_path"]
     manifest = call(lambda: _spec(source, destination, flags, delete).manifest(), as_json)
+    if html:
+        from datamove.reports.html import check_target
+
+        call(lambda: check_target(html), as_json)  # before anything moves
     if flags["dry_run"]:
         report = call(lambda: api.dry_run(manifest, dry_run_printer(click.echo, delete)),
                       as_json)
         _dry_run_tail(report, delete, max_delete)
-        emit(report, as_json)
-    finish(lambda: api.sync(manifest, delete=delete, max_delete=max_delete,
-                            scheduler=flags["scheduler"],
-                            progress=progress_of(flags["progress"], as_json),
-                            policies=list(flags["policies"]) or None), as_json)
+    else:
+        report = call(lambda: api.sync(manifest, delete=delete, max_delete=max_delete,
+                                       scheduler=flags["scheduler"],
+                                       progress=progress_of(flags["progress"], as_json),
+                                       policies=list(flags["policies"]) or None), as_json)
+    if html:
+        from datamove.reports.views import write_run
+
+        write_html_report(html, lambda: write_run(html, report, manifest), report)
+    emit(report, as_json)
 
 
 def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> None:
