@@ -43,6 +43,8 @@ from datamove.pipeline.events import (
     ProgressEvent,
     Totals,
 )
+from datamove.pipeline.march import PlanItem
+from datamove.pipeline.mirror import Mirror
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
 from datamove.pipeline.results import (
@@ -86,12 +88,14 @@ __all__ = [
     "Totals",
     "VerifyDataset",
     "VerifyReport",
+    "dry_run",
     "ledger_of",
     "load_manifest",
     "manifest_from_dict",
     "new_run_id",
     "plan",
     "run",
+    "sync",
     "verify",
 ]
 
@@ -150,6 +154,26 @@ def ledger_of(manifest: Manifest) -> Ledger:
 def new_run_id() -> str:
     """A new run id (sortable by start time), for commands the CLI runs itself."""
     return jobs.new_run_id()
+
+
+# --- quick commands (datamove copy / sync / check; docs: README "Quick commands") ---
+
+def sync(manifest: Manifest, *, delete: bool = False, max_delete: int | None = None,
+         scheduler: str | None = None, progress: Progress | None = None,
+         policies: list[str] | None = None, on_event: OnEvent | None = None) -> RunReport:
+    """:func:`run`, then (with ``delete``) delete destination objects the source does not
+    have, once every copy verified and none failed; more than ``max_delete`` of them
+    and nothing is deleted (the report's exit code is 3, ``refused`` says why).
+    Deletions are counted as ``deleted`` in the report."""
+    return _typed(RunReport, copy.execute(
+        "run", manifest, scheduler=scheduler, reverify=False, datasets=None,
+        progress=_listening(progress, on_event), policies=policies,
+        mirror=Mirror(max_delete) if delete else None))
+
+
+def dry_run(manifest: Manifest, show: Callable[[str, PlanItem], None]) -> PlanReport:
+    """:func:`plan`, handing each planned object to ``show(dataset, item)``."""
+    return _typed(PlanReport, copy.plan(manifest, on_item=show))
 
 
 def _listening(progress: Progress | None, on_event: OnEvent | None) -> Progress | None:

@@ -45,7 +45,8 @@ class DatasetStarted:
 @dataclass(frozen=True)
 class ObjectDone:
     """One object's result: ``status`` is the report's outcome (copied, verified,
-    repaired, failed for a run; matched, missing, differs, failed for verify)."""
+    repaired, failed for a run, and deleted for a sync with delete; matched, missing,
+    differs, failed for verify)."""
 
     dataset: str
     key: str

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TextIO
 
-from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
+from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK, EXIT_POLICY_REFUSED
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
 from datamove.pipeline.results import (
     REPORT_TYPES,
@@ -26,6 +26,7 @@ from datamove.pipeline.results import (
     human_bytes,
     iso_time,
 )
+from datamove.pipeline.throughput import Throughput
 from datamove.pipeline.transfer import ObjectResult
 
 __all__ = ["MAX_LISTED_PROBLEMS", "DatasetReport", "Problem", "Report", "human_bytes",
@@ -44,6 +45,7 @@ RESTORE_KEYS = ("restored", "failed")
 _KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS,
          "archive": ARCHIVE_KEYS, "archive-plan": ARCHIVE_PLAN_KEYS, "restore": RESTORE_KEYS}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
+_NOT_DONE = _PROBLEM_STATUSES - {"repaired"}  # objects whose bytes the chart does not count
 
 
 @dataclass
@@ -81,6 +83,12 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
+    # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
+    throughput: Throughput = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.throughput = Throughput(self.started)
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -97,6 +105,8 @@ class Report:
         ds = self.dataset(result.dataset)
         ds.add(result.status, result.size)
         ds.bytes["sent"] += result.bytes_written
+        self.throughput.add(0 if result.status in _NOT_DONE else result.size, result.seconds,
+                            dataset=result.dataset)
         if result.error_kind == "key":
             self.key_failures += 1
         if result.status in _PROBLEM_STATUSES:
@@ -114,12 +124,22 @@ class Report:
         """A dataset stopped before its end (its circuit breaker tripped): exit 1."""
         self.stopped.setdefault(dataset, reason)
 
+    def refuse(self, reason: str) -> None:
+        """Part of the work was refused by a guard (``--max-delete``): exit 3."""
+        self.refused.append(reason)
+
+    def stop_lines(self) -> list[Problem]:
+        """One problem per stopped dataset, with what was left undone (counted to the end)."""
+        return self.snapshot().stop_lines()
+
     @property
     def exit_code(self) -> int:
         if self.interrupted:
             return signal_exit_code(self.interrupted)
         if self.key_failures:
             return EXIT_BAD_INPUT
+        if self.refused:
+            return EXIT_POLICY_REFUSED
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command in ("plan", "archive-plan"):
             bad = ()
@@ -143,7 +163,8 @@ class Report:
             problems=list(self.problems), problem_count=self.problem_count,
             policy_warnings=list(self.policy_warnings), warnings=list(self.warnings),
             warning_count=self.warning_count, interrupted=self.interrupted,
-            stopped=MappingProxyType(dict(self.stopped)), exit_code=self.exit_code)
+            stopped=MappingProxyType(dict(self.stopped)), refused=list(self.refused),
+            exit_code=self.exit_code, throughput=self.throughput)
 
     def to_dict(self) -> dict[str, Any]:
         return self.snapshot().to_dict()

@@ -16,14 +16,16 @@ are in ``counts`` too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Any, Generic, Self, TextIO, TypeVar
 
 from datamove.errors import EXIT_OK
+from datamove.pipeline.throughput import Throughput
 
 MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
          "archive": "moved", "archive-plan": "due", "restore": "restored"}
@@ -178,7 +180,10 @@ class CommandReport(Generic[D]):
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: Mapping[str, str] = field(default_factory=dict)  # dataset -> why it stopped
+    refused: Sequence[str] = ()  # work a guard refused (sync --max-delete): exit 3
     exit_code: int = EXIT_OK
+    # Bytes and objects over time, for the HTML report's chart (internal, not stable).
+    throughput: Throughput | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -195,6 +200,12 @@ class CommandReport(Generic[D]):
             raise KeyError(f"no dataset named {name!r} in this report (has: "
                            f"{', '.join(self.datasets)})")
         return self.datasets[name]
+
+    def with_warning(self, message: str) -> Self:
+        """A copy with one more warning (what the CLI adds after the work, such as an
+        HTML report it could not write)."""
+        return dataclasses.replace(self, warnings=[*self.warnings, message],
+                                   warning_count=self.warning_count + 1)
 
     def total(self, outcome: str) -> int:
         """Objects with ``outcome`` over every dataset."""
@@ -221,6 +232,7 @@ class CommandReport(Generic[D]):
             "problems": [p.to_dict() for p in self.stop_lines() + list(self.problems)],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"refused": list(self.refused)} if self.refused else {}),
             **({"policy_warnings": list(self.policy_warnings)} if self.policy_warnings else {}),
             **({"warnings": list(self.warnings), "warning_count": self.warning_count}
                if self.warning_count else {}),
@@ -256,6 +268,8 @@ class CommandReport(Generic[D]):
         if self.warning_count > 20:
             console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
                           "them)")
+        for reason in self.refused:
+            console.print(f"[bold]refused[/bold] {reason}", markup=True, highlight=False)
         for problem in self.stop_lines():
             console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
                           markup=True, highlight=False)
@@ -281,9 +295,20 @@ class CommandReport(Generic[D]):
         lines = []
         for name, ds in self.datasets.items():
             c = ds.counts
+            if c["deleted"]:
+                lines.append(f"dataset {name}: {_many(c['deleted'], 'object')} "
+                             f"({human_bytes(ds.bytes['deleted'])}) deleted at the destination, "
+                             "only there (sync --delete)")
             if c["links_skipped"]:
                 lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
                              "skipped (source.links: follow or copy-link copies them)")
+            if c["filtered"]:
+                lines.append(f"dataset {name}: {_many(c['filtered'], 'object')} "
+                             f"({human_bytes(ds.bytes['filtered'])}) filtered out "
+                             "(include/exclude, sizes, ages, files_from)")
+            if c["not_at_source"]:
+                lines.append(f"dataset {name}: {_many(c['not_at_source'], 'key')} in "
+                             "files_from not at the source")
             if "partitions_due" in c:
                 lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
                              "due to move")
