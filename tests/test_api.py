@@ -231,3 +231,20 @@ def test_the_public_names_exist_and_the_package_ships_its_types():
     assert (Path(datamove.__file__).parent / "py.typed").is_file()
     pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["datamove"]
+
+
+def test_sync_with_delete_tells_deletions_before_the_dataset_finishes(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src, {"keep": b"1"})
+    tree(dst, {"only-here": b"22"})
+    manifest = api.manifest_from_dict(good(src, dst, tmp_path / "ledger"))
+    events: list[api.ProgressEvent] = []
+    report = api.sync(manifest, delete=True, on_event=events.append)
+    assert isinstance(report, api.RunReport) and report.ok
+    assert not (dst / "only-here").exists() and (dst / "keep").read_bytes() == b"1"
+    done = {(e.key, e.status) for e in events if isinstance(e, api.ObjectDone)}
+    assert done == {("keep", "copied"), ("only-here", "deleted")}
+    finished = events[-1]
+    assert isinstance(finished, api.DatasetFinished)
+    assert (finished.counts["copied"], finished.counts["deleted"]) == (1, 1)
+    assert report.dataset("d").counts["deleted"] == 1
