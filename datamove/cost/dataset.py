@@ -71,4 +71,5 @@ def tier_of(rule: LifecycleRule) -> Tier:
     if rule.location is None:
         return Tier(after, Side("", storage_class=rule.tier))
     cold = Location.of(rule.location.url, rule.location.options, rule.location.region)
-    return Tier(after, side_of(cold, rule.location.storage_class), moved=True)
+    return Tier(after, side_of(cold, rule.location.storage_class), moved=True,
+                url=rule.location.url)

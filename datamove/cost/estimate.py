@@ -38,6 +38,7 @@ class Tier:
     after: str  # "30d"
     side: Side
     moved: bool = False
+    url: str | None = None  # the cold location, when the objects move there
 
 
 @dataclass
@@ -254,6 +255,6 @@ def _tier(table: PriceTable, counts: CopyCounter, current: Priced, tier: Tier,
                                + counts.held_bytes / GB * read.retrieval) if read else None,
                         _egress(current, transfer_kind(current, target), counts.held_bytes))
     return {"after": tier.after, "provider": target.side.provider, "region": target.region,
-            "class": target.storage_class, "location": tier.moved,
+            "class": target.storage_class, "location": tier.url,
             "storage_monthly": storage, "move": move,
             "min_days": target.prices.min_days if target.prices else None}

@@ -31,12 +31,15 @@ class PlanReport(Report):
 
 
 def money(value: float | None, currency: str = "USD") -> str:
-    """``$12.34``; small amounts keep four decimals; None (no price) is ``n/a``."""
+    """``$12.34``; small amounts keep four decimals (``<$0.0001`` below that); None
+    (no price) is ``n/a``."""
     if value is None:
         return "n/a"
     sign = "$" if currency == "USD" else f"{currency} "
     if value == 0:
         return f"{sign}0"
+    if value < 0.0001:
+        return f"<{sign}0.0001"
     return f"{sign}{value:,.4f}" if value < 0.01 else f"{sign}{value:,.2f}"
 
 
