@@ -56,8 +56,10 @@ def render_costs(console: Any, costs: dict[str, dict[str, Any]]) -> None:
                         f"{first['prices_as_of']}; docs/COST.md)", title_justify="left")
     for column in ("dataset", "objects", "bytes", "storage/month", "requests", "egress",
                    "total"):
-        table.add_column(column, justify="left" if column == "dataset" else "right",
-                         no_wrap=True)
+        if column == "dataset":  # a long name folds; figures and headings stay whole
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     for name, cost in costs.items():
         table.add_row(name, f"{cost['objects_to_copy']:,}", human_bytes(cost["bytes_to_copy"]),
                       money(cost["storage_monthly"], currency),
