@@ -197,6 +197,8 @@ def test_plan_and_verify_return_their_typed_reports(tmp_path):
     assert isinstance(planned, api.PlanReport)
     assert (planned.dataset("d").copy, planned.dataset("d").bytes_to_copy) == (2, 5)
     assert planned.ok  # a plan never fails for objects
+    assert "total" in planned.costs["d"].to_dict()  # docs/COST.md
+    assert planned.to_dict()["datasets"]["d"]["cost"] == planned.costs["d"].to_dict()
     api.run(manifest)
     (dst / "b").write_bytes(b"XYZ")  # same size, other bytes
     checked = api.verify(manifest)

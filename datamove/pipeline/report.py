@@ -164,7 +164,12 @@ class Report:
             policy_warnings=list(self.policy_warnings), warnings=list(self.warnings),
             warning_count=self.warning_count, interrupted=self.interrupted,
             stopped=MappingProxyType(dict(self.stopped)), refused=list(self.refused),
-            exit_code=self.exit_code, throughput=self.throughput)
+            exit_code=self.exit_code, throughput=self.throughput, **self.snapshot_fields())
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        """What a command's own report adds to its snapshot (plan: ``costs``, and
+        ``more``, the table it prints before the verdict)."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         return self.snapshot().to_dict()

@@ -20,9 +20,9 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Self, TextIO, TypeVar
+from typing import Any, Generic, Protocol, Self, TextIO, TypeVar
 
 from datamove.errors import EXIT_OK
 from datamove.pipeline.throughput import Throughput
@@ -184,6 +184,8 @@ class CommandReport(Generic[D]):
     exit_code: int = EXIT_OK
     # Bytes and objects over time, for the HTML report's chart (internal, not stable).
     throughput: Throughput | None = field(default=None, repr=False, compare=False)
+    # What a command's own report prints before the verdict (plan: the cost table).
+    more: Callable[[Any], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -278,6 +280,8 @@ class CommandReport(Generic[D]):
                           f"{problem.error}", markup=True, highlight=False)
         if self.problem_count > len(self.problems):
             console.print(f"… and {self.problem_count - len(self.problems):,} more")
+        if self.more is not None:
+            self.more(console)
         console.print(self._interruption() + self._verdict() +
                       f" in {self.seconds:.1f}s (exit {self.exit_code})")
 
@@ -365,9 +369,24 @@ class RunReport(CommandReport[RunDataset]):
         return self.total("failed")
 
 
+class Costed(Protocol):
+    """A dataset's cost estimate (cost/estimate.py ``DatasetCost``, docs/COST.md)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class PlanReport(CommandReport[PlanDataset]):
-    """What :func:`datamove.api.plan` returns: counts only, nothing was copied."""
+    """What :func:`datamove.api.plan` returns: counts and cost estimates; nothing was
+    copied."""
+
+    costs: Mapping[str, Costed] = field(default_factory=dict)  # dataset -> its estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name, cost in self.costs.items():
+            out["datasets"][name]["cost"] = cost.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
