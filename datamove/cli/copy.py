@@ -16,6 +16,7 @@ from datamove.cli.options import (
     IDENTITY,
     JSON,
     MANIFEST,
+    OPS,
     POLICIES,
     PROGRESS,
     SCHEDULER,
@@ -52,6 +53,7 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
+@OPS
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
         progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
         reverify: bool) -> None:
@@ -83,6 +85,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
 @DATASET
 @PROGRESS
 @IDENTITY
+@OPS
 def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
            progress: bool, identity_file: str | None) -> None:
     """Compare sources and destinations without copying (missing, extra, differing).

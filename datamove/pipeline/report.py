@@ -85,6 +85,7 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    dashboard: str | None = None  # the Dask dashboard's address (bokeh installed)
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -155,6 +156,7 @@ class Report:
             "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"dashboard": self.dashboard} if self.dashboard else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
                if self.warning_count else {}),
