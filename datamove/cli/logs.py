@@ -94,7 +94,7 @@ def configure_logging(verbose: int, log_format: str = "text",
     if log_file:
         handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     if _installed is not None and _installed in root.handlers:
@@ -112,6 +112,15 @@ def configure_logging(verbose: int, log_format: str = "text",
         for each in logger.handlers:
             if not any(isinstance(f, _Scrub) for f in each.filters):
                 each.addFilter(_Scrub())
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr as it is when a line is written, not when logging was configured: the
+    live display (rich) swaps it for a proxy that prints lines above its bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 class _Scrub(logging.Filter):
