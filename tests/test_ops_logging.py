@@ -112,7 +112,8 @@ def test_log_file_gets_the_lines_and_is_appended_to(tmp_path):
     written = log.read_text().splitlines()
     assert sum("datamove.objects: raw: copied" in line for line in written) == 30
     cli("run", manifest, "-v", "--log-file", str(log))
-    assert sum("skipped" in line for line in log.read_text().splitlines()) == 30
+    assert sum("datamove.objects: raw: skipped" in line
+               for line in log.read_text().splitlines()) == 30
     assert len(log.read_text().splitlines()) > len(written)  # appended, not replaced
     bad = cli("run", manifest, "--log-file", str(tmp_path / "missing" / "x.log"), "--json")
     assert bad.returncode == 2 and "--log-file" in bad.stderr

@@ -108,9 +108,6 @@ class Progress:
         self.observers = list(observers or [])
         self.window = max(RATE_WINDOW, stats_every)
         self.datasets: dict[str, DatasetProgress] = {}
-        self.planned_objects = self.planned_bytes = 0
-        self.done_objects = self.done_bytes = 0
-        self.failed = self.skipped = 0
         self.listing = True
         self.ticks = 0  # stats snapshots handed to the observers
         self.run: dict[str, str] = {}  # command, manifest, run_id: set by the run session
@@ -120,65 +117,81 @@ class Progress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    # --- what the driver reports ----------------------------------------------------------
+    # --- what the driver reports (the driver's thread; kept cheap: once per object) ------
 
     def dataset(self, name: str) -> DatasetProgress:
         ds = self.datasets.get(name)
         if ds is None:
             with self._lock:
-                ds = self.datasets.setdefault(name, DatasetProgress(name))
+                ds = self.datasets.setdefault(name, DatasetProgress(name, first=time.monotonic()))
         return ds
 
     def planned(self, item: PlanItem, dataset: str = "") -> None:
         """An object that needs a worker was found by the listing."""
-        ds = self.dataset(dataset)
-        with self._lock:
-            self.planned_objects += 1
-            self.planned_bytes += item.size
-            ds.planned_objects += 1
-            ds.planned_bytes += item.size
-            if ds.first is None:
-                ds.first = time.monotonic()
+        ds = self.datasets.get(dataset) or self.dataset(dataset)
+        size = item.size
+        ds.planned_objects += 1
+        ds.planned_bytes += size
 
     def skipped_item(self, dataset: str, item: PlanItem) -> None:
         """An object the driver settled without a worker (up to date)."""
-        ds = self.dataset(dataset)
-        with self._lock:
-            self.skipped += 1
-            ds.skipped += 1
-            ds.skipped_bytes += item.size
-            if ds.first is None:
-                ds.first = time.monotonic()
-        events.skipped(dataset, item.key, item.size)
+        ds = self.datasets.get(dataset) or self.dataset(dataset)
+        size = item.size
+        ds.skipped += 1
+        ds.skipped_bytes += size
+        events.skipped(dataset, item.key, size)
 
     def done(self, result: ObjectResult) -> None:
         """A worker's result reached the driver: count it and log its line."""
-        ds = self.dataset(result.dataset)
-        now = time.monotonic()
-        with self._lock:
-            self.done_objects += 1
-            self.done_bytes += result.size
-            failed = result.status in _FAILED
-            self.failed += failed
-            ds.done_objects += 1
-            ds.done_bytes += result.size
-            ds.failed += failed
-            ds.outcomes[result.status] += 1
-            ds.outcome_bytes[result.status] += result.size
-            if ds.first is None:
-                ds.first = now
-            ds.last = now
+        ds = self.datasets.get(result.dataset) or self.dataset(result.dataset)
+        status, size = result.status, result.size
+        # Only this thread writes; a snapshot's copy of a dict is one C call under the GIL.
+        ds.outcomes[status] += 1
+        ds.outcome_bytes[status] += size
+        ds.done_objects += 1
+        ds.done_bytes += size
+        if status == "failed":
+            ds.failed += 1
+        ds.last = time.monotonic()
         events.object_done(result)
 
     def listing_done(self, dataset: str | None = None) -> None:
         """The listing of ``dataset`` (None: of every dataset) is complete."""
-        with self._lock:
-            if dataset is None:
-                self.listing = False
-                for ds in self.datasets.values():
-                    ds.listing = False
-            else:
-                self.dataset(dataset).listing = False
+        if dataset is None:
+            self.listing = False
+            for ds in list(self.datasets.values()):
+                ds.listing = False
+        else:
+            self.dataset(dataset).listing = False
+
+    # --- totals over the datasets --------------------------------------------------------
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(ds, name) for ds in list(self.datasets.values()))
+
+    @property
+    def planned_objects(self) -> int:
+        return self._total("planned_objects")
+
+    @property
+    def planned_bytes(self) -> int:
+        return self._total("planned_bytes")
+
+    @property
+    def done_objects(self) -> int:
+        return self._total("done_objects")
+
+    @property
+    def done_bytes(self) -> int:
+        return self._total("done_bytes")
+
+    @property
+    def failed(self) -> int:
+        return self._total("failed")
+
+    @property
+    def skipped(self) -> int:
+        return self._total("skipped")
 
     # --- what the displays read ------------------------------------------------------------
 
@@ -186,9 +199,10 @@ class Progress:
     def bytes_so_far(self) -> int:
         """Finished objects plus what in-flight objects have copied in this process;
         never less than a value shown before."""
+        done = self.done_bytes
+        live = done + max(0, LIVE_BYTES.value)
+        ceiling = max(self.planned_bytes, done)
         with self._lock:
-            live = self.done_bytes + max(0, LIVE_BYTES.value)
-            ceiling = max(self.planned_bytes, self.done_bytes)
             self._shown_bytes = max(self._shown_bytes, min(live, ceiling))
             return self._shown_bytes
 
@@ -196,8 +210,8 @@ class Progress:
         """Record a sample; the (bytes/s, objects/s) over the last ``window`` seconds."""
         now = time.monotonic()
         shown = self.bytes_so_far
+        objects = self.done_objects
         with self._lock:
-            objects = self.done_objects
             if now - self._samples[-1][0] >= _SAMPLE_SPACING:
                 self._samples.append((now, shown, objects))
             keep = max(self.window, window)
@@ -222,31 +236,33 @@ class Progress:
     def snapshot(self) -> Snapshot:
         rate, object_rate = self._sample(self.window)
         shown = self.bytes_so_far
-        with self._lock:
-            elapsed = time.monotonic() - self.started
-            eta = None
-            if not self.listing and elapsed >= 2:
-                estimates = []
-                if rate > 0:
-                    estimates.append(max(0, self.planned_bytes - shown) / rate)
-                if object_rate > 0:
-                    estimates.append(max(0, self.planned_objects - self.done_objects)
-                                     / object_rate)
-                if self.done_objects >= self.planned_objects:
-                    estimates = [0.0]
-                eta = max(estimates) if estimates else None
-            datasets = tuple(
-                DatasetProgress(ds.name, ds.planned_objects, ds.planned_bytes,
-                                ds.done_objects, ds.done_bytes, ds.failed, ds.skipped,
-                                ds.skipped_bytes, ds.listing and self.listing, ds.first,
-                                ds.last, Counter(ds.outcomes), Counter(ds.outcome_bytes))
-                for ds in self.datasets.values() if ds.name)
-            return Snapshot(at=time.time(), elapsed=elapsed, listing=self.listing,
-                            objects_done=self.done_objects,
-                            objects_total=self.planned_objects, bytes_done=shown,
-                            bytes_total=max(self.planned_bytes, shown), failed=self.failed,
-                            skipped=self.skipped, rate=rate, object_rate=object_rate,
-                            eta=eta, datasets=datasets, run=dict(self.run))
+        datasets = tuple(
+            DatasetProgress(ds.name, ds.planned_objects, ds.planned_bytes,
+                            ds.done_objects, ds.done_bytes, ds.failed, ds.skipped,
+                            ds.skipped_bytes, ds.listing and self.listing, ds.first,
+                            ds.last, Counter(ds.outcomes), Counter(ds.outcome_bytes))
+            for ds in list(self.datasets.values()))
+        planned_objects = sum(ds.planned_objects for ds in datasets)
+        planned_bytes = sum(ds.planned_bytes for ds in datasets)
+        done_objects = sum(ds.done_objects for ds in datasets)
+        elapsed = time.monotonic() - self.started
+        eta = None
+        if not self.listing and elapsed >= 2:
+            estimates = []
+            if rate > 0:
+                estimates.append(max(0, planned_bytes - shown) / rate)
+            if object_rate > 0:
+                estimates.append(max(0, planned_objects - done_objects) / object_rate)
+            if done_objects >= planned_objects:
+                estimates = [0.0]
+            eta = max(estimates) if estimates else None
+        return Snapshot(at=time.time(), elapsed=elapsed, listing=self.listing,
+                        objects_done=done_objects, objects_total=planned_objects,
+                        bytes_done=shown, bytes_total=max(planned_bytes, shown),
+                        failed=sum(ds.failed for ds in datasets),
+                        skipped=sum(ds.skipped for ds in datasets), rate=rate,
+                        object_rate=object_rate, eta=eta,
+                        datasets=tuple(ds for ds in datasets if ds.name), run=dict(self.run))
 
     # --- the stats ticker ------------------------------------------------------------------
 
