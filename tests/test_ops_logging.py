@@ -162,3 +162,21 @@ def test_the_dask_dashboard_address_is_printed_when_bokeh_is_installed(tmp_path)
         assert engine.dashboard is not None
         with urllib.request.urlopen(engine.dashboard, timeout=30) as answer:
             assert answer.status == 200
+
+
+def test_restore_logs_each_object_and_counts_its_totals(tmp_path):
+    """The writing commands share the options; restore counts what it reads back as
+    planned, so its stats lines have a total (not ``5/0 objects``)."""
+    files = make_source(tmp_path / "src", 150)
+    manifest = manifest_for(tmp_path, threads=2)
+    assert cli("run", manifest).returncode == 0
+    result = cli("restore", manifest, "--dataset", "raw", "--to", str(tmp_path / "back"),
+                 "-v", "--log-format", "json", "--stats", "0.05s")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    restored = [r for r in records if r.get("event") == "object"]
+    assert sorted(r["key"] for r in restored) == sorted(files)
+    assert {r["status"] for r in restored} == {"restored"}
+    stats = [r for r in records if r.get("event") == "stats"]
+    assert stats and stats[-1]["objects_done"] == stats[-1]["objects_total"] == 150
+    assert not stats[-1]["listing"]

@@ -28,13 +28,21 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from datamove.pipeline import events
 from datamove.pipeline.events import duration
 from datamove.pipeline.march import PlanItem
 from datamove.pipeline.report import human_bytes
 from datamove.pipeline.transfer import LIVE_BYTES, ObjectResult
+
+
+class Sized(Protocol):
+    """What is counted as planned: anything with a size (PlanItem, LedgerRow)."""
+
+    @property
+    def size(self) -> int: ...
+
 
 RATE_WINDOW = 10.0
 """Seconds of history the moving-average rate covers (or the stats interval, if longer)."""
@@ -126,8 +134,9 @@ class Progress:
                 ds = self.datasets.setdefault(name, DatasetProgress(name, first=time.monotonic()))
         return ds
 
-    def planned(self, item: PlanItem, dataset: str = "") -> None:
-        """An object that needs a worker was found by the listing."""
+    def planned(self, item: Sized, dataset: str = "") -> None:
+        """An object that needs a worker was found by the listing (a plan item, or a
+        ledger row that restore reads back)."""
         ds = self.datasets.get(dataset) or self.dataset(dataset)
         size = item.size
         ds.planned_objects += 1
