@@ -256,14 +256,14 @@ class Progress:
         done_objects = sum(ds.done_objects for ds in datasets)
         elapsed = time.monotonic() - self.started
         eta = None
-        if not self.listing and elapsed >= 2:
+        if not self.listing and done_objects >= planned_objects:
+            eta = 0.0
+        elif not self.listing and elapsed >= 2:  # a rate from the first second misleads
             estimates = []
             if rate > 0:
                 estimates.append(max(0, planned_bytes - shown) / rate)
             if object_rate > 0:
                 estimates.append(max(0, planned_objects - done_objects) / object_rate)
-            if done_objects >= planned_objects:
-                estimates = [0.0]
             eta = max(estimates) if estimates else None
         return Snapshot(at=time.time(), elapsed=elapsed, listing=self.listing,
                         objects_done=done_objects, objects_total=planned_objects,
