@@ -99,3 +99,19 @@ def test_the_file_is_rewritten_while_a_run_goes_on(tmp_path):
     assert value(found, "datamove_objects", dataset="raw", outcome="copied") == 1
     assert ("datamove_run_exit_code", frozenset({("command", "run"),
                                                   ("manifest", "m.yaml")})) not in found
+
+
+def test_quick_commands_share_the_options(tmp_path):
+    """copy/sync/check take the same logging, stats and metrics options as run."""
+    make_source(tmp_path / "src", 12)
+    prom = tmp_path / "quick.prom"
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    copied = cli("copy", src, dst, "--ledger", str(tmp_path / "ledger"), "-v",
+                 "--log-format", "json", "--metrics-file", str(prom))
+    assert copied.returncode == 0, copied.stderr
+    assert value(samples(prom), "datamove_objects", command="copy", outcome="copied") == 12
+    assert sum('"status": "copied"' in line for line in copied.stderr.splitlines()) == 12
+    checked = cli("check", src, dst, "--ledger", str(tmp_path / "ledger"),
+                  "--metrics-file", str(prom))
+    assert checked.returncode == 0, checked.stderr
+    assert value(samples(prom), "datamove_objects", command="check", outcome="matched") == 12

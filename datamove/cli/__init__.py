@@ -9,6 +9,7 @@
     lifecycle.py  archive, schedule, restore, drill
     options.py    every option used by more than one command, and the error path
     logs.py       log lines: stderr or --log-file, text or JSON, timestamps, scrubbed
+    quick.py      copy, sync, check (no manifest: SRC DST and rclone-style flags)
 
 Each command parses, calls one API function, renders. The rule that keeps
 ``datamove --help`` fast (tests/test_cli_startup.py, benchmarks/startup.py): the cli
@@ -35,6 +36,7 @@ from datamove.cli.logs import configure_logging
 from datamove.cli.options import Group, remember_verbose
 from datamove.cli.policy import policy
 from datamove.cli.queries import history, show, status
+from datamove.cli.quick import check_command, copy_command, sync_command
 from datamove.pipeline import interrupt
 
 __all__ = ["archive", "audit", "audit_export", "audit_residency", "configure_logging",
@@ -53,6 +55,8 @@ def main(verbose: int) -> None:
 
 for _command in (plan, run, verify, status, history, show, keys, encrypt, decrypt, policy,
                  audit, archive, schedule, restore, drill):
+    main.add_command(_command)
+for _command in (copy_command, sync_command, check_command):  # quick commands
     main.add_command(_command)
 
 

@@ -40,6 +40,23 @@ POLICIES = click.option("--policies", multiple=True, metavar="PATH",
                              "$DATAMOVE_POLICIES, the manifest's policies: or policies/*.yaml "
                              "beside the manifest.")
 
+# HTML reports (run, audit residency; drill's --report takes .html too): reports/.
+HTML_REPORT = click.option("--report", "report_path", metavar="FILE.html",
+                           type=click.Path(dir_okay=False, path_type=str),
+                           help="Also write a self-contained HTML report here (opens offline).")
+
+
+def write_html_report(path: str, write: Callable[[], str], result: Any) -> None:
+    """Write an HTML report after the work is done. A failure to write costs a warning
+    in the result (the work is done and recorded), not the exit code; the path was
+    checked before any work (reports.html.check_target)."""
+    try:
+        click.echo(f"datamove: report written to {write()}", err=True)
+    except BadInput as exc:
+        click.echo(f"datamove: warning: {exc}", err=True)
+        if hasattr(result, "warn"):
+            result.warn(str(exc))
+
 
 def identity_option(help: str = "Identity file (any form) for encrypted datasets, instead "
                                 "of the manifest's encrypt.identity.file.") -> Decorator:
@@ -247,8 +264,8 @@ def ops_options(command: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:
             fail(f"--log-file {log_file}: cannot open it: {exc.strerror or exc}",
                  EXIT_BAD_INPUT, bool(kwargs.get("as_json")))
-        ctx.meta[_OPS_KEY] = Ops(command=ctx.info_name or "", manifest=str(
-            kwargs.get("manifest") or ""), stats=every, metrics_file=metrics_file)
+        ctx.meta[_OPS_KEY] = Ops(command=ctx.info_name or "", manifest=_what(kwargs),
+                                 stats=every, metrics_file=metrics_file)
         return command(*args, **kwargs)
 
     for option in reversed([
@@ -275,6 +292,16 @@ def ops_options(command: Callable[..., Any]) -> Callable[..., Any]:
 OPS = ops_options
 
 
+def _what(params: dict[str, Any]) -> str:
+    """The ``manifest`` label of the metrics: the manifest path as given, or a quick
+    command's ``SRC DST`` (scrubbed: a URL may carry what looks like a credential)."""
+    if params.get("manifest"):
+        return str(params["manifest"])
+    from datamove.redact import scrub
+
+    return scrub(f"{params.get('source', '')} {params.get('destination', '')}".strip())
+
+
 def close_ops(result: dict[str, Any]) -> None:
     """The command's end: the final metrics file, from its report (or its error)."""
     ops = _ops()
@@ -286,5 +313,5 @@ def close_ops(result: dict[str, Any]) -> None:
     try:
         metrics.write(ops.metrics_file, metrics.facts_of_report(ops.command, ops.manifest,
                                                                 result, snapshot))
-    except OSError as exc:
-        click.echo(f"datamove: warning: --metrics-file {ops.metrics_file}: {exc}", err=True)
+    except DatamoveError as exc:  # the work is done and recorded: a warning, not an exit
+        click.echo(f"datamove: warning: --metrics-file: {exc}", err=True)

@@ -1,7 +1,7 @@
 """``--metrics-file``: a Prometheus text file for node_exporter's textfile collector.
 
-Written atomically (a temporary file in the same directory, then a rename:
-prometheus_client.write_to_textfile), so a scrape never reads half a file:
+Written atomically (textfile.write_atomic: a temporary file in the same directory,
+flushed, then renamed), so a scrape never reads half a file:
 while the run goes on, from the progress snapshots (every stats interval, or
 every 15 s), and once more at the end from the report, whose counts are the
 run's own (the same numbers ``--json`` prints). Every family is a gauge of *this*
@@ -86,8 +86,11 @@ def _add_progress(facts: RunFacts, s: Snapshot) -> None:
 
 
 def write(path: str, facts: RunFacts) -> None:
-    """Replace ``path`` atomically with the Prometheus text of ``facts``."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+    """Replace ``path`` atomically with the Prometheus text of ``facts`` (BadInput,
+    naming the file, if it cannot be written)."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from datamove.textfile import write_atomic
 
     registry = CollectorRegistry()
     run = {"command": facts.command, "manifest": facts.manifest}
@@ -137,7 +140,7 @@ def write(path: str, facts: RunFacts) -> None:
         duration.labels(**run, dataset=name).set(seconds)
         done = facts.done_bytes.get(name, 0)
         throughput.labels(**run, dataset=name).set(done / seconds if seconds > 0 else 0.0)
-    write_to_textfile(path, registry)
+    write_atomic(path, generate_latest(registry).decode("utf-8"), what="metrics file")
 
 
 def observer(path: str, command: str, manifest: str) -> Callable[[Snapshot], None]:
