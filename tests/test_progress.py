@@ -117,3 +117,45 @@ def test_the_terminal_display_shows_a_bar_per_dataset_rate_elapsed_and_eta():
     out = io.StringIO()
     Console(file=out, width=160, color_system=None).print(render(progress.snapshot()))
     assert "ETA" in out.getvalue() and "/s" in out.getvalue()
+
+
+def test_a_terminal_gets_the_live_display_and_no_stats_lines(tmp_path):
+    """stderr a terminal (a pseudo-terminal here): the bars and the total line are
+    drawn, and no stats line is logged unless --stats asks for one."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from tests.conftest import AWS_ENV
+
+    make_source(tmp_path / "src", 400, size=5000)
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "datamove.cli", "run", manifest_for(tmp_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+            env={**os.environ, **AWS_ENV, "COLUMNS": "160", "TERM": "xterm"})
+    finally:
+        os.close(slave)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, screen.decode(errors="replace")[-2000:]
+    text = screen.decode(errors="replace")
+    assert "raw" in text and "total" in text and "elapsed" in text, text[-2000:]
+    assert "datamove.stats" not in text
+    assert b"copied 400" in out
