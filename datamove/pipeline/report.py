@@ -87,6 +87,7 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    dashboard: str | None = None  # the Dask dashboard's address (bokeh installed)
     refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
     # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
     throughput: Throughput = field(init=False, repr=False, compare=False)
@@ -171,6 +172,7 @@ class Report:
             "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"dashboard": self.dashboard} if self.dashboard else {}),
             **({"refused": self.refused} if self.refused else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
