@@ -24,15 +24,17 @@ def make_source(root, count: int, size: int = 100) -> dict[str, bytes]:
     return files
 
 
-def manifest_for(tmp_path, threads: int = 1):
+def manifest_for(tmp_path, threads: int = 1, bwlimit: str | None = None):
+    """``bwlimit`` stretches a run whose stats lines a test counts: without it a fast
+    host copies a few hundred 100 B files within one stats interval."""
     return str(write_manifest(tmp_path / "m.yaml", [
         {"name": "raw", "source": {"url": "src/"}, "destination": {"url": "dst/"}}],
-        engine={"threads": threads}))
+        engine={"threads": threads, **({"bwlimit": bwlimit} if bwlimit else {})}))
 
 
 def test_a_run_off_a_terminal_prints_timestamped_stats_lines(tmp_path):
-    make_source(tmp_path / "src", 400)
-    result = cli("run", manifest_for(tmp_path), "--stats", "0.2s")
+    make_source(tmp_path / "src", 400)  # 40,000 B at 40 KiB/s: about 1 s
+    result = cli("run", manifest_for(tmp_path, bwlimit="40K"), "--stats", "0.2s")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if "datamove.stats" in line]
     assert len(lines) >= 2, result.stderr
@@ -56,8 +58,8 @@ def test_stats_lines_are_off_with_stats_0_and_for_short_runs_by_default(tmp_path
 
 
 def test_json_lines_parse_and_carry_one_event_per_object(tmp_path):
-    files = make_source(tmp_path / "src", 120)
-    manifest = manifest_for(tmp_path, threads=2)
+    files = make_source(tmp_path / "src", 120)  # 12,000 B at 20 KiB/s: about 0.6 s
+    manifest = manifest_for(tmp_path, threads=2, bwlimit="20K")
     result = cli("run", manifest, "-v", "--log-format", "json", "--stats", "0.2s")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
