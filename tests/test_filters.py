@@ -159,6 +159,17 @@ def test_a_filter_never_makes_a_copied_object_look_deleted(tmp_path):
     assert api.plan(_manifest(tmp_path)).datasets["d"].counts["extra"] == 1  # unfiltered: is
 
 
+def test_globs_are_counted_as_filtered_on_both_sides(tmp_path):
+    _tree(tmp_path / "src", {"a.jpg": b"a", "x/b.png": b"bb", "x/c.txt": b"ccc",
+                             "tmp/d.jpg": b"dddd"})
+    _tree(tmp_path / "dst", {"old.txt": b"only at the destination, outside the globs"})
+    m = _manifest(tmp_path, include=["*.{jpg,png}"], exclude=["/tmp/"])
+    planned = api.plan(m).datasets["d"]
+    assert (planned.counts["copy"], planned.counts["filtered"], planned.counts["extra"]) == \
+        (2, 2, 0)
+    assert planned.bytes["filtered"] == 3 + 4
+
+
 def test_age_filters_need_a_modification_time():
     filters = Filters(max_age=__import__("datetime").timedelta(days=7))
     now = time.time()
