@@ -261,11 +261,12 @@ def _copy_once(tmp_path: Path, name: str, size: int, bwlimit: int | None) -> flo
 
 def test_bwlimit_limits_a_copy_and_no_limit_costs_nothing(tmp_path):
     mib = 1024 * 1024
+    _copy_once(tmp_path, "warm", 1024, None)  # the first copy in a process pays for imports
     limited = _copy_once(tmp_path, "limited", 2 * mib, mib)  # 2 MiB at 1 MiB/s
-    free = _copy_once(tmp_path, "free", 2 * mib, None)  # second: the first pays for imports
+    free = _copy_once(tmp_path, "free", 2 * mib, None)
     assert limited >= 1.7, limited
     assert free < 0.5, free
-    assert not any(token == "bwfree" for token, _ in throttle._buckets)
+    assert not any(token in ("bwfree", "bwwarm") for token, _ in throttle._buckets)
 
 
 def test_bwlimit_from_the_manifest_reaches_the_workers(tmp_path):
