@@ -35,7 +35,10 @@ from datamove.errors import (
 from datamove.ledger.tables import Ledger
 from datamove.manifest.model import Manifest, load_manifest, manifest_from_dict
 from datamove.pipeline import jobs
-from datamove.pipeline.events import (
+from datamove.pipeline.march import PlanItem
+from datamove.pipeline.mirror import Mirror
+from datamove.pipeline.progress import Progress
+from datamove.pipeline.progress_events import (
     DatasetFinished,
     DatasetStarted,
     ListingDone,
@@ -43,9 +46,6 @@ from datamove.pipeline.events import (
     ProgressEvent,
     Totals,
 )
-from datamove.pipeline.march import PlanItem
-from datamove.pipeline.mirror import Mirror
-from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
 from datamove.pipeline.results import (
     CommandReport,
@@ -126,7 +126,7 @@ def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = Fa
     Policies are evaluated first (docs/POLICIES.md): a denial raises PolicyRefused
     (exit 3) before anything moves. ``policies``: policy files, directories or
     globs instead of the default search. ``on_event``: called with each progress
-    event (pipeline/events.py) on this thread, in order; keep it quick, since the
+    event (pipeline/progress_events.py) on this thread, in order; keep it quick, since the
     driver waits for it, and an exception it raises is logged, never the run's.
     ``progress``: an accountant or display of your own (the CLI's live line).
     """

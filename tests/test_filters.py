@@ -159,6 +159,17 @@ def test_a_filter_never_makes_a_copied_object_look_deleted(tmp_path):
     assert api.plan(_manifest(tmp_path)).datasets["d"].counts["extra"] == 1  # unfiltered: is
 
 
+def test_globs_are_counted_as_filtered_on_both_sides(tmp_path):
+    _tree(tmp_path / "src", {"a.jpg": b"a", "x/b.png": b"bb", "x/c.txt": b"ccc",
+                             "tmp/d.jpg": b"dddd"})
+    _tree(tmp_path / "dst", {"old.txt": b"only at the destination, outside the globs"})
+    m = _manifest(tmp_path, include=["*.{jpg,png}"], exclude=["/tmp/"])
+    planned = api.plan(m).datasets["d"]
+    assert (planned.counts["copy"], planned.counts["filtered"], planned.counts["extra"]) == \
+        (2, 2, 0)
+    assert planned.bytes["filtered"] == 3 + 4
+
+
 def test_age_filters_need_a_modification_time():
     filters = Filters(max_age=__import__("datetime").timedelta(days=7))
     now = time.time()
@@ -192,8 +203,8 @@ def test_files_from_is_sorted_in_bounded_memory(tmp_path):
     """Keys in any order, repeated, not ASCII: the stream is the listings' order
     (UTF-8 bytes), each key once, and far more keys than are held at once."""
     rng = random.Random(18)
-    keys = [f"{rng.choice(['a', 'Z', 'é', '日本', 'a-b', 'a/b'])}/{i:06d}" for i in range(100_000)]
-    lines = keys + rng.sample(keys, 5_000)
+    keys = [f"{rng.choice(['a', 'Z', 'é', '日本', 'a-b', 'a/b'])}/{i:06d}" for i in range(30_000)]
+    lines = keys + rng.sample(keys, 1_500)
     rng.shuffle(lines)
     path = tmp_path / "keys.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -203,7 +214,7 @@ def test_files_from_is_sorted_in_bounded_memory(tmp_path):
     arrow_peak = 0
     got = []
     try:
-        for n, listed in enumerate(Filters(files_from=str(path)).listed(memory_rows=2_000)):
+        for n, listed in enumerate(Filters(files_from=str(path)).listed(memory_rows=1_000)):
             got.append(listed.key)
             if n % 1_000 == 0:
                 arrow_peak = max(arrow_peak, pa.total_allocated_bytes() - arrow_before)
@@ -211,9 +222,9 @@ def test_files_from_is_sorted_in_bounded_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert got == sorted(set(keys), key=lambda k: k.encode())
-    # The keys themselves, held as Python strings, take ~7 MB (``got``, ~6.5 MB, is
-    # the test's own). The sort holds a few thousand at once.
-    assert peak - _size_of(got) < 3 * 1024 * 1024, peak
+    # Beside the test's own list of the keys (``got``, 2.2 MB), the stream held 0.6 MB
+    # at its peak; reading the keys into a set and sorting them there takes 3.7 MB.
+    assert peak - _size_of(got) < 1.5 * 1024 * 1024, peak
     assert arrow_peak < 2 * 1024 * 1024, arrow_peak
 
 
@@ -250,11 +261,12 @@ def _copy_once(tmp_path: Path, name: str, size: int, bwlimit: int | None) -> flo
 
 def test_bwlimit_limits_a_copy_and_no_limit_costs_nothing(tmp_path):
     mib = 1024 * 1024
-    free = _copy_once(tmp_path, "free", 2 * mib, None)
+    _copy_once(tmp_path, "warm", 1024, None)  # the first copy in a process pays for imports
     limited = _copy_once(tmp_path, "limited", 2 * mib, mib)  # 2 MiB at 1 MiB/s
+    free = _copy_once(tmp_path, "free", 2 * mib, None)
     assert limited >= 1.7, limited
     assert free < 0.5, free
-    assert not any(token == "bwfree" for token, _ in throttle._buckets)
+    assert not any(token in ("bwfree", "bwwarm") for token, _ in throttle._buckets)
 
 
 def test_bwlimit_from_the_manifest_reaches_the_workers(tmp_path):

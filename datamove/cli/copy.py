@@ -17,6 +17,7 @@ from datamove.cli.options import (
     IDENTITY,
     JSON,
     MANIFEST,
+    OPS,
     POLICIES,
     PROGRESS,
     SCHEDULER,
@@ -63,6 +64,7 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
 @HTML_REPORT
+@OPS
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
         progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
         reverify: bool, report_path: str | None) -> None:
@@ -106,6 +108,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
 @DATASET
 @PROGRESS
 @IDENTITY
+@OPS
 def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
            progress: bool, identity_file: str | None) -> None:
     """Compare sources and destinations without copying (missing, extra, differing).

@@ -17,6 +17,7 @@ from datamove.cli.options import (
     DATASET,
     JSON,
     MANIFEST,
+    OPS,
     PROGRESS,
     SCHEDULER,
     call,
@@ -125,6 +126,7 @@ def keys_recipient(identity_files: tuple[str, ...], kms_context: dict[str, str],
 @SCHEDULER
 @JSON
 @PROGRESS
+@OPS
 def keys_rotate(manifest: str, recipients_file: str, identity_file: str | None,
                 datasets: tuple[str, ...], scheduler: str | None, as_json: bool,
                 progress: bool) -> None:

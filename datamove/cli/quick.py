@@ -19,10 +19,12 @@ import click
 from datamove.cli.options import (
     HTML_REPORT,
     JSON,
+    OPS,
     POLICIES,
     PROGRESS,
     SCHEDULER,
     call,
+    close_ops,
     emit,
     progress_of,
     write_html_report,
@@ -169,6 +171,7 @@ def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> Any:
 
 @click.command("copy")
 @_shared(writes=True)
+@OPS
 def copy_command(source: str, destination: str, **flags: Any) -> None:
     """Copy SRC to DST without a manifest: verified, recorded, never twice.
 
@@ -186,6 +189,7 @@ def copy_command(source: str, destination: str, **flags: Any) -> None:
                    "once every copy verified and none failed.")
 @click.option("--max-delete", type=click.IntRange(0), metavar="N",
               help="With --delete: refuse (exit 3, delete nothing) if more than N would go.")
+@OPS
 def sync_command(source: str, destination: str, delete: bool, max_delete: int | None,
                  **flags: Any) -> None:
     """Make DST a mirror of SRC: copy what is new or changed; with --delete, delete
@@ -208,6 +212,7 @@ def sync_command(source: str, destination: str, delete: bool, max_delete: int | 
 
 @click.command("check")
 @_shared(writes=False)
+@OPS
 def check_command(source: str, destination: str, **flags: Any) -> None:
     """Compare SRC with DST (size and checksum, as `datamove verify`): nothing is written.
 
@@ -222,6 +227,7 @@ def check_command(source: str, destination: str, **flags: Any) -> None:
     report = call(lambda: api.verify(manifest, scheduler=flags["scheduler"],
                                      progress=progress_of(flags["progress"], as_json)),
                   as_json)
+    close_ops(report.to_dict())
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
         sys.exit(report.exit_code)

@@ -213,7 +213,7 @@ def _due(ledger: Ledger, job: DatasetJob, spec: DatasetSpec, at: datetime, repor
                         f"due: lifecycle[{index}] → {target.describe()}", recorded=row,
                         rule=index)
         if progress is not None:
-            progress.planned(item)
+            progress.planned(item, job.name)
         yield item, target
 
 

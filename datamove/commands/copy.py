@@ -283,6 +283,7 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
     for item in items:
         if item.action == Action.skip:
             ds.add("skipped", item.size)
+            progress.skipped_item(job.name, item)
         elif item.action == Action.extra and report.command == "verify":
             report.record(ObjectResult(dataset=job.name, key=item.key, action="extra",
                                        status="extra", size=item.size,
@@ -294,5 +295,6 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
         elif item.action == Action.archived:
             ds.add("archived", item.size)  # in a cold tier; drills read it back
         else:
-            progress.planned(item)
+            progress.planned(item, job.name)
             yield item
+    progress.listing_done(job.name)

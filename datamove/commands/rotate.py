@@ -123,7 +123,7 @@ def _rotate(session: RunSession, recipients_file: str, *, identity_file: str | N
                 for item in chunk:  # the journal lands before any of these is rewritten
                     writer.add(ledger_row(rotating, item, _journal(rotating, item),
                                           report.run_id))
-                    progress.planned(item)
+                    progress.planned(item, job.name)
                 writer.flush()
                 for group in batches(chunk, max_objects=spec.batch_objects,
                                      max_bytes=spec.batch_bytes, large=spec.part_size):

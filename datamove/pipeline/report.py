@@ -83,6 +83,7 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    dashboard: str | None = None  # the Dask dashboard's address (bokeh installed)
     refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
     # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
     throughput: Throughput = field(init=False, repr=False, compare=False)
@@ -163,7 +164,8 @@ class Report:
             problems=list(self.problems), problem_count=self.problem_count,
             policy_warnings=list(self.policy_warnings), warnings=list(self.warnings),
             warning_count=self.warning_count, interrupted=self.interrupted,
-            stopped=MappingProxyType(dict(self.stopped)), refused=list(self.refused),
+            stopped=MappingProxyType(dict(self.stopped)), dashboard=self.dashboard,
+            refused=list(self.refused),
             exit_code=self.exit_code, throughput=self.throughput, **self.snapshot_fields())
 
     def snapshot_fields(self) -> dict[str, Any]:

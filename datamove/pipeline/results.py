@@ -180,6 +180,7 @@ class CommandReport(Generic[D]):
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: Mapping[str, str] = field(default_factory=dict)  # dataset -> why it stopped
+    dashboard: str | None = None  # the Dask dashboard's address (bokeh installed)
     refused: Sequence[str] = ()  # work a guard refused (sync --max-delete): exit 3
     exit_code: int = EXIT_OK
     # Bytes and objects over time, for the HTML report's chart (internal, not stable).
@@ -234,6 +235,7 @@ class CommandReport(Generic[D]):
             "problems": [p.to_dict() for p in self.stop_lines() + list(self.problems)],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"dashboard": self.dashboard} if self.dashboard else {}),
             **({"refused": list(self.refused)} if self.refused else {}),
             **({"policy_warnings": list(self.policy_warnings)} if self.policy_warnings else {}),
             **({"warnings": list(self.warnings), "warning_count": self.warning_count}

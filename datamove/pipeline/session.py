@@ -102,6 +102,8 @@ class RunSession:
                                                   command=self._lock, wait=self._lock_wait))
         self._report = Report(self.command, self.manifest.name, new_run_id(),
                               engine=self.engine.description)
+        self.progress.run = {"command": self.command, "manifest": self.manifest.name,
+                             "run_id": self._report.run_id}  # labels for the metrics
         return self
 
     @property
@@ -176,8 +178,11 @@ class RunSession:
     def working(self, *, engine: bool = True) -> Iterator[Engine]:
         """The engine (unless ``engine`` is False: nothing for workers) and the progress
         display, open while work runs; closed before the run records its end."""
-        with self.engine if engine else contextlib.nullcontext(), self.progress:
-            yield self.engine
+        with self.engine if engine else contextlib.nullcontext():
+            if engine and self.engine.dashboard:
+                self.report.dashboard = self.engine.dashboard
+            with self.progress:
+                yield self.engine
 
     def settle(self, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch]
                ) -> Iterator[tuple[Batch, PlanItem, ObjectResult]]:
