@@ -24,9 +24,10 @@ __all__ = ["ledger_of", "load_manifest", "new_run_id", "plan", "run", "verify"]
 
 
 def plan(manifest: Manifest, *, reverify: bool = False,
-         datasets: list[str] | None = None) -> Report:
-    """Count what a run would copy and skip, per dataset, without copying."""
-    return copy.plan(manifest, reverify=reverify, datasets=datasets)
+         datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
+    """Count what a run would copy and skip, per dataset, without copying (``progress``
+    counts the objects planned as the listings are merged)."""
+    return copy.plan(manifest, reverify=reverify, datasets=datasets, progress=progress)
 
 
 def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,

@@ -33,12 +33,15 @@ if TYPE_CHECKING:
 @JSON
 @DATASET
 @click.option("--reverify", is_flag=True, help="Count up-to-date objects as to re-verify.")
-def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool) -> None:
+@PROGRESS
+def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool,
+         progress: bool) -> None:
     """Show what a run would copy and skip, per dataset, without copying."""
     from datamove import api
 
     finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
-                            datasets=datasets_or_all(datasets)), as_json)
+                            datasets=datasets_or_all(datasets),
+                            progress=progress_of(progress, as_json)), as_json)
 
 
 @click.command()
@@ -67,7 +70,8 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
     def go() -> Report:
         loaded = api.load_manifest(manifest)
         if dry_run:
-            return api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))
+            return api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets),
+                            progress=progress_of(progress, as_json))
         return api.run(loaded, scheduler=scheduler, reverify=reverify,
                        datasets=datasets_or_all(datasets),
                        progress=progress_of(progress, as_json),

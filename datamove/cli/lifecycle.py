@@ -151,10 +151,11 @@ def _octal_mode(text: str) -> int:
 @POLL
 @RESTORE_TIER
 @RESTORE_DAYS
+@PROGRESS
 def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float | None,
           count: int | None, rotate_spec: str | None, seed: str, report_path: str | None,
           scratch: str | None, identity_file: str | None, timeout: str, poll: str,
-          restore_tier: str, restore_days: int) -> None:
+          restore_tier: str, restore_days: int, progress: bool) -> None:
     """Restore a deterministic sample into scratch space, verify it, and report.
 
     Per object: tier, bytes, time to first byte, total time, result; in total:
@@ -171,7 +172,8 @@ def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float
         result = run_drill(api.load_manifest(manifest), selection,
                            datasets=datasets_or_all(datasets), identity=identity_file,
                            scratch=scratch,
-                           waiting=_waiting(timeout, poll, restore_tier, restore_days))
+                           waiting=_waiting(timeout, poll, restore_tier, restore_days),
+                           progress=progress_of(progress, as_json))
         if report_path:
             for written in write_report(result, report_path):
                 click.echo(f"datamove: drill report written to {written}", err=True)

@@ -40,19 +40,25 @@ from datamove.tabular.dataset import execute_table, preflight_tables, table_jobs
 
 
 def plan(manifest: Manifest, *, reverify: bool = False,
-         datasets: list[str] | None = None) -> Report:
-    """Count what a run would copy and skip, per dataset, without copying."""
+         datasets: list[str] | None = None, progress: Progress | None = None) -> Report:
+    """Count what a run would copy and skip, per dataset, without copying; ``progress``
+    (the live display while long listings merge) counts each object planned."""
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
     report = Report("plan", manifest.name, new_run_id(), engine="none")
     ledger = ledger_of(manifest)
     exists = ledger.table(OBJECTS) is not None
-    for job in jobs:
-        ds = report.dataset(job.name, job.source.url, job.destination.url)
-        recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
-        for item in plan_dataset(job, reverify=reverify, recorded=recorded,
-                                 on_link=skipped_link_counter(report, job)):
-            ds.add(item.action.value, item.size)
+    progress = progress or Progress()
+    with progress:
+        for job in jobs:
+            ds = report.dataset(job.name, job.source.url, job.destination.url)
+            recorded = ledger.latest_done(job.name, job.destination.url_of("")) \
+                if exists else None
+            for item in plan_dataset(job, reverify=reverify, recorded=recorded,
+                                     on_link=skipped_link_counter(report, job)):
+                ds.add(item.action.value, item.size)
+                progress.planned(item)
+        progress.listing_done()
     return report.finish()
 
 

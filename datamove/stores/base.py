@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import os
 import threading
 import uuid
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 
+from datamove.errors import BadInput
 from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
@@ -189,6 +191,12 @@ class Backend:
     discovered, or None; ``region_is_host``: the bytes live on this host (the
     host's configured region applies); ``pins_reads``: an open reader fails if the
     object changes (source_guard.py); ``is_local``: a local directory tree.
+
+    ``client_modules`` and ``extra``: the store's client libraries (top-level module
+    names) and the datamove extra that installs them (``pip install 'datamove[s3]'``).
+    The core needs no cloud SDK, so a backend module imports its SDK only inside its
+    methods: its features can be read (manifest checks) where the SDK is absent, and
+    using the store says which extra to install (``missing_client``).
     """
 
     name: ClassVar[str] = "fsspec"
@@ -205,9 +213,26 @@ class Backend:
     region_is_host: ClassVar[bool] = False
     pins_reads: ClassVar[bool] = False
     is_local: ClassVar[bool] = False
+    client_modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def __init__(self, protocol: str):
         self.protocol = protocol
+        self._client_found = False
+
+    def missing_client(self) -> str | None:
+        """Why this store cannot be used in this Python (its client library is not
+        installed, and which extra installs it), or None. Looks for the modules
+        without importing them."""
+        if self._client_found:
+            return None
+        missing = [name for name in self.client_modules
+                   if importlib.util.find_spec(name) is None]
+        if not missing:
+            self._client_found = True
+            return None
+        return (f"{self.protocol}:// needs {', '.join(missing)}, which is not installed; "
+                f"install it with: pip install 'datamove[{self.extra}]'")
 
     # --- addressing ---------------------------------------------------------------
 
@@ -393,7 +418,11 @@ class Location:
     @property
     def fs(self) -> AbstractFileSystem:
         """This process's filesystem for the location (fsspec caches instances),
-        with bounded connect and read timeouts unless the options set their own."""
+        with bounded connect and read timeouts unless the options set their own.
+        Raises BadInput naming the extra to install when the store's client is not."""
+        missing = self.backend.missing_client()
+        if missing:
+            raise BadInput(missing)
         return self.backend.filesystem(self)
 
     def path(self, key: str) -> str:
