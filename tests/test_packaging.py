@@ -180,8 +180,14 @@ def test_a_store_whose_client_is_missing_names_the_extra(tmp_path: Path) -> None
     assert "m.yaml:6" in done.stderr and "destination.url" in done.stderr
     assert "s3:// needs s3fs, which is not installed" in done.stderr
     assert "pip install 'datamove[s3]'" in done.stderr
+    azure = manifest.read_text().replace("s3://bucket/prefix/", "az://container/prefix/")
+    manifest.write_text(azure)
+    done = _without(("adlfs", "azure"), "plan", str(manifest), cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "az:// needs adlfs, azure.storage.blob, which are not installed" in done.stderr
+    assert "pip install 'datamove[azure]'" in done.stderr
     # local disks need no cloud SDK at all
-    manifest.write_text(manifest.read_text().replace("s3://bucket/prefix/", "./dst"))
+    manifest.write_text(azure.replace("az://container/prefix/", "./dst"))
     local = _without(("s3fs", "gcsfs", "adlfs", "azure", "paramiko", "botocore", "boto3"),
                      "run", "--no-progress", str(manifest), cwd=tmp_path)
     assert local.returncode == 0, local.stderr

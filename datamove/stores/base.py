@@ -226,13 +226,13 @@ class Backend:
         without importing them."""
         if self._client_found:
             return None
-        missing = [name for name in self.client_modules
-                   if importlib.util.find_spec(name) is None]
+        missing = [name for name in self.client_modules if not _installed(name)]
         if not missing:
             self._client_found = True
             return None
-        return (f"{self.protocol}:// needs {', '.join(missing)}, which is not installed; "
-                f"install it with: pip install 'datamove[{self.extra}]'")
+        verb = "is" if len(missing) == 1 else "are"
+        return (f"{self.protocol}:// needs {', '.join(missing)}, which {verb} not installed: "
+                f"pip install 'datamove[{self.extra}]'")
 
     # --- addressing ---------------------------------------------------------------
 
@@ -319,6 +319,15 @@ class Backend:
     def abort_orphan_uploads(self, location: Location, cutoff: Any = None) -> int:
         """Abort incomplete uploads begun before ``cutoff``; how many were aborted."""
         return 0
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (find_spec imports the
+    parents of a dotted name, and raises when one is missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 BACKENDS: dict[str, str] = {
