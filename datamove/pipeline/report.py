@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
+from datamove.pipeline.throughput import Throughput
 from datamove.pipeline.transfer import ObjectResult
 
 MAX_LISTED_PROBLEMS = 10_000
@@ -33,6 +34,7 @@ _KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": RO
 _MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
           "archive": "moved", "archive-plan": "due", "restore": "restored"}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
+_NOT_DONE = _PROBLEM_STATUSES - {"repaired"}  # objects whose bytes the chart does not count
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
+    throughput: Throughput = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.throughput = Throughput(self.started)
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -101,6 +108,8 @@ class Report:
         ds = self.dataset(result.dataset)
         ds.add(result.status, result.size)
         ds.bytes["sent"] += result.bytes_written
+        self.throughput.add(0 if result.status in _NOT_DONE else result.size, result.seconds,
+                            dataset=result.dataset)
         if result.error_kind == "key":
             self.key_failures += 1
         if result.status in _PROBLEM_STATUSES:
