@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from datamove.crypto.dataset import Encryption, stored_listing
 from datamove.ledger.tables import LedgerRow
 from datamove.manifest.model import DatasetSpec, EncryptSpec, VerifyMode
+from datamove.stores.attributes import Fidelity
 from datamove.stores.core import Entry, KeyFilter, Location, check_readable, list_entries
 from datamove.stores.safepath import key_problem
 from datamove.tiers import needs_restore
@@ -54,6 +55,8 @@ class DatasetJob:
     verify: VerifyMode
     encryption: Encryption | None = None
     storage_class: str | None = None  # S3 destinations: the class objects are written in
+    # Content-Type, metadata, tags and S3 SSE of the copies (stores/attributes.py).
+    fidelity: Fidelity = field(default_factory=Fidelity)
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, encrypt: EncryptSpec | None = None) -> DatasetJob:
@@ -70,6 +73,10 @@ class DatasetJob:
             verify=spec.verify,
             encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,
             storage_class=spec.destination.storage_class,
+            fidelity=Fidelity.of(
+                carry=spec.destination.carry_metadata, content_type=spec.destination.content_type,
+                metadata=spec.destination.metadata, tags=spec.tags, sse=spec.destination.sse,
+                sse_kms_key_id=spec.destination.sse_kms_key_id),
         )
 
     def stored_key(self, key: str) -> str:

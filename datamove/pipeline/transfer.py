@@ -28,6 +28,8 @@ from datamove.checksum import (
     composite_of_stream,
     hash_stream,
     native_algo,
+    native_value,
+    new_native_hasher,
     read_chunks,
     same_checksum,
 )
@@ -43,6 +45,7 @@ from datamove.errors import (
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline import cancel, in_store
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.stores.attributes import Attributes
 from datamove.stores.base import WriteOptions
 from datamove.stores.connection import OUTAGES, connection_endpoint
 from datamove.stores.core import (
@@ -246,6 +249,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     sha = hashlib.sha256()
     size = 0
     readback = job.verify != VerifyMode.size
+    attributes, source_info = object_attributes(job, key)
+    source_crc = SourceCrc.of(source_info, source)
     with contextlib.closing(open_read(job.source, key)) as reader, \
             contextlib.nullcontext(SourceGuard(job.source, source, reader)) as guard, \
             atomic_writer(job.destination, stored_key, part_size=settings.part_size,
@@ -256,7 +261,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           resumable=encryption is None,
                           storage_class=job.storage_class,
                           mode=_source_mode(reader, guard.opened),
-                          part_buffers=settings.part_buffers) as writer:
+                          part_buffers=settings.part_buffers,
+                          attributes=attributes) as writer:
         # The guard was taken before the writer opened: a source changed since it was
         # listed fails before anything is written, and its fstat gives the mode.
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
@@ -265,12 +271,14 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
             for chunk in read_chunks(reader):
                 cancel.check(settings.run_token, job.name)  # nothing is published then
                 sha.update(chunk)
+                source_crc.update(chunk)
                 sink.write(chunk)
                 size += len(chunk)
                 LIVE_BYTES.add(len(chunk))
         finally:
             LIVE_BYTES.add(-size)
         guard.confirm(size)  # before anything is published
+        source_crc.confirm(job.source.url_of(key))
         digest = sha.hexdigest()
         stored_size, stored_sha, payload_sha = (
             sink.finish() if isinstance(sink, Sealer) else (size, digest, None))
@@ -298,7 +306,8 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     token = settings.run_token
     options = WriteOptions(part_size=settings.part_size, size_hint=item.source.size,
                            run_token=token, storage_class=job.storage_class,
-                           part_buffers=settings.part_buffers)
+                           part_buffers=settings.part_buffers,
+                           attributes=object_attributes(job, item.key)[0])
     destination = job.destination
     sha256, committed = destination.backend.copy_within(
         job.source, item.source, destination, item.key, options,
@@ -309,6 +318,53 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         size=size, sha256=sha256, destination_url=destination.url_of(item.key),
                         bytes_written=0, native_checksum=native, stored_size=size,
                         stored_sha256=sha256)
+
+
+def object_attributes(job: DatasetJob, key: str
+                      ) -> tuple[Attributes | None, ObjectInfo | None]:
+    """What the copy of ``key`` carries besides its bytes (stores/attributes.py), and
+    the source's stat when it was asked for them (None otherwise). None for a
+    destination that keeps no attributes (local files keep mode and mtime instead)."""
+    destination, source = job.destination.backend, job.source.backend
+    if not destination.keeps_attributes:
+        return None, None
+    encrypted = job.encryption is not None
+    info = stat(job.source, key) \
+        if job.fidelity.reads_source(source.keeps_attributes, True, encrypted) else None
+    return job.fidelity.for_object(key, info, encrypted=encrypted,
+                                   guess=not source.keeps_attributes), info
+
+
+class SourceCrc:
+    """The source store's own CRC of the object (GCS crc32c, S3 CRC32C or CRC32),
+    when its stat was taken anyway, checked against the bytes read: damage on the
+    way from the source fails the copy (and is retried) before anything is
+    published. Cheap: CRCs run at several GB/s."""
+
+    def __init__(self, algo: str | None = None, stored: str | None = None):
+        self.algo, self.stored = algo, stored
+        self._hasher = new_native_hasher(algo) if algo else None
+
+    @classmethod
+    def of(cls, info: ObjectInfo | None, entry: Entry) -> SourceCrc:
+        if info is None or not info.native_trusted or \
+                (entry.etag and info.etag and info.etag.strip('"') != entry.etag):
+            return cls()  # nothing to check, or another version than the listed one
+        for algo in ("crc32c", "crc32"):
+            if algo in info.native:
+                return cls(algo, info.native[algo])
+        return cls()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+
+    def confirm(self, where: str) -> None:
+        if self._hasher is None or self.algo is None or self.stored is None:
+            return
+        if not same_checksum(native_value(self.algo, self._hasher.digest()), self.stored):
+            raise VerifyMismatch(f"{where}: the bytes read differ from the source store's "
+                                 f"{self.algo}; nothing was published")
 
 
 def _source_mode(reader: object, opened: os.stat_result | None = None) -> int | None:
@@ -520,7 +576,7 @@ def _native_match(location: Location, key: str, info: ObjectInfo, sha256: str,
             return native
     if not info.native_trusted:
         return None
-    for algo in ("md5", "crc32c"):  # the stronger first
+    for algo in ("md5", "crc64nvme", "crc32c", "crc32"):  # the stronger first
         stored, ours = info.native.get(algo), source_natives.get(algo)
         if stored and ours:
             if not same_checksum(stored, ours):

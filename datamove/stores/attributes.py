@@ -1,0 +1,206 @@
+"""Object fidelity: what a copy carries besides the bytes (docs/BACKENDS.md, "Fidelity").
+
+Content-Type and user metadata travel from source to destination where both
+stores keep them; a local source's Content-Type is guessed from the file name
+(``mimetypes``). The manifest may set or override both (destination
+``content_type``, a map of globs to types, and ``metadata``), applies its
+dataset ``tags`` as object tags where the store has them, and may ask S3 for
+SSE-KMS (destination ``sse``, ``sse_kms_key_id``).
+
+A dataset's wishes are a :class:`Fidelity` (on the DatasetJob, picklable);
+:meth:`Fidelity.for_object` turns them and what the source said into the
+:class:`Attributes` one writer sets. Encrypted objects carry nothing that
+describes the plaintext: Content-Type ``application/octet-stream`` and no
+source metadata (the manifest's own ``metadata`` and ``tags`` are kept: the
+operator wrote them for the ciphertext's bucket, for cost allocation).
+
+Tag limits are the stores' own (S3 object tagging and Azure blob index tags:
+at most 10 tags, keys 1-128 characters, values up to 256, a restricted set of
+characters); ``tag_problems`` names every breach so a manifest is refused
+(exit 2) before anything moves.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from datamove.stores.base import META_PART_SIZE, META_SHA256, ObjectInfo
+from datamove.stores.core import glob_to_regex
+
+OCTET_STREAM = "application/octet-stream"
+"""The Content-Type of every encrypted object: the ciphertext says nothing more."""
+
+OWN_METADATA = (META_SHA256, META_PART_SIZE)
+"""datamove's own metadata: never carried from a source (it describes that copy)."""
+
+SSE_MODES = ("AES256", "aws:kms")
+
+MAX_TAGS = 10
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+# S3: letters, digits, spaces and + - = . _ : / @ (Unicode letters allowed);
+# Azure blob index tags: ASCII letters, digits, space and + - . / : = _.
+_S3_TAG_TEXT = re.compile(r"^[\w +\-=.:/@]*$")
+_AZURE_TAG_TEXT = re.compile(r"^[A-Za-z0-9 +\-./:=_]*$")
+_AZURE_METADATA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What a writer sets on one object besides its bytes (``WriteOptions.attributes``).
+
+    ``metadata`` never holds datamove's own names; writers add theirs.
+    """
+
+    content_type: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A dataset's fidelity settings (manifest destination fields, dataset ``tags``).
+
+    ``carry``: take Content-Type and user metadata from the source (one HEAD or
+    GET per object on an object-store source). ``content_types``: (glob, type)
+    pairs, the first whose glob matches the key wins over the source's type.
+    """
+
+    carry: bool = True
+    content_types: tuple[tuple[str, str], ...] = ()
+    metadata: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+
+    @classmethod
+    def of(cls, carry: bool = True, content_type: dict[str, str] | None = None,
+           metadata: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+           sse: str | None = None, sse_kms_key_id: str | None = None) -> Fidelity:
+        return cls(carry=carry, content_types=tuple((content_type or {}).items()),
+                   metadata=tuple(sorted((metadata or {}).items())),
+                   tags=tuple(sorted((tags or {}).items())), sse=sse,
+                   sse_kms_key_id=sse_kms_key_id)
+
+    def reads_source(self, source_keeps: bool, destination_keeps: bool,
+                     encrypted: bool) -> bool:
+        """Whether a copy should ask the source store for its object's attributes
+        (a HEAD or GET per object): both stores keep them, and the copy is not
+        encrypted (nothing of the source's is carried then)."""
+        return self.carry and source_keeps and destination_keeps and not encrypted
+
+    def for_object(self, key: str, source: ObjectInfo | None, *, encrypted: bool = False,
+                   guess: bool = False) -> Attributes:
+        """The attributes of one copy: manifest settings over the source's own.
+        ``guess``: the source keeps no Content-Type (a local file): guess it from
+        the key's name."""
+        metadata: dict[str, str] = {}
+        content_type: str | None = None
+        if encrypted:
+            content_type = OCTET_STREAM
+        else:
+            if self.carry and source is not None:
+                content_type = source.content_type
+                metadata = carried_metadata(source.metadata)
+            if self.carry and content_type is None and guess:
+                content_type = guess_content_type(key)
+            for pattern, value in self.content_types:
+                if _glob(pattern).search(key):
+                    content_type = value
+                    break
+        metadata.update(self.metadata)
+        return Attributes(content_type=content_type, metadata=tuple(sorted(metadata.items())),
+                          tags=self.tags, sse=self.sse, sse_kms_key_id=self.sse_kms_key_id)
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return glob_to_regex(pattern)  # the one glob dialect of datamove (include/exclude)
+
+
+def guess_content_type(key: str) -> str | None:
+    """A local file's Content-Type from its name (``mimetypes``; None when unknown)."""
+    guessed, encoding = mimetypes.guess_type(key, strict=False)
+    if encoding is not None:  # report.csv.gz is gzip bytes, not text/csv
+        return {"gzip": "application/gzip", "bzip2": "application/x-bzip2",
+                "xz": "application/x-xz"}.get(encoding, OCTET_STREAM)
+    return guessed
+
+
+def carried_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """A source's user metadata without datamove's own names (any spelling)."""
+    own = {_plain(name) for name in OWN_METADATA}
+    return {k: v for k, v in metadata.items() if _plain(k) not in own}
+
+
+def _plain(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def azure_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """Metadata under names Azure accepts (C# identifiers): '-' becomes '_'; a name
+    still invalid (one starting with a digit, say) is left out."""
+    out = {}
+    for name, value in metadata.items():
+        fixed = name.replace("-", "_")
+        if _AZURE_METADATA_NAME.match(fixed):
+            out[fixed] = value
+    return out
+
+
+def s3_tagging(tags: tuple[tuple[str, str], ...]) -> str:
+    """S3's ``Tagging`` parameter: a URL-encoded query string."""
+    from urllib.parse import urlencode
+
+    return urlencode(tags)
+
+
+def s3_write_args(attributes: Attributes | None, copy: bool = False) -> dict[str, Any]:
+    """PutObject / CreateMultipartUpload / CopyObject parameters for the attributes
+    (``Metadata`` excluded: the writer merges datamove's own into it). ``copy``:
+    for CopyObject, whose tags are the source's unless replaced."""
+    if attributes is None:
+        return {}
+    out: dict[str, Any] = {"TaggingDirective": "REPLACE"} if copy else {}
+    if attributes.content_type:
+        out["ContentType"] = attributes.content_type
+    if attributes.tags:
+        out["Tagging"] = s3_tagging(attributes.tags)
+    if attributes.sse:
+        out["ServerSideEncryption"] = attributes.sse
+    if attributes.sse_kms_key_id:
+        out["SSEKMSKeyId"] = attributes.sse_kms_key_id
+    return out
+
+
+TAG_STORES = {"s3": "S3 object tags", "azure": "Azure blob index tags",
+              "gcs": "GCS object metadata (GCS objects have no labels)"}
+"""How each store keeps a dataset's ``tags``; other stores do not keep them."""
+
+
+def tag_problems(store: str, tags: dict[str, str]) -> Iterator[tuple[str | None, str]]:
+    """Each way ``tags`` break ``store``'s limits, as (tag or None, message)."""
+    if store not in ("s3", "azure"):
+        return
+    name = "S3" if store == "s3" else "Azure"
+    pattern = _S3_TAG_TEXT if store == "s3" else _AZURE_TAG_TEXT
+    allowed = ("letters, digits, spaces and + - = . _ : / @" if store == "s3" else
+               "ASCII letters, digits, spaces and + - . / : = _")
+    if len(tags) > MAX_TAGS:
+        yield None, (f"{len(tags)} tags; {name} keeps at most {MAX_TAGS} per object. Keep "
+                     "the ones used for cost allocation")
+    for key, value in tags.items():
+        if not 1 <= len(key) <= MAX_TAG_KEY:
+            yield key, f"tag names are 1 to {MAX_TAG_KEY} characters on {name}"
+        if len(value) > MAX_TAG_VALUE:
+            yield key, (f"value is {len(value)} characters; {name} allows at most "
+                        f"{MAX_TAG_VALUE}")
+        if not pattern.match(key) or not pattern.match(value):
+            yield key, f"{name} tags may hold only {allowed}"
+        if store == "s3" and key.lower().startswith("aws:"):
+            yield key, "the aws: prefix is reserved by AWS"
