@@ -146,10 +146,13 @@ def test_s3_to_azure_carries_content_type_metadata_and_index_tags(
     put_source(client, src)
     client.put_object(Bucket=src, Key="src/dashed.txt", Body=b"x", ContentType="text/plain",
                       Metadata={"data-owner": "ops"})
+    client.put_object(Bucket=src, Key="src/big.json", Body=b"7" * (5 * 1024 * 1024 + 1),
+                      ContentType="application/json")  # staged blocks, Put Block List
     container = azurite.new_container()
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "d", "source": s3_location(moto_server, src, "src/"),
-         "destination": azurite.location(container), "tags": {"cost_center": "cc-2"}}])
+         "destination": azurite.location(container), "tags": {"cost_center": "cc-2"}}],
+        engine={"part_size": 5 * 1024 * 1024})
     ran(cli("run", str(manifest), "--json", cwd=tmp_path))
     service = BlobServiceClient.from_connection_string(azurite.connection_string)
     blob = service.get_blob_client(container, "data/report.csv")
@@ -159,6 +162,9 @@ def test_s3_to_azure_carries_content_type_metadata_and_index_tags(
     assert blob.get_blob_tags() == {"cost_center": "cc-2"}
     dashed = service.get_blob_client(container, "data/dashed.txt").get_blob_properties()
     assert dashed.metadata["data_owner"] == "ops"  # Azure names are C# identifiers
+    big = service.get_blob_client(container, "data/big.json")
+    assert big.get_blob_properties().content_settings.content_type == "application/json"
+    assert big.get_blob_tags() == {"cost_center": "cc-2"}
     assert ran(cli("verify", str(manifest), "--json", cwd=tmp_path))["exit_code"] == 0
 
 

@@ -93,12 +93,20 @@ class RequireSpec(_Strict):
     # S3 server-side encryption with KMS on the destination (destination sse: aws:kms).
     sse_kms: Annotated[bool | None, Field(strict=True)] = None
 
-    @field_validator("encryption", "sse_kms")
+    @field_validator("encryption")
     @classmethod
     def _only_true(cls, value: bool | None) -> bool | None:
         if value is False:
             raise ValueError("must be true (leave it out when a rule does not require "
-                             "it)")
+                             "encryption)")
+        return value
+
+    @field_validator("sse_kms")
+    @classmethod
+    def _sse_kms_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("must be true (leave it out when a rule does not require "
+                             "SSE-KMS)")
         return value
 
     @model_validator(mode="after")
