@@ -200,6 +200,33 @@ def test_sse_kms_is_applied_to_single_and_multipart_writes(tmp_path: Path, moto_
     assert ran(cli("verify", str(manifest), "--json", cwd=tmp_path))["exit_code"] == 0
 
 
+def test_an_archived_sse_kms_object_keeps_its_key_type_and_tags(tmp_path: Path,
+                                                                  moto_server) -> None:
+    """``datamove archive`` changes an S3 class with a CopyObject onto the object,
+    which without encryption settings would fall back to the bucket's default."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.json").write_text("{}")
+    client = moto_server.client()
+    dst = moto_server.new_bucket()
+    arn = kms_key(moto_server)
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": str(src)},
+         "destination": {**s3_location(moto_server, dst), "sse": "aws:kms",
+                         "sse_kms_key_id": arn},
+         "tags": {"owner": "ml"}, "lifecycle": [{"after": "30d", "tier": "STANDARD_IA"}]}])
+    ran(cli("run", str(manifest), "--json", cwd=tmp_path))
+    moved = ran(cli("archive", str(manifest), "--now", "2099-01-01T00:00:00+00:00", "--json",
+                    cwd=tmp_path))
+    assert moved["datasets"]["d"]["moved"] == 1
+    head = client.head_object(Bucket=dst, Key="data/m.json")
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", arn)
+    assert head["ContentType"] == "application/json"
+    assert client.get_object_tagging(Bucket=dst, Key="data/m.json")["TagSet"] == \
+        [{"Key": "owner", "Value": "ml"}]
+
+
 def test_a_policy_requiring_sse_kms_refuses_the_run_with_nothing_written(
         tmp_path: Path, moto_server) -> None:
     client = moto_server.client()
