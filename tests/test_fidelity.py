@@ -362,3 +362,22 @@ def test_local_copies_keep_mode_and_mtime_without_setid_bits(tmp_path: Path) -> 
     copied = (tmp_path / "d" / "run.sh").stat()
     assert copied.st_mode & 0o7777 == 0o750
     assert copied.st_mtime == script.stat().st_mtime
+
+
+def test_gcs_to_s3_carries_type_and_leaves_out_metadata_s3_cannot_hold(
+        tmp_path: Path, moto_server, gcs_emulator) -> None:
+    """GCS metadata may be any UTF-8; S3 sends metadata as HTTP headers, so a
+    non-ASCII value is left out instead of failing the copy."""
+    bucket = gcs_emulator.new_bucket()
+    fs = gcs_emulator.fs()
+    fs.pipe(f"{bucket}/data/p.txt", b"text")
+    fs.call("PATCH", "b/{}/o/{}", bucket, "data/p.txt",
+            json={"contentType": "text/plain", "metadata": {"city": "Zürich", "plain": "ok"}})
+    dst = moto_server.new_bucket()
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": gcs_emulator.location(bucket),
+         "destination": s3_location(moto_server, dst)}])
+    assert ran(cli("run", str(manifest), "--json", cwd=tmp_path))["datasets"]["d"]["copied"] == 1
+    head = moto_server.client().head_object(Bucket=dst, Key="data/p.txt")
+    assert head["ContentType"] == "text/plain"
+    assert head["Metadata"]["plain"] == "ok" and "city" not in head["Metadata"]

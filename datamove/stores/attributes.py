@@ -142,11 +142,24 @@ def _plain(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+def header_safe(metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata S3 and Azure can carry: both send it as HTTP headers, so a name
+    or value that is not printable ASCII (GCS allows any UTF-8) is left out rather
+    than failing the copy."""
+    return {k: v for k, v in metadata.items()
+            if _printable(k) and _printable(v)}
+
+
+def _printable(text: str) -> bool:
+    return text.isascii() and all(" " <= c <= "~" for c in text)
+
+
 def azure_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """Metadata under names Azure accepts (C# identifiers): '-' becomes '_'; a name
-    still invalid (one starting with a digit, say) is left out."""
+    still invalid (one starting with a digit, say) is left out, as is what is not
+    printable ASCII (``header_safe``)."""
     out = {}
-    for name, value in metadata.items():
+    for name, value in header_safe(metadata).items():
         fixed = name.replace("-", "_")
         if _AZURE_METADATA_NAME.match(fixed):
             out[fixed] = value

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from datamove.checksum import b64, b64_sha256, composite_sha256, same_checksum
 from datamove.errors import LocationUnreachable, SourceChanged, TransferError, VerifyMismatch
-from datamove.stores.attributes import Attributes, s3_write_args
+from datamove.stores.attributes import Attributes, header_safe, s3_write_args
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -264,7 +264,8 @@ class _CopyTarget:
         self.options = options
         self._class = {"StorageClass": options.storage_class} if options.storage_class else {}
         self._attributes = options.attributes
-        self._metadata = dict(options.attributes.metadata) if options.attributes else {}
+        self._metadata = header_safe(dict(options.attributes.metadata)) \
+            if options.attributes else {}
 
     def copy_object(self, sha256: str) -> Committed:
         """One CopyObject; S3 computes the copy's ChecksumSHA256 over its bytes."""
@@ -440,7 +441,7 @@ class S3Writer:
         self.fs = location.fs
         self._class = {"StorageClass": storage_class} if storage_class else {}
         self._attributes = attributes
-        self._metadata = dict(attributes.metadata) if attributes else {}
+        self._metadata = header_safe(dict(attributes.metadata)) if attributes else {}
         self.url = location.url_of(key)
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
