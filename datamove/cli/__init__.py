@@ -8,6 +8,7 @@
                   residency / export
     lifecycle.py  archive, schedule, restore, drill
     options.py    every option used by more than one command, and the error path
+    quick.py      copy, sync, check (no manifest: SRC DST and rclone-style flags)
 
 Each command parses, calls one API function, renders. The rule that keeps
 ``datamove --help`` fast (tests/test_cli_startup.py, benchmarks/startup.py): the cli
@@ -36,6 +37,7 @@ from datamove.cli.lifecycle import archive, drill, restore, schedule
 from datamove.cli.options import Group
 from datamove.cli.policy import policy
 from datamove.cli.queries import history, show, status
+from datamove.cli.quick import check_command, copy_command, sync_command
 from datamove.pipeline import interrupt
 
 __all__ = ["archive", "audit", "audit_export", "audit_residency", "configure_logging",
@@ -53,6 +55,8 @@ def main(verbose: int) -> None:
 
 for _command in (plan, run, verify, status, history, show, keys, encrypt, decrypt, policy,
                  audit, archive, schedule, restore, drill):
+    main.add_command(_command)
+for _command in (copy_command, sync_command, check_command):  # quick commands
     main.add_command(_command)
 
 

@@ -21,11 +21,13 @@ import click
 from datamove.cli.options import (
     CHECKPOINT,
     DATASET,
+    HTML_REPORT,
     JSON,
     MANIFEST,
     POLICIES,
     datasets_or_all,
     emit,
+    write_html_report,
 )
 from datamove.cli.options import call as _call
 from datamove.cli.options import fail as _fail
@@ -198,7 +200,9 @@ def checkpoint(manifest: str, output: str | None, as_json: bool) -> None:
         if note is None:
             raise BadInput(f"audit log {ledger.url}/audit has no events yet; nothing to sign")
         if output:
-            _write_public(output, note)
+            from datamove.textfile import write_atomic
+
+            write_atomic(output, note)
         return note
 
     note = _call(go, as_json)
@@ -253,39 +257,40 @@ def acknowledge(manifest: str, through: int, reason: str, as_json: bool) -> None
         click.echo(done["checkpoint"], nl=False)
 
 
-def _write_public(path: str, text: str) -> None:
-    """Write a non-secret file whole or not at all (temporary name, then rename)."""
-    import uuid  # here: it costs `datamove --help` 20 ms
-
-    temp = f"{path}.datamove-partial-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise BadInput(f"cannot write {path}: {exc.strerror}") from None
-
-
 @audit.command("residency")
 @MANIFEST
 @POLICIES
 @JSON
 @DATASET
+@HTML_REPORT
 def audit_residency(manifest: str, policies: tuple[str, ...], as_json: bool,
-                    datasets: tuple[str, ...]) -> None:
+                    datasets: tuple[str, ...], report_path: str | None) -> None:
     """Where every recorded copy lives, judged against the policies' regions rules.
 
     Per dataset and object: the region of the copy (what its store says now, else
-    what was declared when it was copied) and the rules it breaks. Exit 0 all
-    copies where allowed, 1 some outside (or unknown), 2 bad input.
+    what was declared when it was copied) and the rules it breaks. --report
+    FILE.html also draws it as a page: copies per region and country, the
+    violations. Exit 0 all copies where allowed, 1 some outside (or unknown), 2
+    bad input.
     """
     from datamove import api
     from datamove.commands.residency import residency
 
-    emit(_call(lambda: residency(api.load_manifest(manifest), list(policies) or None,
-                                 datasets=datasets_or_all(datasets)), as_json), as_json)
+    def go() -> Any:
+        if report_path:
+            from datamove.reports.html import check_target
+
+            check_target(report_path)
+        result = residency(api.load_manifest(manifest), list(policies) or None,
+                           datasets=datasets_or_all(datasets))
+        if report_path:
+            from datamove.reports.views import write_residency
+
+            write_html_report(report_path, lambda: write_residency(report_path, result),
+                              result)
+        return result
+
+    emit(_call(go, as_json), as_json)
 
 
 @audit.command("export")

@@ -13,6 +13,7 @@ import click
 
 from datamove.cli.options import (
     DATASET,
+    HTML_REPORT,
     IDENTITY,
     JSON,
     MANIFEST,
@@ -22,6 +23,7 @@ from datamove.cli.options import (
     datasets_or_all,
     finish,
     progress_of,
+    write_html_report,
 )
 
 if TYPE_CHECKING:
@@ -52,26 +54,39 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @click.option("--dry-run", is_flag=True, help="Only plan (same as `datamove plan`).")
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
+@HTML_REPORT
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
         progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
-        reverify: bool) -> None:
+        reverify: bool, report_path: str | None) -> None:
     """Copy every dataset in MANIFEST; verify each object; never copy twice.
 
     Policies are checked first (`datamove policy check`): a denial ends the run
     with exit 3 before anything moves. Encrypted datasets need only their
     recipients; an identity is used to verify by decryption (verify: full,
-    --reverify).
+    --reverify). --report FILE.html also writes an HTML report: outcome per
+    dataset, throughput over time, where the objects went.
     """
     from datamove import api
 
     def go() -> Report:
         loaded = api.load_manifest(manifest)
+        if report_path:
+            from datamove.reports.html import check_target
+
+            check_target(report_path)  # before anything moves
         if dry_run:
-            return api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))
-        return api.run(loaded, scheduler=scheduler, reverify=reverify,
-                       datasets=datasets_or_all(datasets),
-                       progress=progress_of(progress, as_json),
-                       identity=identity_file, policies=list(policies) or None)
+            result = api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))
+        else:
+            result = api.run(loaded, scheduler=scheduler, reverify=reverify,
+                             datasets=datasets_or_all(datasets),
+                             progress=progress_of(progress, as_json),
+                             identity=identity_file, policies=list(policies) or None)
+        if report_path:
+            from datamove.reports.views import write_run
+
+            write_html_report(report_path, lambda: write_run(report_path, result, loaded),
+                              result)
+        return result
 
     finish(go, as_json)
 

@@ -29,6 +29,7 @@ from datamove.cli.options import (
     emit,
     parse_time,
     progress_of,
+    write_html_report,
 )
 
 if TYPE_CHECKING:
@@ -143,7 +144,8 @@ def _octal_mode(text: str) -> int:
               help="Only rotation bucket n of t: drills 1/t … t/t cover every object once.")
 @click.option("--seed", default="", metavar="S", help="Sampling seed (same seed, same picks).")
 @click.option("--report", "report_path", metavar="FILE",
-              help="Write the evidence: FILE.json / FILE.md by suffix, else both.")
+              help="Write the evidence: FILE.json / FILE.md / FILE.html by suffix, else "
+                   ".json and .md.")
 @click.option("--scratch", metavar="URL", help="Where to restore (default: a temporary "
                                                  "directory, removed afterwards).")
 @IDENTITY
@@ -165,14 +167,24 @@ def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float
     from datamove.commands.drill import Selection, parse_rotate, write_report
     from datamove.commands.drill import drill as run_drill
 
+    html = bool(report_path and report_path.lower().endswith((".html", ".htm")))
+
     def go():  # type: ignore[no-untyped-def]
         selection = Selection(sample=sample, count=count, seed=seed,
                               rotate=parse_rotate(rotate_spec) if rotate_spec else None)
+        if html:
+            from datamove.reports.html import check_target
+
+            check_target(report_path)  # before anything is restored
         result = run_drill(api.load_manifest(manifest), selection,
                            datasets=datasets_or_all(datasets), identity=identity_file,
                            scratch=scratch,
                            waiting=_waiting(timeout, poll, restore_tier, restore_days))
-        if report_path:
+        if html:
+            from datamove.reports.views import write_drill
+
+            write_html_report(report_path, lambda: write_drill(report_path, result), result)
+        elif report_path:
             for written in write_report(result, report_path):
                 click.echo(f"datamove: drill report written to {written}", err=True)
         return result

@@ -36,6 +36,23 @@ POLICIES = click.option("--policies", multiple=True, metavar="PATH",
                              "$DATAMOVE_POLICIES, the manifest's policies: or policies/*.yaml "
                              "beside the manifest.")
 
+# HTML reports (run, audit residency; drill's --report takes .html too): reports/.
+HTML_REPORT = click.option("--report", "report_path", metavar="FILE.html",
+                           type=click.Path(dir_okay=False, path_type=str),
+                           help="Also write a self-contained HTML report here (opens offline).")
+
+
+def write_html_report(path: str, write: Callable[[], str], result: Any) -> None:
+    """Write an HTML report after the work is done. A failure to write costs a warning
+    in the result (the work is done and recorded), not the exit code; the path was
+    checked before any work (reports.html.check_target)."""
+    try:
+        click.echo(f"datamove: report written to {write()}", err=True)
+    except BadInput as exc:
+        click.echo(f"datamove: warning: {exc}", err=True)
+        if hasattr(result, "warn"):
+            result.warn(str(exc))
+
 
 def identity_option(help: str = "Identity file (any form) for encrypted datasets, instead "
                                 "of the manifest's encrypt.identity.file.") -> Decorator:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -43,7 +42,9 @@ from datamove.pipeline.jobs import jobs_of
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import human_bytes, iso_time
 from datamove.pipeline.session import RunSession
+from datamove.pipeline.throughput import Throughput
 from datamove.stores.core import Location
+from datamove.textfile import write_atomic
 
 MAX_FAILURES_IN_EVENT = 100
 
@@ -121,6 +122,11 @@ class DrillReport:
     ended: float | None = None
     objects: list[Restored] = field(default_factory=list)
     datasets: dict[str, DatasetTotals] = field(default_factory=dict)
+    # bytes and objects read back over time (the HTML report's chart), in bounded memory
+    throughput: Throughput = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.throughput = Throughput(self.started)
 
     @property
     def failures(self) -> list[Restored]:
@@ -223,6 +229,8 @@ def drill(manifest: Manifest, selection: Selection, *, datasets: list[str] | Non
                 for restored in run_restores(session, job, rows, to, waiting or Waiting(),
                                              keep=False):
                     report.objects.append(restored)
+                    report.throughput.add(restored.stored_size if restored.ok else 0,
+                                          restored.seconds, dataset=job.name)
                     totals.drilled += 1
                     totals.drilled_bytes += restored.stored_size
                     totals.failed += not restored.ok
@@ -254,10 +262,7 @@ def write_report(report: DrillReport, path: str) -> list[str]:
     for out in outputs:
         text = json.dumps(report.to_dict(), indent=2) if out.suffix == ".json" \
             else report.to_markdown()
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-        written.append(str(out))
+        written.append(write_atomic(out, text, what="report"))
     return written
 
 

@@ -39,6 +39,7 @@ from datamove.manifest.yaml_source import (
 from datamove.redact import Path_, find_secrets
 from datamove.stores.parts import PART_BUFFERS
 from datamove.tiers import parse_duration
+from datamove.units import parse_size
 
 DEFAULT_LEDGER = "./.datamove/ledger"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -145,6 +146,14 @@ class EngineSpec(_Strict):
     fsync: bool = False
     # A clear-text (tcp://) scheduler on another host, accepted (stores/transport.py).
     allow_insecure: Annotated[bool, Field(strict=True)] = False
+    # Bytes per second read from sources by the whole run, split among the worker
+    # processes (pipeline/throttle.py); None: no limit.
+    bwlimit: Annotated[int | None, Field(ge=1)] = None
+
+    @field_validator("bwlimit", mode="before")
+    @classmethod
+    def _bandwidth(cls, value: Any) -> Any:
+        return value if value is None else parse_size(value)
 
     @field_validator("scheduler")
     @classmethod
@@ -223,6 +232,23 @@ class DatasetSpec(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     encrypt: EncryptSpec | None = None
     lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    # Filters beside include/exclude (docs/MANIFEST.md, "Filters"; pipeline/filters.py):
+    # sizes in bytes, ages against the source's modification time, a file of keys.
+    min_size: Annotated[int | None, Field(ge=0)] = None
+    max_size: Annotated[int | None, Field(ge=0)] = None
+    min_age: timedelta | None = None
+    max_age: timedelta | None = None
+    files_from: Annotated[str | None, Field(min_length=1)] = None
+
+    @field_validator("min_size", "max_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return value if value is None else parse_size(value)
+
+    @field_validator("min_age", "max_age", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> Any:
+        return value if value is None else parse_duration(value)
 
     @field_validator("encrypt", mode="before")
     @classmethod
@@ -439,7 +465,8 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         d.model_copy(update={
             "source": fix(d.source), "destination": fix(d.destination),
             "encrypt": fix_keys(d.encrypt) if d.encrypt is not None else None,
-            "lifecycle": [fix_rule(r) for r in d.lifecycle]})
+            "lifecycle": [fix_rule(r) for r in d.lifecycle],
+            "files_from": resolve(d.files_from) if d.files_from else None})
         for d in manifest.datasets
     ]
     keys = fix_keys(manifest.keys) if manifest.keys else None

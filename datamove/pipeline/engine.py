@@ -133,6 +133,19 @@ class Engine:
         return self._client
 
     @property
+    def worker_processes(self) -> int:
+        """Worker processes the run's work is spread over (``engine.bwlimit`` is split
+        among them): the embedded cluster's, or the cluster's workers once attached."""
+        if self.scheduler is None:
+            return max(1, self.processes)
+        if self._client is None:
+            return 1
+        try:
+            return max(1, len(self._client.scheduler_info().get("workers", {})))
+        except Exception:  # the scheduler went away: the run fails elsewhere, clearly
+            return 1
+
+    @property
     def threads_per_process(self) -> int:
         return max(1, self.threads // max(1, self.processes))
 

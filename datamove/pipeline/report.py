@@ -14,8 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
+from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK, EXIT_POLICY_REFUSED
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
+from datamove.pipeline.throughput import Throughput
 from datamove.pipeline.transfer import ObjectResult
 
 MAX_LISTED_PROBLEMS = 10_000
@@ -33,6 +34,7 @@ _KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": RO
 _MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
           "archive": "moved", "archive-plan": "due", "restore": "restored"}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
+_NOT_DONE = _PROBLEM_STATUSES - {"repaired"}  # objects whose bytes the chart does not count
 
 
 @dataclass
@@ -85,6 +87,12 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
+    # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
+    throughput: Throughput = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.throughput = Throughput(self.started)
 
     def dataset(self, name: str, source: str = "", destination: str = "") -> DatasetReport:
         if name not in self.datasets:
@@ -101,6 +109,8 @@ class Report:
         ds = self.dataset(result.dataset)
         ds.add(result.status, result.size)
         ds.bytes["sent"] += result.bytes_written
+        self.throughput.add(0 if result.status in _NOT_DONE else result.size, result.seconds,
+                            dataset=result.dataset)
         if result.error_kind == "key":
             self.key_failures += 1
         if result.status in _PROBLEM_STATUSES:
@@ -118,6 +128,10 @@ class Report:
         """A dataset stopped before its end (its circuit breaker tripped): exit 1."""
         self.stopped.setdefault(dataset, reason)
 
+    def refuse(self, reason: str) -> None:
+        """Part of the work was refused by a guard (``--max-delete``): exit 3."""
+        self.refused.append(reason)
+
     def stop_lines(self) -> list[Problem]:
         """One problem per stopped dataset, with what was left undone (counted to the end)."""
         return [Problem(name, "", "stopped",
@@ -131,6 +145,8 @@ class Report:
             return signal_exit_code(self.interrupted)
         if self.key_failures:
             return EXIT_BAD_INPUT
+        if self.refused:
+            return EXIT_POLICY_REFUSED
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command in ("plan", "archive-plan"):
             bad = ()
@@ -155,6 +171,7 @@ class Report:
             "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"refused": self.refused} if self.refused else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
                if self.warning_count else {}),
@@ -191,6 +208,8 @@ class Report:
         if self.warning_count > 20:
             console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
                           "them)")
+        for reason in self.refused:
+            console.print(f"[bold]refused[/bold] {reason}", markup=True, highlight=False)
         for problem in self.stop_lines():
             console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
                           markup=True, highlight=False)
@@ -217,9 +236,20 @@ class Report:
         lines = []
         for name, ds in self.datasets.items():
             c = ds.counts
+            if c["deleted"]:
+                lines.append(f"dataset {name}: {_many(c['deleted'], 'object')} "
+                             f"({human_bytes(ds.bytes['deleted'])}) deleted at the destination, "
+                             "only there (sync --delete)")
             if c["links_skipped"]:
                 lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
                              "skipped (source.links: follow or copy-link copies them)")
+            if c["filtered"]:
+                lines.append(f"dataset {name}: {_many(c['filtered'], 'object')} "
+                             f"({human_bytes(ds.bytes['filtered'])}) filtered out "
+                             "(include/exclude, sizes, ages, files_from)")
+            if c["not_at_source"]:
+                lines.append(f"dataset {name}: {_many(c['not_at_source'], 'key')} in "
+                             "files_from not at the source")
             if "partitions_due" in c:
                 lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
                              "due to move")

@@ -43,7 +43,7 @@ from datamove.errors import (
     VerifyMismatch,
 )
 from datamove.manifest.model import VerifyMode
-from datamove.pipeline import cancel, in_store
+from datamove.pipeline import cancel, in_store, throttle
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
 from datamove.stores.attributes import Attributes
 from datamove.stores.base import WriteOptions
@@ -96,6 +96,7 @@ class TransferSettings:
     resume_threshold: int = 64 * 1024 * 1024  # local copies this large are journaled
     task_seconds: float = 1.0  # a task starts no new object after this: results stream
     dead_after: float = 10.0  # no attempt reached the endpoint for this long: stop retrying
+    bwlimit: int | None = None  # bytes/s this process's copies read (throttle.py); None: no limit
 
 
 @dataclass(frozen=True)
@@ -267,9 +268,13 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
         # listed fails before anything is written, and its fstat gives the mode.
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
         sink = Sealer(writer, encryption.parsed_recipients()) if encryption else writer
+        limit = throttle.bucket(settings.run_token, settings.bwlimit) \
+            if settings.bwlimit else None
         try:
             for chunk in read_chunks(reader):
                 cancel.check(settings.run_token, job.name)  # nothing is published then
+                if limit is not None:
+                    limit.take(len(chunk), settings.run_token, job.name)
                 sha.update(chunk)
                 source_crc.update(chunk)
                 sink.write(chunk)
