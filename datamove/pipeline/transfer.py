@@ -28,8 +28,6 @@ from datamove.checksum import (
     composite_of_stream,
     hash_stream,
     native_algo,
-    native_value,
-    new_native_hasher,
     read_chunks,
     same_checksum,
 )
@@ -45,7 +43,7 @@ from datamove.errors import (
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline import cancel, in_store, throttle
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
-from datamove.stores.attributes import Attributes
+from datamove.stores.attributes import Attributes, attributes_for
 from datamove.stores.base import WriteOptions
 from datamove.stores.connection import OUTAGES, connection_endpoint
 from datamove.stores.core import (
@@ -60,7 +58,7 @@ from datamove.stores.core import (
 )
 from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import reused_dirs
-from datamove.stores.source_guard import SourceGuard
+from datamove.stores.source_guard import SourceCrc, SourceGuard
 from datamove.stores.writers import Committed, atomic_writer
 
 
@@ -327,49 +325,10 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
 
 def object_attributes(job: DatasetJob, key: str
                       ) -> tuple[Attributes | None, ObjectInfo | None]:
-    """What the copy of ``key`` carries besides its bytes (stores/attributes.py), and
-    the source's stat when it was asked for them (None otherwise). None for a
-    destination that keeps no attributes (local files keep mode and mtime instead)."""
-    destination, source = job.destination.backend, job.source.backend
-    if not destination.keeps_attributes:
-        return None, None
-    encrypted = job.encryption is not None
-    info = stat(job.source, key) \
-        if job.fidelity.reads_source(source.keeps_attributes, True, encrypted) else None
-    return job.fidelity.for_object(key, info, encrypted=encrypted,
-                                   guess=not source.keeps_attributes), info
-
-
-class SourceCrc:
-    """The source store's own CRC of the object (GCS crc32c, S3 CRC32C or CRC32),
-    when its stat was taken anyway, checked against the bytes read: damage on the
-    way from the source fails the copy (and is retried) before anything is
-    published. Cheap: CRCs run at several GB/s."""
-
-    def __init__(self, algo: str | None = None, stored: str | None = None):
-        self.algo, self.stored = algo, stored
-        self._hasher = new_native_hasher(algo) if algo else None
-
-    @classmethod
-    def of(cls, info: ObjectInfo | None, entry: Entry) -> SourceCrc:
-        if info is None or not info.native_trusted or \
-                (entry.etag and info.etag and info.etag.strip('"') != entry.etag):
-            return cls()  # nothing to check, or another version than the listed one
-        for algo in ("crc32c", "crc32"):
-            if algo in info.native:
-                return cls(algo, info.native[algo])
-        return cls()
-
-    def update(self, chunk: bytes | memoryview) -> None:
-        if self._hasher is not None:
-            self._hasher.update(chunk)
-
-    def confirm(self, where: str) -> None:
-        if self._hasher is None or self.algo is None or self.stored is None:
-            return
-        if not same_checksum(native_value(self.algo, self._hasher.digest()), self.stored):
-            raise VerifyMismatch(f"{where}: the bytes read differ from the source store's "
-                                 f"{self.algo}; nothing was published")
+    """What the copy of ``key`` carries besides its bytes, and the source's stat
+    when it was taken for them (stores/attributes.py)."""
+    return attributes_for(job.source, job.destination, job.fidelity, key,
+                          encrypted=job.encryption is not None)
 
 
 def _source_mode(reader: object, opened: os.stat_result | None = None) -> int | None:

@@ -22,14 +22,16 @@ characters); ``tag_problems`` names every breach so a manifest is refused
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from datamove.stores.base import META_PART_SIZE, META_SHA256, ObjectInfo
-from datamove.stores.core import glob_to_regex
+from datamove.errors import TransferError
+from datamove.stores.base import META_PART_SIZE, META_SHA256, Location, ObjectInfo
+from datamove.stores.core import glob_to_regex, stat
 
 OCTET_STREAM = "application/octet-stream"
 """The Content-Type of every encrypted object: the ciphertext says nothing more."""
@@ -217,3 +219,49 @@ def tag_problems(store: str, tags: dict[str, str]) -> Iterator[tuple[str | None,
             yield key, f"{name} tags may hold only {allowed}"
         if store == "s3" and key.lower().startswith("aws:"):
             yield key, "the aws: prefix is reserved by AWS"
+
+
+def confirm_sse(fs: Any, at: dict[str, str], response: dict[str, Any],
+                attributes: Attributes | None, url: str) -> None:
+    """The object S3 published is encrypted as asked, or it is removed at once.
+
+    A bucket policy or an S3-compatible store may ignore the request, and an
+    upload adopted from a killed run was created with that run's settings; an
+    object stored without the SSE a policy requires must not stay. The answer's
+    ServerSideEncryption (a HEAD when the answer has none) must be the one asked
+    for, and an ``aws:kms`` object's key the one named when it was named by id
+    or ARN (an alias cannot be compared without asking KMS). The key is never
+    put in the message: its ARN carries the account id.
+    """
+    if attributes is None or not attributes.sse:
+        return
+    got, key_id = response.get("ServerSideEncryption"), response.get("SSEKMSKeyId")
+    if got is None:
+        head = fs.call_s3("head_object", **at)
+        got, key_id = head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
+    wanted = attributes.sse_kms_key_id
+    problem = None
+    if got != attributes.sse:
+        problem = f"stored with server-side encryption {got or 'none'}, {attributes.sse} asked"
+    elif wanted and key_id and not wanted.startswith("alias/") and \
+            key_id != wanted and not key_id.endswith(f":key/{wanted}"):
+        problem = "encrypted with another KMS key than sse_kms_key_id names"
+    if problem is None:
+        return
+    with contextlib.suppress(Exception):
+        fs.call_s3("delete_object", **at)
+    raise TransferError(f"{url}: {problem}; the object was removed. Check the bucket's "
+                        "encryption settings and the destination's sse fields")
+
+
+def attributes_for(source: Location, destination: Location, fidelity: Fidelity, key: str,
+                   encrypted: bool = False) -> tuple[Attributes | None, ObjectInfo | None]:
+    """What the copy of ``key`` carries besides its bytes, and the source's stat when
+    it was taken for them (None otherwise; source_guard.SourceCrc checks the read
+    against its CRC). None for a destination that keeps no attributes (local files
+    keep mode and mtime instead)."""
+    if not destination.backend.keeps_attributes:
+        return None, None
+    keeps = source.backend.keeps_attributes
+    info = stat(source, key) if fidelity.reads_source(keeps, True, encrypted) else None
+    return fidelity.for_object(key, info, encrypted=encrypted, guess=not keeps), info

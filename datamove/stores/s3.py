@@ -26,8 +26,8 @@ from datetime import datetime
 from typing import Any, BinaryIO
 
 from datamove.checksum import b64, b64_sha256, composite_sha256, same_checksum
-from datamove.errors import LocationUnreachable, SourceChanged, TransferError, VerifyMismatch
-from datamove.stores.attributes import Attributes, header_safe, s3_write_args
+from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
+from datamove.stores.attributes import Attributes, confirm_sse, header_safe, s3_write_args
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -607,35 +607,3 @@ def _is_hex(text: str) -> bool:
         return False
     return len(text) == 32
 
-
-def confirm_sse(fs: Any, at: dict[str, str], response: dict[str, Any],
-                attributes: Attributes | None, url: str) -> None:
-    """The object S3 published is encrypted as asked, or it is removed at once.
-
-    A bucket policy or an S3-compatible store may ignore the request, and an
-    upload adopted from a killed run was created with that run's settings; an
-    object stored without the SSE a policy requires must not stay. The answer's
-    ServerSideEncryption (a HEAD when the answer has none) must be the one asked
-    for, and an ``aws:kms`` object's key the one named when it was named by id
-    or ARN (an alias cannot be compared without asking KMS). The key is never
-    put in the message: its ARN carries the account id.
-    """
-    if attributes is None or not attributes.sse:
-        return
-    got, key_id = response.get("ServerSideEncryption"), response.get("SSEKMSKeyId")
-    if got is None:
-        head = fs.call_s3("head_object", **at)
-        got, key_id = head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")
-    wanted = attributes.sse_kms_key_id
-    problem = None
-    if got != attributes.sse:
-        problem = f"stored with server-side encryption {got or 'none'}, {attributes.sse} asked"
-    elif wanted and key_id and not wanted.startswith("alias/") and \
-            key_id != wanted and not key_id.endswith(f":key/{wanted}"):
-        problem = "encrypted with another KMS key than sse_kms_key_id names"
-    if problem is None:
-        return
-    with contextlib.suppress(Exception):
-        fs.call_s3("delete_object", **at)
-    raise TransferError(f"{url}: {problem}; the object was removed. Check the bucket's "
-                        "encryption settings and the destination's sse fields")
