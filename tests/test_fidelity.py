@@ -381,3 +381,22 @@ def test_gcs_to_s3_carries_type_and_leaves_out_metadata_s3_cannot_hold(
     head = moto_server.client().head_object(Bucket=dst, Key="data/p.txt")
     assert head["ContentType"] == "text/plain"
     assert head["Metadata"]["plain"] == "ok" and "city" not in head["Metadata"]
+
+
+def test_s3_crc64nvme_is_read_and_never_taken_for_a_computed_checksum(tmp_path: Path,
+                                                                      moto_server) -> None:
+    """CRC64NVME (S3's default for new uploads) is read and kept with the object's
+    native checksums; datamove does not compute it (no awscrt), so verification
+    settles such an object by another checksum or by reading it back."""
+    from datamove.stores.core import Location, stat
+    from datamove.stores.s3 import S3Backend
+
+    client = moto_server.client()
+    bucket = moto_server.new_bucket()
+    value = base64.b64encode(0x1234567890ABCDEF.to_bytes(8, "big")).decode()
+    client.put_object(Bucket=bucket, Key="data/k", Body=b"hello", ChecksumAlgorithm="CRC64NVME",
+                      ChecksumCRC64NVME=value)
+    info = stat(Location.of(f"s3://{bucket}/data/", {"endpoint_url": moto_server.endpoint}),
+                "k")
+    assert info is not None and info.native["crc64nvme"] == f"crc64nvme:{value}"
+    assert "crc64nvme" not in S3Backend.native_checksums
