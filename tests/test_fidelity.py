@@ -400,3 +400,31 @@ def test_s3_crc64nvme_is_read_and_never_taken_for_a_computed_checksum(tmp_path: 
                 "k")
     assert info is not None and info.native["crc64nvme"] == f"crc64nvme:{value}"
     assert "crc64nvme" not in S3Backend.native_checksums
+
+
+def test_an_object_s3_stored_without_the_sse_asked_for_is_removed(moto_server) -> None:
+    """What a write does when S3's answer (or a HEAD) shows other encryption than
+    asked: e.g. a multipart upload adopted from a killed run created without it.
+    Here a real object stored without SSE-KMS, judged as if just written."""
+    from datamove.errors import TransferError
+    from datamove.stores.attributes import Attributes, confirm_sse
+    from datamove.stores.core import Location
+
+    client = moto_server.client()
+    bucket = moto_server.new_bucket()
+    client.put_object(Bucket=bucket, Key="k", Body=b"plain at rest")
+    fs = Location.of(f"s3://{bucket}/", {"endpoint_url": moto_server.endpoint}).fs
+    arn = kms_key(moto_server)
+    with pytest.raises(TransferError, match="aws:kms asked; the object was removed") as err:
+        confirm_sse(fs, {"Bucket": bucket, "Key": "k"}, {},
+                    Attributes(sse="aws:kms", sse_kms_key_id=arn), f"s3://{bucket}/k")
+    assert arn not in str(err.value)
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)
+    other = kms_key(moto_server)
+    client.put_object(Bucket=bucket, Key="k2", Body=b"x", ServerSideEncryption="aws:kms",
+                      SSEKMSKeyId=other)
+    with pytest.raises(TransferError, match="another KMS key"):
+        confirm_sse(fs, {"Bucket": bucket, "Key": "k2"}, {},
+                    Attributes(sse="aws:kms", sse_kms_key_id=arn.rsplit("/", 1)[1]),
+                    f"s3://{bucket}/k2")
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)
