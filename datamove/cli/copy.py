@@ -35,12 +35,20 @@ if TYPE_CHECKING:
 @JSON
 @DATASET
 @click.option("--reverify", is_flag=True, help="Count up-to-date objects as to re-verify.")
-def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool) -> None:
-    """Show what a run would copy and skip, per dataset, without copying."""
+@click.option("--prices", "prices", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=str),
+              help="Price file merged onto the shipped price table, after the manifest's "
+                   "prices: (repeatable; docs/COST.md).")
+def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool,
+         prices: tuple[str, ...]) -> None:
+    """Show what a run would copy and skip, per dataset, without copying, and
+    estimate its cost: storage per month (and per lifecycle tier), requests and
+    egress, from list prices (docs/COST.md)."""
     from datamove import api
 
     finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
-                            datasets=datasets_or_all(datasets)), as_json)
+                            datasets=datasets_or_all(datasets), prices=list(prices) or None),
+           as_json)
 
 
 @click.command()

@@ -281,6 +281,9 @@ class Manifest(_Strict):
     policies: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     audit: AuditSpec = Field(default_factory=AuditSpec)
     schedule: str | None = None  # cron: when `datamove archive` should run
+    # A price file merged onto the shipped table for `datamove plan`'s cost estimates
+    # (docs/COST.md); `--prices` is merged on top of it.
+    prices: Annotated[str | None, Field(min_length=1)] = None
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
     # Set by load_manifest: where the file was and its sha256, for provenance.
@@ -475,6 +478,8 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         audit = audit.model_copy(update={"signing_key": resolve(audit.signing_key)})
     return manifest.model_copy(update={"datasets": datasets, "keys": keys, "audit": audit,
                                        "policies": [resolve(p) for p in manifest.policies],
+                                       "prices": resolve(manifest.prices) if manifest.prices
+                                       else None,
                                        "ledger": resolve(manifest.ledger)})
 
 

@@ -218,9 +218,13 @@ class Report:
                           f"{problem.error}", markup=True, highlight=False)
         if self.problem_count > len(self.problems):
             console.print(f"… and {self.problem_count - len(self.problems):,} more")
+        self.render_more(console)
         seconds = (self.ended or time.time()) - self.started
         console.print(self._interruption() + self._verdict() +
                       f" in {seconds:.1f}s (exit {self.exit_code})")
+
+    def render_more(self, console: Any) -> None:
+        """What a command's own report adds before the verdict (plan: costs)."""
 
     def _interruption(self) -> str:
         """What a signal left undone, before the verdict of what was done."""
