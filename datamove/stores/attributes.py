@@ -12,7 +12,7 @@ A dataset's wishes are a :class:`Fidelity` (on the DatasetJob, picklable);
 :class:`Attributes` one writer sets. Encrypted objects carry nothing that
 describes the plaintext: Content-Type ``application/octet-stream`` and no
 source metadata (the manifest's own ``metadata`` and ``tags`` are kept: the
-operator wrote them for the ciphertext's bucket, for cost allocation).
+operator wrote them about the stored objects, for accounting and rules).
 
 Tag limits are the stores' own (S3 object tagging and Azure blob index tags:
 at most 10 tags, keys 1-128 characters, values up to 256, a restricted set of
@@ -208,7 +208,7 @@ def tag_problems(store: str, tags: dict[str, str]) -> Iterator[tuple[str | None,
                "ASCII letters, digits, spaces and + - . / : = _")
     if len(tags) > MAX_TAGS:
         yield None, (f"{len(tags)} tags; {name} keeps at most {MAX_TAGS} per object. Keep "
-                     "the ones used for cost allocation")
+                     "the ones your accounting and rules use")
     for key, value in tags.items():
         if not 1 <= len(key) <= MAX_TAG_KEY:
             yield key, f"tag names are 1 to {MAX_TAG_KEY} characters on {name}"
