@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
+from datamove.manifest.fidelity import fidelity_problems
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
 from datamove.stores.core import glob_to_regex
@@ -58,6 +59,7 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "destination outside the source"
             )
         yield from _encryption_problems(manifest, dataset, i)
+        yield from fidelity_problems(dataset, i)
         storage_class = dataset.destination.storage_class
         url = dataset.destination.url
         backend = backend_for(protocol_of(url))
