@@ -430,6 +430,29 @@ BAD = {
     "include-and-exclude-same": Bad(
         ds(SRC_DST + "include: ['*.jpg', '*.tmp']\nexclude: ['*.tmp']\n"), 8,
         "datasets[0].exclude", "'*.tmp' is both included and excluded"),
+    # filters and bwlimit (issue 18)
+    "glob-unclosed-brace": Bad(ds(SRC_DST + "include: ['*.jpg', '*.{png,gif']\n"), 7,
+                               "datasets[0].include[1]", "has a '{' without its '}'"),
+    "min-size-no-unit": Bad(ds(SRC_DST + "min_size: '100'\n"), 7, "datasets[0].min_size",
+                            "needs a unit: 100B for bytes, 100K for KiB"),
+    "max-size-bad-unit": Bad(ds(SRC_DST + "max_size: 10X\n"), 7, "datasets[0].max_size",
+                             "must be a size such as 10M (MiB), 1.5GiB"),
+    "max-size-negative": Bad(ds(SRC_DST + "max_size: -5\n"), 7, "datasets[0].max_size",
+                             "must not be negative"),
+    "min-size-over-max-size": Bad(ds(SRC_DST + "min_size: 10M\nmax_size: 1M\n"), 8,
+                                  "datasets[0].max_size", "is smaller than min_size"),
+    "max-age-bad": Bad(ds(SRC_DST + "max_age: 7 days\n"), 7, "datasets[0].max_age",
+                       "must be a duration such as 90d, 12h"),
+    "min-age-over-max-age": Bad(ds(SRC_DST + "min_age: 2w\nmax_age: 1d\n"), 8,
+                                "datasets[0].max_age", "is shorter than min_age"),
+    "files-from-missing": Bad(ds(SRC_DST + "files_from: lists/none.txt\n"), 7,
+                              "datasets[0].files_from", "No such file or directory"),
+    "files-from-url": Bad(ds(SRC_DST + "files_from: 's3://b/keys.txt'\n"), 7,
+                          "datasets[0].files_from", "must be a local file"),
+    "bwlimit-bad": Bad(ds(SRC_DST) + "engine: {bwlimit: fast}\n", 7, "engine.bwlimit",
+                       "must be a size such as 10M"),
+    "bwlimit-zero": Bad(ds(SRC_DST) + "engine: {bwlimit: 0}\n", 7, "engine.bwlimit",
+                        "must be at least 1"),
     # inline secrets: the value must never be echoed
     "option-secret": Bad(
         ds("source:\n  url: s3://b/x/\n  options: {secret: hunter2-very-secret}\n"

@@ -251,7 +251,8 @@ def test_rotate_on_s3_multipart_keeps_payloads(tmp_path, moto_server):
     bucket = moto_server.new_bucket()
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "s3", "source": {"url": "src/"},
-         "destination": s3_location(moto_server, bucket, "enc/"),
+         "destination": {**s3_location(moto_server, bucket, "enc/"), "sse": "aws:kms"},
+         "tags": {"owner": "ml"},
          "encrypt": {"recipients_file": "old.pub", "identity": {"file": "old.key"}}}],
         engine={"threads": 2, "part_size": 5 * 1024 * 1024})
     assert api.run(api.load_manifest(manifest)).exit_code == 0
@@ -271,4 +272,10 @@ def test_rotate_on_s3_multipart_keeps_payloads(tmp_path, moto_server):
         assert payload_sha(stored.read_bytes()) == before[key]
         assert age_opens(stored, new_key) == data
         assert age_opens(stored, old_key) is None
+        # The rewritten object keeps its SSE-KMS, tags and type (stores/attributes.py).
+        head = client.head_object(Bucket=bucket, Key=f"enc/{key}.age")
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["ContentType"] == "application/octet-stream"
+        assert client.get_object_tagging(Bucket=bucket, Key=f"enc/{key}.age")["TagSet"] == \
+            [{"Key": "owner", "Value": "ml"}]
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -75,8 +75,11 @@ def test_listing_skips_partial_objects(tmp_path):
 @pytest.mark.parametrize(("pattern", "matches", "rejects"), [
     ("*.jpg", ["a.jpg", "x/y/b.jpg"], ["a.jpeg", "a.jpg/c"]),
     ("**/*.JPEG", ["a.JPEG", "n/m/b.JPEG"], ["a.jpeg"]),
-    ("train/*.bin", ["train/a.bin"], ["train/x/a.bin", "x/train/a.bin"]),
-    ("train/**", ["train/a", "train/x/y"], ["val/a"]),
+    # rclone's meaning (issue 18): a pattern with '/' matches the key's tail; a
+    # leading '/' anchors it at the root (until then both were anchored).
+    ("train/*.bin", ["train/a.bin", "x/train/a.bin"], ["train/x/a.bin", "xtrain/a.bin"]),
+    ("/train/*.bin", ["train/a.bin"], ["train/x/a.bin", "x/train/a.bin"]),
+    ("/train/**", ["train/a", "train/x/y"], ["val/a", "x/train/a"]),
     ("img-?.png", ["img-1.png"], ["img-10.png"]),
     ("[!.]*", ["a", "d/b"], [".hidden", "d/.h"]),
     ("data[0-9].csv", ["data1.csv"], ["dataa.csv"]),

@@ -213,7 +213,9 @@ def checkpoint(manifest: str, output: str | None, as_json: bool) -> None:
         if note is None:
             raise BadInput(f"audit log {ledger.url}/audit has no events yet; nothing to sign")
         if output:
-            _write_public(output, note)
+            from datamove.textfile import write_atomic
+
+            write_atomic(output, note)
         return note
 
     note = _call(go, as_json)
@@ -266,21 +268,6 @@ def acknowledge(manifest: str, through: int, reason: str, as_json: bool) -> None
         click.echo(f"adopted events {done['first_seq']}..{done['last_seq']} unvouched "
                    f"(audit.acknowledged at seq {done['seq']}); signed checkpoint:")
         click.echo(done["checkpoint"], nl=False)
-
-
-def _write_public(path: str, text: str) -> None:
-    """Write a non-secret file whole or not at all (temporary name, then rename)."""
-    import uuid  # here: it costs `datamove --help` 20 ms
-
-    temp = f"{path}.datamove-partial-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise BadInput(f"cannot write {path}: {exc.strerror}") from None
 
 
 @audit.command("residency")

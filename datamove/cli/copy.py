@@ -17,6 +17,7 @@ from datamove.cli.options import (
     IDENTITY,
     JSON,
     MANIFEST,
+    OPS,
     POLICIES,
     PROGRESS,
     SCHEDULER,
@@ -35,14 +36,20 @@ if TYPE_CHECKING:
 @JSON
 @DATASET
 @click.option("--reverify", is_flag=True, help="Count up-to-date objects as to re-verify.")
+@click.option("--prices", "prices", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False, path_type=str),
+              help="Price file merged onto the shipped price table, after the manifest's "
+                   "prices: (repeatable; docs/COST.md).")
 @PROGRESS
 def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool,
-         progress: bool) -> None:
-    """Show what a run would copy and skip, per dataset, without copying."""
+         prices: tuple[str, ...], progress: bool) -> None:
+    """Show what a run would copy and skip, per dataset, without copying, and
+    estimate its cost: storage per month (and per lifecycle tier), requests and
+    egress, from list prices (docs/COST.md)."""
     from datamove import api
 
     finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
-                            datasets=datasets_or_all(datasets),
+                            datasets=datasets_or_all(datasets), prices=list(prices) or None,
                             progress=progress_of(progress, as_json)), as_json)
 
 
@@ -58,6 +65,7 @@ def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool
 @click.option("--reverify", is_flag=True,
               help="Re-check up-to-date objects against their source and repair any that differ.")
 @HTML_REPORT
+@OPS
 def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
         progress: bool, identity_file: str | None, policies: tuple[str, ...], dry_run: bool,
         reverify: bool, report_path: str | None) -> None:
@@ -102,6 +110,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
 @DATASET
 @PROGRESS
 @IDENTITY
+@OPS
 def verify(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str, ...],
            progress: bool, identity_file: str | None) -> None:
     """Compare sources and destinations without copying (missing, extra, differing).

@@ -17,6 +17,7 @@ from datamove.cli.options import (
     DATASET,
     JSON,
     MANIFEST,
+    OPS,
     PROGRESS,
     RECIPIENTS_FILE_OPTS,
     SCHEDULER,
@@ -131,6 +132,7 @@ def keys_recipient(identity_files: tuple[str, ...], kms_context: dict[str, str],
 @SCHEDULER
 @JSON
 @PROGRESS
+@OPS
 def keys_rotate(manifest: str, recipients_file: str | None, old_recipients_file: str | None,
                 identity_file: str | None, datasets: tuple[str, ...], scheduler: str | None,
                 as_json: bool, progress: bool) -> None:

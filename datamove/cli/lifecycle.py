@@ -17,6 +17,7 @@ from datamove.cli.options import (
     IDENTITY,
     JSON,
     MANIFEST,
+    OPS,
     POLICIES,
     POLL,
     PROGRESS,
@@ -54,6 +55,7 @@ def _waiting(timeout: str, poll: str, tier: str, days: int) -> Waiting:
 @POLICIES
 @SCHEDULER
 @PROGRESS
+@OPS
 def archive(manifest: str, as_json: bool, now: str | None, datasets: tuple[str, ...],
             dry_run: bool, policies: tuple[str, ...], scheduler: str | None,
             progress: bool) -> None:
@@ -103,6 +105,7 @@ def schedule(manifest: str, as_json: bool, count: int) -> None:
               help="Permission bits of restored local files (private by default: restored "
                    "data may be secret).")
 @PROGRESS
+@OPS
 def restore(manifest: str, as_json: bool, dataset: str, prefix: str, to_url: str,
             identity_file: str | None, timeout: str, poll: str, restore_tier: str,
             restore_days: int, file_mode: str, progress: bool) -> None:
@@ -154,6 +157,7 @@ def _octal_mode(text: str) -> int:
 @RESTORE_TIER
 @RESTORE_DAYS
 @PROGRESS
+@OPS
 def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float | None,
           count: int | None, rotate_spec: str | None, seed: str, report_path: str | None,
           scratch: str | None, identity_file: str | None, timeout: str, poll: str,

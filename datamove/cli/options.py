@@ -8,14 +8,18 @@ pyarrow, the manifest model or the API (tests/test_cli_startup.py).
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from datamove.cli.logs import LOG_FORMATS
 from datamove.errors import EXIT_BAD_INPUT, BadInput, DatamoveError
 from datamove.pipeline.interrupt import Interrupted
 
@@ -162,6 +166,7 @@ def call(action: Callable[[], Any], as_json: bool) -> Any:
 def fail(message: str, code: int, as_json: bool) -> Any:
     """Print the error on stderr (and as the JSON last line) and exit with ``code``."""
     click.echo(f"datamove: error: {message}", err=True)
+    close_ops({"error": message, "exit_code": code})
     if as_json:
         click.echo(json.dumps({"error": message, "exit_code": code}, ensure_ascii=False))
     sys.exit(code)
@@ -171,6 +176,7 @@ def emit(result: Any, as_json: bool) -> None:
     """Print a result (a report, a query answer: anything with ``to_dict``,
     ``render`` and ``exit_code``), as one JSON object on the last line with
     ``--json``, and exit with its code."""
+    close_ops(result.to_dict())
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -191,8 +197,133 @@ def datasets_or_all(datasets: tuple[str, ...]) -> list[str] | None:
 
 def progress_of(progress: bool, as_json: bool) -> Any:
     """The live progress display ``--progress`` asks for: none with ``--json``, and none
-    unless stderr is a terminal (pipeline/progress.py). Imported here, not at the top:
-    the progress display imports the copy pipeline."""
+    unless stderr is a terminal (pipeline/progress.py); with the stats lines and the
+    metrics file of :func:`ops_options`. Imported here, not at the top: the progress
+    display imports the copy pipeline."""
     from datamove.pipeline.progress import progress_for
 
-    return progress_for(progress and not as_json)
+    ops = _ops()
+    if ops is None:
+        return progress_for(progress and not as_json)
+    observers = []
+    if ops.metrics_file:
+        from datamove.pipeline import metrics
+
+        observers.append(metrics.observer(ops.metrics_file, ops.command, ops.manifest))
+    ops.progress = progress_for(progress and not as_json, stats_every=ops.stats,
+                                observers=observers)
+    return ops.progress
+
+
+# --- operations: logs, stats lines, metrics (one decorator, shared by every command) ---------
+
+_OPS_KEY = "datamove.ops"
+_VERBOSE_KEY = "datamove.verbose"  # the root group's -v, added to a command's own
+
+
+@dataclass
+class Ops:
+    """What :func:`ops_options` parsed, kept on the click context for the command."""
+
+    command: str
+    manifest: str
+    stats: float | None
+    metrics_file: str | None
+    progress: Any = None
+
+
+def _ops() -> Ops | None:
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get(_OPS_KEY) if ctx is not None else None
+
+
+def remember_verbose(verbose: int) -> None:
+    """The root group's ``-v`` count, which a command's own ``-v`` adds to."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_VERBOSE_KEY] = verbose
+
+
+def parse_interval(text: str) -> float:
+    """``--stats``: ``30s``, ``0.2s``, ``500ms``, ``1m``, ``1h`` or plain seconds; 0 is off."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not an interval such as 30s, 0.5s, 2m or 0 "
+                                 "(off)", param_hint="--stats")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[
+        match.group(2)]
+
+
+def ops_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v``, ``--log-format``, ``--log-file``, ``--stats`` and ``--metrics-file``: what an
+    operator running a command from cron, CI or Kubernetes needs (docs/OPERATIONS.md).
+
+    Logging is configured before the command runs (cli/logs.py); the stats interval
+    and the metrics file reach the progress accountant through :func:`progress_of`;
+    the final metrics are written by :func:`emit` or :func:`fail`, so a run that
+    ends with an error still leaves its exit code in the file.
+    """
+
+    @functools.wraps(command)
+    def with_ops(*args: Any, verbose: int, log_format: str, log_file: str | None,
+                 stats: str | None, metrics_file: str | None, **kwargs: Any) -> Any:
+        from datamove.cli.logs import configure_logging
+
+        ctx = click.get_current_context()
+        every = parse_interval(stats) if stats is not None else None
+        try:
+            configure_logging(ctx.meta.get(_VERBOSE_KEY, 0) + verbose, log_format, log_file)
+        except OSError as exc:
+            fail(f"--log-file {log_file}: cannot open it: {exc.strerror or exc}",
+                 EXIT_BAD_INPUT, bool(kwargs.get("as_json")))
+        ctx.meta[_OPS_KEY] = Ops(command=ctx.info_name or "", manifest=_what(kwargs),
+                                 stats=every, metrics_file=metrics_file)
+        return command(*args, **kwargs)
+
+    for option in reversed([
+        click.option("-v", "--verbose", count=True,
+                     help="More log output (-v: a line per object; -vv: debug)."),
+        click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text",
+                     show_default=True,
+                     help="Log lines as text or as one JSON object per line."),
+        click.option("--log-file", metavar="PATH",
+                     type=click.Path(dir_okay=False, path_type=str),
+                     help="Append log lines to PATH instead of stderr."),
+        click.option("--stats", metavar="INTERVAL",
+                     help="A stats line every INTERVAL (e.g. 30s, 0.5s, 5m; 0: none) "
+                          "[default: 30s when stderr is not a terminal, else none]."),
+        click.option("--metrics-file", metavar="PATH",
+                     type=click.Path(dir_okay=False, path_type=str),
+                     help="Write Prometheus metrics to PATH (node_exporter textfile "
+                          "collector), during the run and at its end."),
+    ]):
+        with_ops = option(with_ops)
+    return with_ops
+
+
+OPS = ops_options
+
+
+def _what(params: dict[str, Any]) -> str:
+    """The ``manifest`` label of the metrics: the manifest path as given, or a quick
+    command's ``SRC DST`` (scrubbed: a URL may carry what looks like a credential)."""
+    if params.get("manifest"):
+        return str(params["manifest"])
+    from datamove.redact import scrub
+
+    return scrub(f"{params.get('source', '')} {params.get('destination', '')}".strip())
+
+
+def close_ops(result: dict[str, Any]) -> None:
+    """The command's end: the final metrics file, from its report (or its error)."""
+    ops = _ops()
+    if ops is None or not ops.metrics_file:
+        return
+    from datamove.pipeline import metrics
+
+    snapshot = ops.progress.snapshot() if ops.progress is not None else None
+    try:
+        metrics.write(ops.metrics_file, metrics.facts_of_report(ops.command, ops.manifest,
+                                                                result, snapshot))
+    except DatamoveError as exc:  # the work is done and recorded: a warning, not an exit
+        click.echo(f"datamove: warning: --metrics-file: {exc}", err=True)

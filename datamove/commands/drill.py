@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -45,6 +44,7 @@ from datamove.pipeline.report import human_bytes, iso_time
 from datamove.pipeline.session import RunSession
 from datamove.pipeline.throughput import Throughput
 from datamove.stores.core import Location
+from datamove.textfile import write_atomic
 
 MAX_FAILURES_IN_EVENT = 100
 
@@ -262,10 +262,7 @@ def write_report(report: DrillReport, path: str) -> list[str]:
     for out in outputs:
         text = json.dumps(report.to_dict(), indent=2) if out.suffix == ".json" \
             else report.to_markdown()
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-        written.append(str(out))
+        written.append(write_atomic(out, text, what="report"))
     return written
 
 

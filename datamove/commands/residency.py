@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import pyarrow.compute as pc
 
-from datamove.ledger.tables import DONE_STATUSES, OBJECTS
+from datamove.ledger.tables import DELETED, DONE_STATUSES, OBJECTS
 from datamove.manifest.model import Manifest
 from datamove.pipeline.jobs import ledger_of
 from datamove.policy.regions import RegionFacts, discover, matches_any
@@ -123,16 +123,20 @@ def _judge(dataset: str, row: dict[str, Any], facts: RegionFacts,
 
 
 def _latest_copies(ledger: Any, dataset: str) -> Iterator[dict[str, Any]]:
-    """The latest done row per key of ``dataset``, any destination, key order."""
-    where = (pc.field("dataset") == dataset) & pc.field("status").isin(list(DONE_STATUSES))
-    rows = ledger.objects(where, ["key", "destination_url", "region", "recorded_at"])
+    """The latest done row per key of ``dataset``, any destination, key order; none for
+    a key whose latest row is ``deleted`` (``sync --delete``: no copy is left)."""
+    where = (pc.field("dataset") == dataset) & \
+        pc.field("status").isin([*DONE_STATUSES, DELETED])
+    rows = ledger.objects(where, ["key", "destination_url", "region", "recorded_at",
+                                  "status"])
     rows = rows.sort_by([("key", "ascending"), ("recorded_at", "descending")])
     previous = None
     for batch in rows.to_batches(max_chunksize=10_000):
         for row in batch.to_pylist():
             if row["key"] != previous:
                 previous = row["key"]
-                yield row
+                if row["status"] != DELETED:
+                    yield row
 
 
 class _RegionCache:

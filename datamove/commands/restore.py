@@ -327,9 +327,17 @@ def run_restores(session: RunSession, job: DatasetJob, rows: Iterator[LedgerRow]
     cold = tuple(Location.of(r.location.url, r.location.options, r.location.region)
                  for r in session.manifest.dataset(job.name).lifecycle
                  if r.location is not None)
+    def counted(rows: Iterator[LedgerRow] | list) -> Iterator[LedgerRow]:
+        """The rows as they are read, counted as planned (the progress's totals)."""
+        for row in rows:
+            progress.planned(row, job.name)
+            yield row
+        progress.listing_done()
+
     work = (RestoreBatch(job, tuple(group), to, cold, waiting, spec.part_size, session.token,
                          keep, mode, fsync=spec.fsync and keep)
-            for group in batches(rows, max_objects=spec.batch_objects,  # type: ignore[arg-type]
+            for group in batches(counted(rows),  # type: ignore[arg-type]
+                                 max_objects=spec.batch_objects,
                                  max_bytes=spec.batch_bytes, large=spec.part_size))
     with session.working() as engine:
         for batch, outcome in engine.map_unordered(restore_batch, work):

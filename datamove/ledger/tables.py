@@ -67,7 +67,7 @@ OBJECT_SCHEMA = pa.schema([
     ("key", pa.string()),
     ("run_id", pa.string()),
     ("status", pa.string()),  # copied | verified | repaired | rotated | archived | failed
-    #                           | rotating
+    #                           | rotating | deleted
     ("source_url", pa.string()),
     ("size", pa.int64()),
     ("source_mtime", TS),
@@ -112,6 +112,7 @@ RUN_SCHEMA = pa.schema([
 ])
 DONE_STATUSES = ("copied", "verified", "repaired", "rotated", "archived")
 ROTATING = "rotating"  # journal: a rotation to key_fingerprints is about to rewrite this object
+DELETED = "deleted"  # sync --delete removed the destination object (pipeline/mirror.py)
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,11 @@ class Ledger:
 
         Only rows whose destination URL starts with ``destination_prefix`` count:
         a dataset pointed at a new destination must not inherit the old one's rows.
+        A key whose latest row is ``deleted`` (``sync --delete``) has no good copy.
         """
-        return self.latest(dataset, destination_prefix, DONE_STATUSES)
+        return (row for row in self.latest(dataset, destination_prefix,
+                                           (*DONE_STATUSES, DELETED))
+                if row.status != DELETED)
 
     def latest(self, dataset: str, destination_prefix: str = "",
                statuses: tuple[str, ...] = DONE_STATUSES) -> Iterator[LedgerRow]:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
+from datamove.manifest.fidelity import fidelity_problems
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
+from datamove.stores.core import glob_to_regex
 from datamove.stores.transport import OPT_IN, clear_text_scheduler, insecure_settings
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "destination outside the source"
             )
         yield from _encryption_problems(manifest, dataset, i)
+        yield from fidelity_problems(dataset, i)
         storage_class = dataset.destination.storage_class
         url = dataset.destination.url
         backend = backend_for(protocol_of(url))
@@ -90,6 +93,7 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "is for destinations only (the class objects are written in)")
         yield from _tabular_problems(manifest, dataset, i)
         yield from _lifecycle_problems(dataset, i, known)
+        yield from _filter_problems(dataset, i)
         both = [p for p in dataset.exclude if p in set(dataset.include)]
         if both:
             yield ("datasets", i, "exclude"), (
@@ -222,6 +226,45 @@ def _lifecycle_problems(dataset: DatasetSpec, i: int,
             yield ("datasets", i, "lifecycle", j, "tier"), (
                 f"moves objects back from {warmer} to the warmer {colder}; later rules must "
                 "name colder tiers")
+
+
+def _filter_problems(dataset: DatasetSpec, i: int) -> Iterator[tuple[Path_, str]]:
+    """Globs that do not compile, size and age bounds that leave nothing to copy, a
+    ``files_from`` that cannot be read, and filters a ``format: delta`` load does
+    not apply."""
+    at = ("datasets", i)
+    for field in ("include", "exclude"):
+        for j, pattern in enumerate(getattr(dataset, field)):
+            try:
+                glob_to_regex(pattern)
+            except ValueError as exc:
+                yield (*at, field, j), f"{exc}"
+    if dataset.min_size is not None and dataset.max_size is not None and \
+            dataset.min_size > dataset.max_size:
+        yield (*at, "max_size"), (f"is smaller than min_size ({dataset.max_size} < "
+                                  f"{dataset.min_size} bytes): no object could pass both")
+    if dataset.min_age is not None and dataset.max_age is not None and \
+            dataset.min_age > dataset.max_age:
+        yield (*at, "max_age"), ("is shorter than min_age: no object is both older than "
+                                 "min_age and newer than max_age")
+    if dataset.destination.format == "delta":
+        for name in ("min_size", "max_size", "min_age", "max_age", "files_from"):
+            if getattr(dataset, name) is not None:
+                yield (*at, name), ("applies to datasets of files; a format: delta load "
+                                    "takes every source file include/exclude leave")
+    if dataset.files_from is not None:
+        path = local_path(dataset.files_from)
+        if path is None:
+            yield (*at, "files_from"), ("must be a local file (a path, relative to the "
+                                        f"manifest's directory); got {dataset.files_from!r}")
+            return
+        try:
+            with open(os.path.expanduser(path), "rb"):
+                pass
+        except OSError as exc:
+            yield (*at, "files_from"), (
+                f"cannot read {path}: {exc.strerror or exc}; check the path (relative paths "
+                "start at the manifest's directory)")
 
 
 def _keys_problems(keys: KeysSpec, at: Path_) -> Iterator[tuple[Path_, str]]:

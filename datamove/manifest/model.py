@@ -39,6 +39,7 @@ from datamove.manifest.yaml_source import (
 from datamove.redact import Path_, find_secrets
 from datamove.stores.parts import PART_BUFFERS
 from datamove.tiers import parse_duration
+from datamove.units import parse_size
 
 DEFAULT_LEDGER = "./.datamove/ledger"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -78,6 +79,16 @@ class LocationSpec(_Strict):
     format: Literal["files", "delta", "parquet", "csv", "jsonl"] | None = None
     partition_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     schema_mode: Literal["strict", "merge"] | None = None
+    # Object fidelity (destinations; docs/MANIFEST.md, "Object attributes"): carry the
+    # source's Content-Type and user metadata, set types by glob and metadata, and
+    # S3 server-side encryption (stores/attributes.py, manifest/fidelity.py).
+    carry_metadata: Annotated[bool, Field(strict=True)] = True
+    content_type: dict[Annotated[str, Field(min_length=1)],
+                       Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=dict)
+    metadata: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: Annotated[str | None, Field(min_length=1, max_length=2048)] = None
 
 
 class LifecycleRule(_Strict):
@@ -135,6 +146,14 @@ class EngineSpec(_Strict):
     fsync: bool = False
     # A clear-text (tcp://) scheduler on another host, accepted (stores/transport.py).
     allow_insecure: Annotated[bool, Field(strict=True)] = False
+    # Bytes per second read from sources by the whole run, split among the worker
+    # processes (pipeline/throttle.py); None: no limit.
+    bwlimit: Annotated[int | None, Field(ge=1)] = None
+
+    @field_validator("bwlimit", mode="before")
+    @classmethod
+    def _bandwidth(cls, value: Any) -> Any:
+        return value if value is None else parse_size(value)
 
     @field_validator("scheduler")
     @classmethod
@@ -213,6 +232,23 @@ class DatasetSpec(_Strict):
     tags: dict[str, str] = Field(default_factory=dict)
     encrypt: EncryptSpec | None = None
     lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    # Filters beside include/exclude (docs/MANIFEST.md, "Filters"; pipeline/filters.py):
+    # sizes in bytes, ages against the source's modification time, a file of keys.
+    min_size: Annotated[int | None, Field(ge=0)] = None
+    max_size: Annotated[int | None, Field(ge=0)] = None
+    min_age: timedelta | None = None
+    max_age: timedelta | None = None
+    files_from: Annotated[str | None, Field(min_length=1)] = None
+
+    @field_validator("min_size", "max_size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return value if value is None else parse_size(value)
+
+    @field_validator("min_age", "max_age", mode="before")
+    @classmethod
+    def _age(cls, value: Any) -> Any:
+        return value if value is None else parse_duration(value)
 
     @field_validator("encrypt", mode="before")
     @classmethod
@@ -245,6 +281,9 @@ class Manifest(_Strict):
     policies: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     audit: AuditSpec = Field(default_factory=AuditSpec)
     schedule: str | None = None  # cron: when `datamove archive` should run
+    # A price file merged onto the shipped table for `datamove plan`'s cost estimates
+    # (docs/COST.md); `--prices` is merged on top of it.
+    prices: Annotated[str | None, Field(min_length=1)] = None
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
 
     # Set by load_manifest: where the file was and its sha256, for provenance.
@@ -429,7 +468,8 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         d.model_copy(update={
             "source": fix(d.source), "destination": fix(d.destination),
             "encrypt": fix_keys(d.encrypt) if d.encrypt is not None else None,
-            "lifecycle": [fix_rule(r) for r in d.lifecycle]})
+            "lifecycle": [fix_rule(r) for r in d.lifecycle],
+            "files_from": resolve(d.files_from) if d.files_from else None})
         for d in manifest.datasets
     ]
     keys = fix_keys(manifest.keys) if manifest.keys else None
@@ -438,6 +478,8 @@ def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:
         audit = audit.model_copy(update={"signing_key": resolve(audit.signing_key)})
     return manifest.model_copy(update={"datasets": datasets, "keys": keys, "audit": audit,
                                        "policies": [resolve(p) for p in manifest.policies],
+                                       "prices": resolve(manifest.prices) if manifest.prices
+                                       else None,
                                        "ledger": resolve(manifest.ledger)})
 
 

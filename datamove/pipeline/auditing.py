@@ -11,6 +11,8 @@ what each carries, so the event vocabulary is written down once
 * ``object.<status>`` for each object a run settles (``copied``, ``verified``,
   ``repaired``, ``failed``), ``key.rotation`` for each object ``keys rotate``
   re-wrapped (or ``object.failed``).
+* ``object.deleted`` for each object ``sync --delete`` deleted, and
+  ``delete.refused`` when ``--max-delete`` refused them all (commands/copy.py).
 
 Events carry checksums, key fingerprints, region and storage class, never
 secrets or object contents.

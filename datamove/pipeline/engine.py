@@ -33,6 +33,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger(__name__)
+run_log = logging.getLogger("datamove.run")  # what an operator is told at INFO (cli/logs.py)
 
 
 class Engine:
@@ -64,6 +65,7 @@ class Engine:
         self._cluster: Any = None
         self._abandoned = False  # tasks were let go: do not wait for their threads
         self._config: Any = None  # dask settings of the embedded cluster, undone on exit
+        self.dashboard: str | None = None  # the Dask dashboard's address, once open
 
     @classmethod
     def of(cls, spec: EngineSpec, scheduler: str | None = None) -> Engine:
@@ -102,6 +104,7 @@ class Engine:
                                              processes=False,
                                              dashboard_address="127.0.0.1:0")
             self._client = Client(self._cluster, set_as_default=False)
+            self.dashboard = _embedded_dashboard(self._cluster)
         else:
             try:
                 self._client = Client(self.scheduler, timeout="10s", set_as_default=False)
@@ -110,6 +113,9 @@ class Engine:
                     f"cannot reach the Dask scheduler at {self.scheduler}: {exc}. Check the "
                     "address (engine.scheduler or --scheduler) and that the scheduler runs"
                 ) from exc
+            self.dashboard = _remote_dashboard(self._client)
+        if self.dashboard:
+            run_log.info("Dask dashboard: %s", self.dashboard)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -131,6 +137,19 @@ class Engine:
     def client(self) -> Any:
         """The Dask client while the engine is open (None before)."""
         return self._client
+
+    @property
+    def worker_processes(self) -> int:
+        """Worker processes the run's work is spread over (``engine.bwlimit`` is split
+        among them): the embedded cluster's, or the cluster's workers once attached."""
+        if self.scheduler is None:
+            return max(1, self.processes)
+        if self._client is None:
+            return 1
+        try:
+            return max(1, len(self._client.scheduler_info().get("workers", {})))
+        except Exception:  # the scheduler went away: the run fails elsewhere, clearly
+            return 1
 
     @property
     def threads_per_process(self) -> int:
@@ -244,6 +263,28 @@ def _require_tls_settings(address: str) -> None:
             ".client.key (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY; docs/SCALE-OUT.md)")
+
+
+def _embedded_dashboard(cluster: Any) -> str | None:
+    """The embedded scheduler's dashboard, when bokeh is installed (Dask serves it only
+    then): on 127.0.0.1 at the free port the scheduler's HTTP server was given
+    (``dashboard_address="127.0.0.1:0"``), so it is never reachable from another host
+    and parallel runs never collide."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        return None
+    server = getattr(cluster.scheduler, "http_server", None)
+    port = getattr(server, "port", None)
+    return f"http://127.0.0.1:{port}/status" if port else None
+
+
+def _remote_dashboard(client: Any) -> str | None:
+    """The dashboard a remote scheduler advertises (its own host and port), if any."""
+    try:
+        return client.dashboard_link or None
+    except Exception:  # no dashboard service on that scheduler
+        return None
 
 
 class LetGo(Exception):

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from datamove.errors import LocationUnreachable
 from datamove.ledger.tables import DONE_STATUSES, ROTATING, Ledger, now, ts
 from datamove.manifest.model import Manifest
+from datamove.pipeline.filters import check_files_from
 from datamove.pipeline.march import DatasetJob, PlanItem
 from datamove.pipeline.report import Report
 from datamove.pipeline.transfer import ObjectResult
-from datamove.stores.core import check_readable, describe, list_entries
+from datamove.stores.core import Entry, check_readable, describe, list_entries
 
 
 def new_run_id() -> str:
@@ -79,9 +80,12 @@ def preflight_identities(jobs: list[DatasetJob]) -> None:
 
 
 def preflight(jobs: list[DatasetJob]) -> None:
-    """Every source readable and every destination listable, before anything moves."""
+    """Every source readable and every destination listable, before anything moves;
+    every ``files_from`` read through (filters.py)."""
     for job in jobs:
         check_readable(job.source)
+        if job.filters is not None:
+            check_files_from(job.name, job.filters)
         try:
             next(iter(list_entries(job.destination)), None)
         except LocationUnreachable:
@@ -118,6 +122,22 @@ def skipped_link_counter(report: Report, job: DatasetJob) -> Callable[[str], Non
         report.dataset(job.name).counts["links_skipped"] += 1
 
     return skipped
+
+
+def filter_counters(report: Report, job: DatasetJob
+                    ) -> tuple[Callable[[Entry, str], None], Callable[[str], None]]:
+    """``on_filtered`` and ``on_absent`` for plan_dataset: the report counts the
+    source objects the dataset's filters leave out (``filtered``, with their
+    bytes), and names each key ``files_from`` lists that the source does not
+    have (``not_at_source``, a warning: nothing to copy is not a failure)."""
+    def filtered(entry: Entry, reason: str) -> None:
+        report.dataset(job.name).add("filtered", entry.size)
+
+    def absent(key: str) -> None:
+        report.dataset(job.name).counts["not_at_source"] += 1
+        report.warn(f"dataset {job.name}: {key!r} is in files_from but not at the source")
+
+    return filtered, absent
 
 
 def count_housekeeping(report: Report, job: DatasetJob, what: str, n: int) -> None:

@@ -12,6 +12,7 @@ small objects share one Dask task.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -20,6 +21,8 @@ from typing import Protocol, TypeVar
 from datamove.crypto.dataset import Encryption, stored_listing
 from datamove.ledger.tables import LedgerRow
 from datamove.manifest.model import DatasetSpec, EncryptSpec, VerifyMode
+from datamove.pipeline.filters import Filters
+from datamove.stores.attributes import Fidelity
 from datamove.stores.core import Entry, KeyFilter, Location, check_readable, list_entries
 from datamove.stores.safepath import key_problem
 from datamove.tiers import needs_restore
@@ -41,6 +44,7 @@ class Action(StrEnum):
     rotate = "rotate"  # re-wrap an encrypted object's header (``datamove keys rotate``)
     archived = "archived"  # in a cold tier: not read here (``restore`` and ``drill`` read it)
     archive = "archive"  # move to a colder tier (``datamove archive``)
+    delete = "delete"  # only at the destination, deleted by ``sync --delete`` (mirror.py)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ class DatasetJob:
     verify: VerifyMode
     encryption: Encryption | None = None
     storage_class: str | None = None  # S3 destinations: the class objects are written in
+    filters: Filters | None = None  # sizes, ages, files_from (pipeline/filters.py)
+    # Content-Type, metadata, tags and S3 SSE of the copies (stores/attributes.py).
+    fidelity: Fidelity = field(default_factory=Fidelity)
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, encrypt: EncryptSpec | None = None) -> DatasetJob:
@@ -70,6 +77,11 @@ class DatasetJob:
             verify=spec.verify,
             encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,
             storage_class=spec.destination.storage_class,
+            filters=Filters.from_spec(spec),
+            fidelity=Fidelity.of(
+                carry=spec.destination.carry_metadata, content_type=spec.destination.content_type,
+                metadata=spec.destination.metadata, tags=spec.tags, sse=spec.destination.sse,
+                sse_kms_key_id=spec.destination.sse_kms_key_id),
         )
 
     def stored_key(self, key: str) -> str:
@@ -226,11 +238,19 @@ def _same_version(source: Entry, recorded: LedgerRow) -> bool:
 def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = False,
                  recorded: Iterable[LedgerRow] | None = None,
                  on_partial: Callable[[str], None] | None = None,
-                 on_link: Callable[[str], None] | None = None) -> Iterator[PlanItem]:
+                 on_link: Callable[[str], None] | None = None,
+                 on_filtered: Callable[[Entry, str], None] | None = None,
+                 on_absent: Callable[[str], None] | None = None) -> Iterator[PlanItem]:
     """Stream the plan for one dataset; ``recorded`` is the ledger's latest good
     rows for it, key-sorted; ``on_partial`` sees temporary files at the
     destination, ``on_link`` the source's skipped symbolic links. Raises
     LocationUnreachable up front.
+
+    The dataset's filters (filters.py) decide here, and only here, which keys
+    are planned: a source object outside them goes to ``on_filtered`` with the
+    reason, and its key is planned no further (no copy, no extra, the ledger's
+    rows untouched); a key ``files_from`` names that the source lacks goes to
+    ``on_absent``.
 
     A source object whose key cannot be mapped under the destination root
     (safepath.key_problem), or that the listing could not read, becomes a copy
@@ -238,15 +258,31 @@ def plan_dataset(job: DatasetJob, *, reverify: bool = False, check_only: bool = 
     either store, so it is reported and recorded like any failure.
     """
     check_readable(job.source)
-    source = list_entries(job.source, job.key_filter, on_link=on_link)
+    filters = job.filters or Filters()
+    source = list_entries(job.source, on_link=on_link)  # globs judged below, counted
     if job.encryption is None:
         destination = list_entries(job.destination, job.key_filter, on_partial=on_partial)
     else:  # stored as key + suffix: list everything, map back, filter on the source key
         destination = stored_listing(list_entries(job.destination, on_partial=on_partial),
                                      job.encryption.suffix, job.key_filter)
+    streams: list[Iterable[Keyed]] = [source, destination, recorded or ()]
+    if filters.files_from is not None:
+        streams.append(filters.listed())
     reverify = reverify or job.verify == VerifyMode.full
     with_ledger = recorded is not None
-    for src, dst, row in march(source, destination, recorded or ()):
+    active = filters.active
+    now = time.time()  # ages count back from the plan's start
+    for src, dst, row, *named in march(*streams):
+        listed = bool(named) and named[0] is not None
+        key = (src or dst or row or named[0]).key  # type: ignore[union-attr]
+        if src is None and listed and on_absent is not None:
+            on_absent(key)
+        reason = "include/exclude" if not job.key_filter(key) else \
+            filters.reason_out(src, dst, row, listed, now) if active else None
+        if reason is not None:
+            if src is not None and on_filtered is not None:
+                on_filtered(src, reason)
+            continue
         if src is None and dst is None:
             continue  # gone from both sides: nothing to do, the ledger keeps its history
         problem = (src.problem or _unsafe(src.key)) if src is not None else None

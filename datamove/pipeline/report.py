@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK
+from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK, EXIT_POLICY_REFUSED
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
 from datamove.pipeline.throughput import Throughput
 from datamove.pipeline.transfer import ObjectResult
@@ -87,6 +87,8 @@ class Report:
     warning_count: int = 0
     interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     stopped: dict[str, str] = field(default_factory=dict)  # dataset -> why (circuit breaker)
+    dashboard: str | None = None  # the Dask dashboard's address (bokeh installed)
+    refused: list[str] = field(default_factory=list)  # e.g. sync --max-delete: exit 3
     # bytes and objects over time, in bounded memory (throughput.py; the HTML report's chart)
     throughput: Throughput = field(init=False, repr=False, compare=False)
 
@@ -127,6 +129,10 @@ class Report:
         """A dataset stopped before its end (its circuit breaker tripped): exit 1."""
         self.stopped.setdefault(dataset, reason)
 
+    def refuse(self, reason: str) -> None:
+        """Part of the work was refused by a guard (``--max-delete``): exit 3."""
+        self.refused.append(reason)
+
     def stop_lines(self) -> list[Problem]:
         """One problem per stopped dataset, with what was left undone (counted to the end)."""
         return [Problem(name, "", "stopped",
@@ -140,6 +146,8 @@ class Report:
             return signal_exit_code(self.interrupted)
         if self.key_failures:
             return EXIT_BAD_INPUT
+        if self.refused:
+            return EXIT_POLICY_REFUSED
         bad = ("failed",) if self.command == "run" else ("failed", "missing", "differs", "extra")
         if self.command in ("plan", "archive-plan"):
             bad = ()
@@ -164,6 +172,8 @@ class Report:
             "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
             "problem_count": self.problem_count + len(self.stopped),
             **({"interrupted": self.interrupted} if self.interrupted else {}),
+            **({"dashboard": self.dashboard} if self.dashboard else {}),
+            **({"refused": self.refused} if self.refused else {}),
             **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
             **({"warnings": self.warnings, "warning_count": self.warning_count}
                if self.warning_count else {}),
@@ -200,6 +210,8 @@ class Report:
         if self.warning_count > 20:
             console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
                           "them)")
+        for reason in self.refused:
+            console.print(f"[bold]refused[/bold] {reason}", markup=True, highlight=False)
         for problem in self.stop_lines():
             console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
                           markup=True, highlight=False)
@@ -208,9 +220,13 @@ class Report:
                           f"{problem.error}", markup=True, highlight=False)
         if self.problem_count > len(self.problems):
             console.print(f"… and {self.problem_count - len(self.problems):,} more")
+        self.render_more(console)
         seconds = (self.ended or time.time()) - self.started
         console.print(self._interruption() + self._verdict() +
                       f" in {seconds:.1f}s (exit {self.exit_code})")
+
+    def render_more(self, console: Any) -> None:
+        """What a command's own report adds before the verdict (plan: costs)."""
 
     def _interruption(self) -> str:
         """What a signal left undone, before the verdict of what was done."""
@@ -226,9 +242,20 @@ class Report:
         lines = []
         for name, ds in self.datasets.items():
             c = ds.counts
+            if c["deleted"]:
+                lines.append(f"dataset {name}: {_many(c['deleted'], 'object')} "
+                             f"({human_bytes(ds.bytes['deleted'])}) deleted at the destination, "
+                             "only there (sync --delete)")
             if c["links_skipped"]:
                 lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
                              "skipped (source.links: follow or copy-link copies them)")
+            if c["filtered"]:
+                lines.append(f"dataset {name}: {_many(c['filtered'], 'object')} "
+                             f"({human_bytes(ds.bytes['filtered'])}) filtered out "
+                             "(include/exclude, sizes, ages, files_from)")
+            if c["not_at_source"]:
+                lines.append(f"dataset {name}: {_many(c['not_at_source'], 'key')} in "
+                             "files_from not at the source")
             if "partitions_due" in c:
                 lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
                              "due to move")

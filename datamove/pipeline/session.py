@@ -54,6 +54,7 @@ from datamove.pipeline.jobs import ledger_of, new_run_id, run_token
 from datamove.pipeline.march import PlanItem
 from datamove.pipeline.progress import Progress
 from datamove.pipeline.report import Report
+from datamove.pipeline.throttle import share
 from datamove.pipeline.transfer import Batch, ObjectResult, TransferSettings
 from datamove.policy.rules import PolicyReport
 from datamove.stores.core import describe
@@ -101,6 +102,8 @@ class RunSession:
                                                   command=self._lock, wait=self._lock_wait))
         self._report = Report(self.command, self.manifest.name, new_run_id(),
                               engine=self.engine.description)
+        self.progress.run = {"command": self.command, "manifest": self.manifest.name,
+                             "run_id": self._report.run_id}  # labels for the metrics
         return self
 
     @property
@@ -119,12 +122,15 @@ class RunSession:
 
     @property
     def settings(self) -> TransferSettings:
-        """What every worker task of this run writes with, from the manifest's engine."""
+        """What every worker task of this run writes with, from the manifest's engine.
+        ``engine.bwlimit`` is split among the engine's worker processes (throttle.py):
+        ask once the engine is open for a ``--scheduler`` cluster's count."""
         spec = self.spec
         return TransferSettings(part_size=spec.part_size, part_buffers=spec.part_buffers,
                                 retries=spec.retries,
                                 fsync=spec.fsync, run_token=self.token,
-                                resume_threshold=4 * spec.part_size)
+                                resume_threshold=4 * spec.part_size,
+                                bwlimit=share(spec.bwlimit, self.engine.worker_processes))
 
     def open_audit(self) -> AuditWriter | None:
         """The run's audit writer, opened once (a bad log is refused before any write)."""
@@ -172,8 +178,11 @@ class RunSession:
     def working(self, *, engine: bool = True) -> Iterator[Engine]:
         """The engine (unless ``engine`` is False: nothing for workers) and the progress
         display, open while work runs; closed before the run records its end."""
-        with self.engine if engine else contextlib.nullcontext(), self.progress:
-            yield self.engine
+        with self.engine if engine else contextlib.nullcontext():
+            if engine and self.engine.dashboard:
+                self.report.dashboard = self.engine.dashboard
+            with self.progress:
+                yield self.engine
 
     def settle(self, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch]
                ) -> Iterator[tuple[Batch, PlanItem, ObjectResult]]:

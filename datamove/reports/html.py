@@ -21,13 +21,13 @@ import hashlib
 import html
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from datamove.errors import BadInput
 from datamove.pipeline.report import human_bytes, iso_time
 from datamove.redact import scrub
+from datamove.textfile import write_atomic
 
 MAX_ROWS = 1_000
 """Rows a listing (failures, objects, copies) shows; the rest are counted."""
@@ -298,17 +298,5 @@ def check_target(path: str, suffixes: tuple[str, ...] = (".html", ".htm")) -> No
 
 
 def write(path: str, document: str) -> str:
-    """Write the report whole or not at all (a temporary name in the same directory,
-    flushed, then renamed over ``path``); returns ``path``."""
-    temp = f"{path}.datamove-partial-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(document)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except OSError as exc:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise BadInput(f"cannot write report {path}: {exc.strerror or exc}") from None
-    return path
+    """Write the report whole or not at all; returns ``path``."""
+    return write_atomic(path, document, what="report")

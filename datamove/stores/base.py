@@ -34,6 +34,7 @@ from datamove.stores.safepath import check_key
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+    from datamove.stores.attributes import Attributes
     from datamove.tiers import Tier
 
 PARTIAL_MARKER = ".datamove-partial-"
@@ -79,6 +80,9 @@ class ObjectInfo:
     native_trusted: bool = True
     composite: bool = False  # composed/multipart: no whole-object MD5
     storage_class: str | None = None
+    content_type: str | None = None  # where the store keeps one (attributes.py)
+    sse: str | None = None  # S3: ServerSideEncryption (AES256, aws:kms)
+    sse_kms_key_id: str | None = None  # S3: the KMS key of an aws:kms object
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,8 @@ class WriteOptions:
     storage_class: str | None = None
     mode: int | None = None
     part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
+    # Content-Type, user metadata, tags, S3 SSE (attributes.py); None: the store's defaults.
+    attributes: Attributes | None = None
 
 
 def partial_name(final_path: str, run_token: str = "") -> str:
@@ -191,6 +197,10 @@ class Backend:
     discovered, or None; ``region_is_host``: the bytes live on this host (the
     host's configured region applies); ``pins_reads``: an open reader fails if the
     object changes (source_guard.py); ``is_local``: a local directory tree.
+    ``keeps_attributes``: the store keeps a Content-Type and user metadata per
+    object (attributes.py); ``object_tags``: how it keeps a dataset's ``tags``
+    (attributes.TAG_STORES key), or None; ``server_side_encryption``: S3's SSE
+    settings apply.
 
     ``client_modules`` and ``extra``: the store's client libraries (top-level module
     names) and the datamove extra that installs them (``pip install 'datamove[s3]'``).
@@ -215,6 +225,9 @@ class Backend:
     is_local: ClassVar[bool] = False
     client_modules: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    keeps_attributes: ClassVar[bool] = False
+    object_tags: ClassVar[str | None] = None
+    server_side_encryption: ClassVar[bool] = False
 
     def __init__(self, protocol: str):
         self.protocol = protocol

@@ -46,15 +46,33 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 # --- filters -------------------------------------------------------------------------
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a glob: ``*`` and ``?`` stay within a path segment, ``**`` spans
-    segments, ``[...]`` is a class. A pattern without '/' matches the base name at
-    any depth (like .gitignore); one with '/' is anchored at the dataset root."""
-    anchored = "/" in pattern.strip("/")
-    body = pattern.strip("/")
-    out, i = [], 0
+    """Compile a filter glob with rclone's meaning (docs/MANIFEST.md, "include and
+    exclude"); ValueError names what is wrong with a malformed one.
+
+    ``*`` and ``?`` stay within a path segment, ``**`` spans segments, ``[...]`` is
+    a class (``[!...]`` or ``[^...]`` negated), ``{a,b}`` an alternation, ``\\``
+    escapes the next character. A pattern starting with ``/`` is anchored at the
+    dataset root; any other matches the key's tail at a segment boundary
+    (``*.jpg`` any name, ``raw/*.csv`` a ``raw`` directory at any depth). A
+    trailing ``/`` means the directory and everything under it (``tmp/`` is
+    ``tmp/**``). One extension of rclone: ``**/`` also matches no directory at
+    all, so ``**/*.jpg`` matches ``a.jpg`` at the root too.
+    """
+    anchored = pattern.startswith("/")
+    body = pattern[1:] if anchored else pattern
+    if body.endswith("/") or not body:
+        body += "**"
+    out: list[str] = []
+    braces, i = 0, 0
     while i < len(body):
         c = body[i]
-        if body.startswith("**/", i):
+        if c == "\\":
+            if i + 1 == len(body):
+                raise ValueError(f"{pattern!r} ends with a lone '\\'; write '\\\\' for a "
+                                 "backslash")
+            out.append(re.escape(body[i + 1]))
+            i += 2
+        elif body.startswith("**/", i):
             out.append("(?:.*/)?")
             i += 3
         elif body.startswith("**", i):
@@ -67,19 +85,40 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            end = body.find("]", i + 2 if body[i + 1:i + 2] in ("!", "]") else i + 1)
-            if end == -1:
+            end = body.find("]", i + 2 if body[i + 1:i + 2] in ("!", "^", "]") else i + 1)
+            if end == -1:  # no closing ']': an ordinary character
                 out.append(re.escape(c))
                 i += 1
             else:
-                inner = body[i + 1:end]
-                out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]")
+                inner = body[i + 1:end].replace("\\", "\\\\").replace("[", "\\[")
+                negated = inner[:1] in ("!", "^")
+                out.append("[^/" + inner[1:] + "]" if negated else "[" + inner + "]")
                 i = end + 1
+        elif c == "{":
+            braces += 1
+            out.append("(?:")
+            i += 1
+        elif c == "}" and braces:
+            braces -= 1
+            out.append(")")
+            i += 1
+        elif c == "," and braces:
+            out.append("|")
+            i += 1
+        elif c == "}":
+            raise ValueError(f"{pattern!r} has a '}}' without its '{{'; write '\\}}' for the "
+                             "character")
         else:
             out.append(re.escape(c))
             i += 1
+    if braces:
+        raise ValueError(f"{pattern!r} has a '{{' without its '}}'; write '\\{{' for the "
+                         "character")
     prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{''.join(out)}$", re.DOTALL)
+    try:
+        return re.compile(f"^{prefix}{''.join(out)}$", re.DOTALL)
+    except re.error as exc:  # e.g. a class range out of order, [z-a]
+        raise ValueError(f"{pattern!r} is not a valid pattern: {exc}") from None
 
 
 @dataclass(frozen=True)
