@@ -29,11 +29,14 @@ __all__ = ["dry_run", "ledger_of", "load_manifest", "new_run_id", "plan", "run",
 
 
 def plan(manifest: Manifest, *, reverify: bool = False,
-         datasets: list[str] | None = None, prices: list[str] | None = None) -> Report:
+         datasets: list[str] | None = None, prices: list[str] | None = None,
+         progress: Progress | None = None) -> Report:
     """Count what a run would copy and skip, per dataset, without copying, with
     each dataset's cost estimate (docs/COST.md). ``prices``: price files merged
-    onto the shipped table, after the manifest's ``prices:``."""
-    return copy.plan(manifest, reverify=reverify, datasets=datasets, prices=prices)
+    onto the shipped table, after the manifest's ``prices:``; ``progress`` counts
+    the objects planned as the listings are merged."""
+    return copy.plan(manifest, reverify=reverify, datasets=datasets, prices=prices,
+                     progress=progress)
 
 
 def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,

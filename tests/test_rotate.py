@@ -92,7 +92,7 @@ def assert_rotated(s) -> None:
 
 def test_rotate_rewraps_headers_and_keeps_payloads(rotated_setup):
     s = rotated_setup
-    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients-file", str(s["new"][2]),
                  "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -178,7 +178,7 @@ def test_rotation_killed_mid_way_then_rerun(rotated_setup):
 
     process = subprocess.Popen(
         [sys.executable, "-m", "datamove.cli", "keys", "rotate", str(s["manifest"]),
-         "--recipients", str(s["new"][2]), "--no-progress"],
+         "--recipients-file", str(s["new"][2]), "--no-progress"],
         env={**os.environ, **AWS_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     changed = 0
@@ -193,7 +193,7 @@ def test_rotation_killed_mid_way_then_rerun(rotated_setup):
     assert process.returncode == -signal.SIGKILL, "the rotation finished before the kill"
     assert 0 < changed < len(inodes)
 
-    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients-file", str(s["new"][2]),
                  "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_rotated(s)
@@ -220,15 +220,21 @@ def test_rotation_errors_are_clear_and_exit_2(rotated_setup):
     s = rotated_setup
     manifest = str(s["manifest"])
     _, stranger, _ = keypair(s["tmp"] / "keys", "stranger")
-    wrong = cli("keys", "rotate", manifest, "--recipients", str(s["new"][2]),
+    wrong = cli("keys", "rotate", manifest, "--recipients-file", str(s["new"][2]),
                 "--identity", str(stranger), "--json", "--no-progress")
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "no identity matches" in wrong.stdout
-    missing = cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
+    missing = cli("keys", "rotate", manifest, "-R", str(s["tmp"] / "nope.pub"))
     assert missing.returncode == 2 and "nope.pub" in missing.stderr
+    # the old spelling still works (hidden, deprecated)
+    old = cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
+    assert old.returncode == 2 and "nope.pub" in old.stderr
+    assert "--recipients is deprecated; use -R/--recipients-file" in old.stderr
+    unnamed = cli("keys", "rotate", manifest)
+    assert unnamed.returncode == 2 and "--recipients-file" in unnamed.stderr
     plain = write_manifest(s["tmp"] / "plain.yaml", [
         {"name": "p", "source": {"url": "src/"}, "destination": {"url": "out/"}}])
-    refused = cli("keys", "rotate", str(plain), "--recipients", str(s["new"][2]))
+    refused = cli("keys", "rotate", str(plain), "--recipients-file", str(s["new"][2]))
     assert refused.returncode == 2 and "no encrypted dataset" in refused.stderr
     for key in s["files"]:  # nothing was rewritten by any of these
         assert age_opens(s["dst"] / f"{key}.age", s["old"][1]) == s["files"][key]

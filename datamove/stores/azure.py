@@ -67,6 +67,8 @@ class AzureBackend(Backend):
     """``az://container/prefix`` (and ``abfs://``, ``abfss://``)."""
 
     name = "azure"
+    client_modules = ("adlfs", "azure.storage.blob")
+    extra = "azure"
     native_checksums = ("md5",)
     atomic_temp_names = False
     can_host_ledger = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import os
 import threading
 import uuid
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 
+from datamove.errors import BadInput
 from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
@@ -199,6 +201,12 @@ class Backend:
     object (attributes.py); ``object_tags``: how it keeps a dataset's ``tags``
     (attributes.TAG_STORES key), or None; ``server_side_encryption``: S3's SSE
     settings apply.
+
+    ``client_modules`` and ``extra``: the store's client libraries (top-level module
+    names) and the datamove extra that installs them (``pip install 'datamove[s3]'``).
+    The core needs no cloud SDK, so a backend module imports its SDK only inside its
+    methods: its features can be read (manifest checks) where the SDK is absent, and
+    using the store says which extra to install (``missing_client``).
     """
 
     name: ClassVar[str] = "fsspec"
@@ -215,12 +223,29 @@ class Backend:
     region_is_host: ClassVar[bool] = False
     pins_reads: ClassVar[bool] = False
     is_local: ClassVar[bool] = False
+    client_modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
     keeps_attributes: ClassVar[bool] = False
     object_tags: ClassVar[str | None] = None
     server_side_encryption: ClassVar[bool] = False
 
     def __init__(self, protocol: str):
         self.protocol = protocol
+        self._client_found = False
+
+    def missing_client(self) -> str | None:
+        """Why this store cannot be used in this Python (its client library is not
+        installed, and which extra installs it), or None. Looks for the modules
+        without importing them."""
+        if self._client_found:
+            return None
+        missing = [name for name in self.client_modules if not _installed(name)]
+        if not missing:
+            self._client_found = True
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return (f"{self.protocol}:// needs {', '.join(missing)}, which {verb} not installed: "
+                f"pip install 'datamove[{self.extra}]'")
 
     # --- addressing ---------------------------------------------------------------
 
@@ -307,6 +332,15 @@ class Backend:
     def abort_orphan_uploads(self, location: Location, cutoff: Any = None) -> int:
         """Abort incomplete uploads begun before ``cutoff``; how many were aborted."""
         return 0
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (find_spec imports the
+    parents of a dotted name, and raises when one is missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 BACKENDS: dict[str, str] = {
@@ -406,7 +440,11 @@ class Location:
     @property
     def fs(self) -> AbstractFileSystem:
         """This process's filesystem for the location (fsspec caches instances),
-        with bounded connect and read timeouts unless the options set their own."""
+        with bounded connect and read timeouts unless the options set their own.
+        Raises BadInput naming the extra to install when the store's client is not."""
+        missing = self.backend.missing_client()
+        if missing:
+            raise BadInput(missing)
         return self.backend.filesystem(self)
 
     def path(self, key: str) -> str:

@@ -29,7 +29,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from fsspec.asyn import sync
 
 from datamove.checksum import Crc32c, native_value
@@ -58,6 +57,8 @@ class GCSBackend(Backend):
     """``gs://bucket/prefix`` (and ``gcs://``)."""
 
     name = "gcs"
+    client_modules = ("gcsfs",)
+    extra = "gcs"
     native_checksums = ("crc32c", "md5")
     atomic_temp_names = False
     storage_classes = GCS_TIERS
@@ -69,6 +70,8 @@ class GCSBackend(Backend):
 
     def client_options(self, location: Location) -> dict[str, Any]:
         """Bounded waits (timeouts.py) unless ``requests_timeout`` is set."""
+        import aiohttp  # gcsfs's HTTP client: the [gcs] extra, never imported by the core
+
         out = super().client_options(location)
         if "requests_timeout" not in out:
             out["requests_timeout"] = aiohttp.ClientTimeout(
@@ -352,6 +355,8 @@ class GCSWriter:
 
 
 async def _cancel(fs: Any, session: str) -> int:
+    import aiohttp
+
     await fs._set_session()
     async with fs.session.delete(session, headers=fs._get_headers(None),
                                  timeout=aiohttp.ClientTimeout(total=30)) as response:

@@ -77,6 +77,8 @@ class S3Backend(Backend):
     """``s3://bucket/prefix`` (and ``s3a://``)."""
 
     name = "s3"
+    client_modules = ("s3fs",)
+    extra = "s3"
     native_checksums = ("md5", "crc32c", "crc32")
     sha256_on_write = True
     atomic_temp_names = False
