@@ -106,15 +106,17 @@ R = TypeVar("R", bound=CommandReport[Any])
 
 
 def plan(manifest: Manifest, *, reverify: bool = False,
-         datasets: list[str] | None = None, prices: list[str] | None = None) -> PlanReport:
+         datasets: list[str] | None = None, prices: list[str] | None = None,
+         progress: Progress | None = None) -> PlanReport:
     """Count what a run would copy and skip, per dataset, without copying, with
     each dataset's cost estimate (docs/COST.md; ``PlanReport.costs``). ``prices``:
-    price files merged onto the shipped table, after the manifest's ``prices:``.
+    price files merged onto the shipped table, after the manifest's ``prices:``;
+    ``progress`` counts the objects planned as the listings are merged.
 
     Reads the listings and the ledger; writes nothing and takes no lock.
     """
     return _typed(PlanReport, copy.plan(manifest, reverify=reverify, datasets=datasets,
-                                        prices=prices))
+                                        prices=prices, progress=progress))
 
 
 def run(manifest: Manifest, *, scheduler: str | None = None, reverify: bool = False,

@@ -16,13 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import google_crc32c
 
 READ_SIZE = 1024 * 1024
-NATIVE_ALGOS = ("crc32c", "md5", "sha256")
+NATIVE_ALGOS = ("crc32c", "md5", "sha256", "crc32", "crc64nvme")
 """Algorithms of stores' native checksums, as named in ``<algo>:<base64>`` values."""
 
 
@@ -44,15 +45,36 @@ class Crc32c:
         return self.value.to_bytes(4, "big")  # GCS and S3: big-endian, then base64
 
 
-def new_native_hasher(algo: str) -> Crc32c | hashlib._Hash:
-    """A hasher for a native checksum algorithm (one of ``NATIVE_ALGOS``)."""
+class Crc32:
+    """CRC32 (ISO-HDLC, zlib's), one of S3's checksum algorithms; zlib is C."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")  # S3: big-endian, then base64
+
+
+COMPUTABLE = ("crc32c", "md5", "sha256", "crc32")
+"""Native algorithms datamove computes. S3's CRC64NVME is read and recorded, not
+computed: the one fast implementation is awscrt (not a dependency), and a
+pure-Python CRC64 would be about a thousand times slower than the copy."""
+
+
+def new_native_hasher(algo: str) -> Crc32c | Crc32 | hashlib._Hash:
+    """A hasher for a native checksum algorithm (one of ``COMPUTABLE``)."""
     if algo == "crc32c":
         return Crc32c()
+    if algo == "crc32":
+        return Crc32()
     if algo == "md5":
         return hashlib.md5(usedforsecurity=False)
     if algo == "sha256":
         return hashlib.sha256()
-    raise ValueError(f"unknown native checksum algorithm {algo!r}; one of {NATIVE_ALGOS}")
+    raise ValueError(f"cannot compute native checksum algorithm {algo!r}; one of {COMPUTABLE}")
 
 
 class StreamHasher:

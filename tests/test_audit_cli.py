@@ -66,8 +66,7 @@ def test_auditor_commands_end_to_end(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert last_json(ok.stdout)["exit_code"] == 0
 
-    shown = cli("audit", "show", str(manifest), "--action", "object.copied",
-                "--format", "csv")
+    shown = cli("audit", "show", str(manifest), "--action", "object.copied", "--csv")
     assert shown.returncode == 0, shown.stderr
     rows = list(csv.DictReader(io.StringIO(shown.stdout)))
     assert sorted(r["key"] for r in rows) == [f"f{i}.bin" for i in range(5)]

@@ -174,22 +174,30 @@ def test_verify_bad_input_is_exit_2_with_json(logged):
 def test_show_filters_and_formats(logged):
     table = invoke("show", logged["manifest"], "--key", "a")
     assert table.exit_code == 0 and table.output.strip().endswith("2 events")
-    as_json = invoke("show", logged["manifest"], "--run", "run-2", "--format", "json")
-    events = [json.loads(line) for line in as_json.output.splitlines()]
+    as_json = invoke("show", logged["manifest"], "--run", "run-2", "--json")
+    shown = last_json(as_json.stdout)  # one object, last line, as every command's --json
+    events = shown["events"]
     assert [e["seq"] for e in events] == [6, 7, 8, 9, 10]
     assert {e["run_id"] for e in events} == {"run-2"}
-    canonical_lines = as_json.output.splitlines()
-    assert canonical_lines[0] == json.dumps(events[0], sort_keys=True, separators=(",", ":"))
+    assert shown["count"] == 5 and shown["exit_code"] == 0
+    # the old spelling still works, says it is deprecated, and prints the canonical texts
+    old = invoke("show", logged["manifest"], "--run", "run-2", "--format", "json")
+    assert old.exit_code == 0 and "--format is deprecated; use --json or --csv" in old.stderr
+    canonical_lines = old.stdout.splitlines()
+    assert [json.loads(line) for line in canonical_lines] == events
+    assert canonical_lines[0].encode() == canonical(events[0])
     rows = list(csv.DictReader(io.StringIO(invoke(
-        "show", logged["manifest"], "--action", "run.start", "--format", "csv").output)))
+        "show", logged["manifest"], "--action", "run.start", "--csv").stdout)))
     assert [r["seq"] for r in rows] == ["1", "6", "11"]
     assert invoke("show", logged["manifest"], "--since", "2000-01-01",
                   "--until", "2000-01-02").output.strip() == \
         "seq  time  action  dataset  key  run_id  actor  details\n0 events"
-    later = invoke("show", logged["manifest"], "--since", "2000-01-01T00:00:00Z",
-                   "--format", "json")
-    assert len(later.output.splitlines()) == 14
-    assert invoke("show", logged["manifest"], "--since", "yesterday").exit_code == 2
+    later = invoke("show", logged["manifest"], "--since", "2000-01-01T00:00:00Z", "--json")
+    assert last_json(later.stdout)["count"] == 14
+    bad = invoke("show", logged["manifest"], "--since", "yesterday", "--json")
+    assert bad.exit_code == 2 and last_json(bad.stdout)["exit_code"] == 2
+    both = invoke("show", logged["manifest"], "--json", "--csv")
+    assert both.exit_code == 2 and "choose one" in last_json(both.stdout)["error"]
 
 
 def test_prove_against_the_held_checkpoint_and_unknown_keys(logged):

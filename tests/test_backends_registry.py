@@ -62,7 +62,7 @@ def test_every_registered_scheme_resolves_to_a_backend_declaring_its_features() 
         backend = backend_for(scheme)
         assert isinstance(backend.atomic_temp_names, bool)
         assert backend.lease_lock in ("flock", "conditional-write", "none")
-    assert backend_for("s3").native_checksums == ("md5", "crc32c")
+    assert backend_for("s3").native_checksums == ("md5", "crc32c", "crc32")
     assert backend_for("gs").storage_classes is not None
     assert backend_for("file").is_local and backend_for("file").atomic_temp_names
     assert not backend_for("memory").can_host_ledger

@@ -6,10 +6,17 @@ not a terminal, exactly as under cron, CI or Kubernetes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
-from tests.conftest import cli, write_manifest
+import pytest
+
+from tests.conftest import REPO, cli, run_cli, write_manifest
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 STATS_LINE = re.compile(rf"^{STAMP} INFO datamove\.stats: [\d,]+/[\d,]+ objects, ")
@@ -141,29 +148,54 @@ def test_no_secret_reaches_the_logs(tmp_path):
         assert "<redacted>" in result.stderr
 
 
-def test_the_dask_dashboard_address_is_printed_when_bokeh_is_installed(tmp_path):
+DASHBOARD_PACKAGES = Path(__file__).resolve().parents[1] / ".ci" / "dashboard"
+"""bokeh and its dependencies, installed by .ci/run with ``pip --target``: the
+optional ``dashboard`` extra, kept off the test venv because every embedded cluster
+would then start a dashboard (about 4 s of imports per process)."""
+
+
+def test_no_dashboard_is_printed_without_bokeh(tmp_path):
     """bokeh is an optional extra (datamove[dashboard]): without it Dask serves no
     dashboard and nothing is printed."""
-    import importlib.util
-    import urllib.request
-
+    assert importlib.util.find_spec("bokeh") is None, "bokeh is in the test venv"
     make_source(tmp_path / "src", 3)
     result = cli("run", manifest_for(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
-    if importlib.util.find_spec("bokeh") is None:
-        assert "dashboard" not in summary and "dashboard" not in result.stderr
-        return
-    link = summary["dashboard"]
+    assert "dashboard" not in summary and "dashboard" not in result.stderr
+
+
+def test_the_dask_dashboard_address_is_printed_when_bokeh_is_installed(tmp_path):
+    """With bokeh on the path, a run logs the embedded cluster's dashboard (loopback
+    only) and puts it in the JSON summary, and the dashboard answers while the
+    engine is open."""
+    if not (DASHBOARD_PACKAGES / "bokeh").is_dir():
+        message = f"bokeh is not installed in {DASHBOARD_PACKAGES}; .ci/run installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    make_source(tmp_path / "src", 3)
+    env = {"PYTHONPATH": os.pathsep.join([str(DASHBOARD_PACKAGES), str(REPO)])}
+    result = run_cli("run", manifest_for(tmp_path), "--json", env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    link = json.loads(result.stdout.splitlines()[-1])["dashboard"]
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", link), link
     assert re.search(rf"^{STAMP} INFO datamove\.run: Dask dashboard: {re.escape(link)}$",
                      result.stderr, re.M), result.stderr
-    from datamove.pipeline.engine import Engine
 
-    with Engine(threads=1) as engine:  # served while the engine is open, on loopback only
-        assert engine.dashboard is not None
-        with urllib.request.urlopen(engine.dashboard, timeout=30) as answer:
-            assert answer.status == 200
+    served = subprocess.run([sys.executable, "-c", SERVED], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=300)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["127.0.0.1", "200"], served.stdout
+
+
+SERVED = """
+import urllib.parse, urllib.request
+from datamove.pipeline.engine import Engine
+with Engine(threads=1) as engine:  # served while the engine is open, on loopback only
+    with urllib.request.urlopen(engine.dashboard, timeout=60) as answer:
+        print(urllib.parse.urlsplit(engine.dashboard).hostname, answer.status)
+"""
 
 
 def test_restore_logs_each_object_and_counts_its_totals(tmp_path):

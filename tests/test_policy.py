@@ -377,7 +377,7 @@ BAD_FILES = {
                                "(allowed here: classification, tags, name, any)"),
     "unknown-require-key": ("version: 1\nrules:\n" + RULE + "    require:\n      encrypted: true\n",
                             7, "rules[0].require.encrypted", "(allowed here: encryption, "
-                            "min_recipients, regions, storage_classes, tags, verify)"),
+                            "min_recipients, regions, storage_classes, tags, verify, sse_kms)"),
     "bad-severity": ("version: 1\nrules:\n  - id: r\n    description: d\n    severity: block\n"
                      "    require: {verify: full}\n", 5, "rules[0].severity",
                      "must be 'deny' or 'warn' (got 'block')"),

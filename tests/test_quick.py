@@ -338,7 +338,7 @@ def test_encrypt_to_stores_age_files_and_sync_deletes_them(tmp_path):
     assert generated.returncode == 0, generated.stderr
     (tmp_path / "recipients.txt").write_text(generated.stdout)
     make_tree(tmp_path / "src", {"a": b"secret a", "b": b"secret b"})
-    args = ("sync", "src", "dst", "--encrypt-to", "recipients.txt", "--delete", "--ledger",
+    args = ("sync", "src", "dst", "--recipients-file", "recipients.txt", "--delete", "--ledger",
             "ledger", "--json")
     first = cli(*args, cwd=tmp_path, env=state(tmp_path))
     assert first.returncode == 0, first.stderr
@@ -355,7 +355,7 @@ def test_encrypt_to_stores_age_files_and_sync_deletes_them(tmp_path):
     assert second.returncode == 0, second.stderr
     assert next(iter(last_json(second.stdout)["datasets"].values()))["deleted"] == 1
     assert sorted(tree(tmp_path / "dst")) == ["a.age", "not-ours"]
-    check = cli("check", "src", "dst", "--encrypt-to", "recipients.txt", "--ledger", "ledger",
+    check = cli("check", "src", "dst", "--recipients-file", "recipients.txt", "--ledger", "ledger",
                 cwd=tmp_path, env=state(tmp_path))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "no differences found" in check.stdout

@@ -92,7 +92,7 @@ def assert_rotated(s) -> None:
 
 def test_rotate_rewraps_headers_and_keeps_payloads(rotated_setup):
     s = rotated_setup
-    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients-file", str(s["new"][2]),
                  "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -178,7 +178,7 @@ def test_rotation_killed_mid_way_then_rerun(rotated_setup):
 
     process = subprocess.Popen(
         [sys.executable, "-m", "datamove.cli", "keys", "rotate", str(s["manifest"]),
-         "--recipients", str(s["new"][2]), "--no-progress"],
+         "--recipients-file", str(s["new"][2]), "--no-progress"],
         env={**os.environ, **AWS_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     changed = 0
@@ -193,7 +193,7 @@ def test_rotation_killed_mid_way_then_rerun(rotated_setup):
     assert process.returncode == -signal.SIGKILL, "the rotation finished before the kill"
     assert 0 < changed < len(inodes)
 
-    result = cli("keys", "rotate", str(s["manifest"]), "--recipients", str(s["new"][2]),
+    result = cli("keys", "rotate", str(s["manifest"]), "--recipients-file", str(s["new"][2]),
                  "--json", "--no-progress")
     assert result.returncode == 0, result.stdout + result.stderr
     assert_rotated(s)
@@ -220,15 +220,21 @@ def test_rotation_errors_are_clear_and_exit_2(rotated_setup):
     s = rotated_setup
     manifest = str(s["manifest"])
     _, stranger, _ = keypair(s["tmp"] / "keys", "stranger")
-    wrong = cli("keys", "rotate", manifest, "--recipients", str(s["new"][2]),
+    wrong = cli("keys", "rotate", manifest, "--recipients-file", str(s["new"][2]),
                 "--identity", str(stranger), "--json", "--no-progress")
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "no identity matches" in wrong.stdout
-    missing = cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
+    missing = cli("keys", "rotate", manifest, "-R", str(s["tmp"] / "nope.pub"))
     assert missing.returncode == 2 and "nope.pub" in missing.stderr
+    # the old spelling still works (hidden, deprecated)
+    old = cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "nope.pub"))
+    assert old.returncode == 2 and "nope.pub" in old.stderr
+    assert "--recipients is deprecated; use -R/--recipients-file" in old.stderr
+    unnamed = cli("keys", "rotate", manifest)
+    assert unnamed.returncode == 2 and "--recipients-file" in unnamed.stderr
     plain = write_manifest(s["tmp"] / "plain.yaml", [
         {"name": "p", "source": {"url": "src/"}, "destination": {"url": "out/"}}])
-    refused = cli("keys", "rotate", str(plain), "--recipients", str(s["new"][2]))
+    refused = cli("keys", "rotate", str(plain), "--recipients-file", str(s["new"][2]))
     assert refused.returncode == 2 and "no encrypted dataset" in refused.stderr
     for key in s["files"]:  # nothing was rewritten by any of these
         assert age_opens(s["dst"] / f"{key}.age", s["old"][1]) == s["files"][key]
@@ -245,7 +251,8 @@ def test_rotate_on_s3_multipart_keeps_payloads(tmp_path, moto_server):
     bucket = moto_server.new_bucket()
     manifest = write_manifest(tmp_path / "m.yaml", [
         {"name": "s3", "source": {"url": "src/"},
-         "destination": s3_location(moto_server, bucket, "enc/"),
+         "destination": {**s3_location(moto_server, bucket, "enc/"), "sse": "aws:kms"},
+         "tags": {"owner": "ml"},
          "encrypt": {"recipients_file": "old.pub", "identity": {"file": "old.key"}}}],
         engine={"threads": 2, "part_size": 5 * 1024 * 1024})
     assert api.run(api.load_manifest(manifest)).exit_code == 0
@@ -265,4 +272,10 @@ def test_rotate_on_s3_multipart_keeps_payloads(tmp_path, moto_server):
         assert payload_sha(stored.read_bytes()) == before[key]
         assert age_opens(stored, new_key) == data
         assert age_opens(stored, old_key) is None
+        # The rewritten object keeps its SSE-KMS, tags and type (stores/attributes.py).
+        head = client.head_object(Bucket=bucket, Key=f"enc/{key}.age")
+        assert head["ServerSideEncryption"] == "aws:kms"
+        assert head["ContentType"] == "application/octet-stream"
+        assert client.get_object_tagging(Bucket=bucket, Key=f"enc/{key}.age")["TagSet"] == \
+            [{"Key": "owner", "Value": "ml"}]
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")

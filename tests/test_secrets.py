@@ -111,7 +111,7 @@ def test_no_secret_in_outputs_ledger_pickles_or_errors(session):
 
     cli("run", manifest, "--json", "--no-progress")
     cli("verify", manifest, "--json", "--no-progress")  # decrypts with both identities
-    cli("keys", "rotate", manifest, "--recipients", str(s["tmp"] / "keys" / "new.pub"),
+    cli("keys", "rotate", manifest, "--recipients-file", str(s["tmp"] / "keys" / "new.pub"),
         "--dataset", "pass", "--json", "--no-progress")
     cli("verify", manifest, "--json", "--dataset", "pass", "--identity",
         str(s["tmp"] / "keys" / "new.key"), "--no-progress")

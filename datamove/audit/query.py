@@ -32,6 +32,12 @@ class ShowResult:
     exit_code: int = EXIT_OK
     error: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """``--json``: the events as objects (``audit.events.canonical`` gives back the
+        exact bytes that were hashed), their count and the exit code."""
+        return {"events": [json.loads(text) for text in self.events],
+                "count": len(self.events), "exit_code": self.exit_code}
+
     def render(self, out: TextIO, fmt: str = "table") -> None:
         if fmt == "json":  # JSON Lines: the exact bytes that were hashed
             for text in self.events:

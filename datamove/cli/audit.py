@@ -124,16 +124,26 @@ def verify(manifest: str, pubkey_files: tuple[str, ...], checkpoint_file: str | 
 @click.option("--action", metavar="ACTION", help="Only this action, e.g. object.copied.")
 @click.option("--since", metavar="TIME", help="From this time on (2025-01-31 or RFC 3339).")
 @click.option("--until", metavar="TIME", help="Before this time (exclusive).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True, help="json: the canonical event texts, one a line.")
+@JSON
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row instead of a table.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), hidden=True,
+              help="Deprecated: --json or --csv (json here: the canonical texts, one a line).")
 def show(manifest: str, dataset: str | None, key: str | None, run_id: str | None,
-         action: str | None, since: str | None, until: str | None, fmt: str) -> None:
+         action: str | None, since: str | None, until: str | None, as_json: bool,
+         as_csv: bool, fmt: str | None) -> None:
     """Audit events, oldest first, filtered by dataset, key, run, action and time.
 
-    Exit 0 (also when nothing matches), 2 for bad input.
+    With --json the last line of stdout is one object: the events (parsed) and
+    exit_code, as for every command. Exit 0 (also when nothing matches), 2 for
+    bad input.
     """
     from datamove.audit.query import show as show_events
-    from datamove.cli.options import parse_time
+    from datamove.cli.options import deprecated_spelling, parse_time
+
+    if fmt is not None:  # kept so scripts written for it go on working, output unchanged
+        deprecated_spelling("--format", "--json or --csv")
+    if as_json and as_csv:
+        _fail("--json and --csv: choose one", EXIT_BAD_INPUT, True)
 
     def go() -> Any:
         _, ledger = _ledger_of(manifest)
@@ -141,7 +151,10 @@ def show(manifest: str, dataset: str | None, key: str | None, run_id: str | None
                            since=parse_time(since, "--since") if since else None,
                            until=parse_time(until, "--until") if until else None)
 
-    _call(go, False).render(sys.stdout, fmt)
+    found = _call(go, as_json)
+    if as_json:
+        emit(found, as_json)
+    found.render(sys.stdout, fmt or ("csv" if as_csv else "table"))
 
 
 @audit.command("prove")

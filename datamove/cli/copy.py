@@ -40,16 +40,17 @@ if TYPE_CHECKING:
               type=click.Path(dir_okay=False, path_type=str),
               help="Price file merged onto the shipped price table, after the manifest's "
                    "prices: (repeatable; docs/COST.md).")
+@PROGRESS
 def plan(manifest: str, as_json: bool, datasets: tuple[str, ...], reverify: bool,
-         prices: tuple[str, ...]) -> None:
+         prices: tuple[str, ...], progress: bool) -> None:
     """Show what a run would copy and skip, per dataset, without copying, and
     estimate its cost: storage per month (and per lifecycle tier), requests and
     egress, from list prices (docs/COST.md)."""
     from datamove import api
 
     finish(lambda: api.plan(api.load_manifest(manifest), reverify=reverify,
-                            datasets=datasets_or_all(datasets), prices=list(prices) or None),
-           as_json)
+                            datasets=datasets_or_all(datasets), prices=list(prices) or None,
+                            progress=progress_of(progress, as_json)), as_json)
 
 
 @click.command()
@@ -85,7 +86,8 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
 
             check_target(report_path)  # before anything moves
         if dry_run:
-            result = api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets))
+            result = api.plan(loaded, reverify=reverify, datasets=datasets_or_all(datasets),
+                              progress=progress_of(progress, as_json))
         else:
             result = api.run(loaded, scheduler=scheduler, reverify=reverify,
                              datasets=datasets_or_all(datasets),

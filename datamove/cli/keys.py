@@ -19,9 +19,11 @@ from datamove.cli.options import (
     MANIFEST,
     OPS,
     PROGRESS,
+    RECIPIENTS_FILE_OPTS,
     SCHEDULER,
     call,
     datasets_or_all,
+    deprecated_spelling,
     fail,
     finish,
     identity_option,
@@ -118,25 +120,39 @@ def keys_recipient(identity_files: tuple[str, ...], kms_context: dict[str, str],
 
 @keys.command("rotate")
 @MANIFEST
-@click.option("--recipients", "recipients_file", required=True, metavar="FILE",
+@click.option(*RECIPIENTS_FILE_OPTS, "recipients_file", metavar="FILE",
               type=click.Path(dir_okay=False, path_type=str),
-              help="The new recipients (age1… lines): every object is re-wrapped for them.")
+              help="The new recipients (age1… lines): every object is re-wrapped for them. "
+                   "Required.")
+@click.option("--recipients", "old_recipients_file", hidden=True,
+              type=click.Path(dir_okay=False, path_type=str),
+              help="Deprecated spelling of --recipients-file.")
 @identity_option("Identity file (any form) that opens the current headers.")
 @DATASET
 @SCHEDULER
 @JSON
 @PROGRESS
 @OPS
-def keys_rotate(manifest: str, recipients_file: str, identity_file: str | None,
-                datasets: tuple[str, ...], scheduler: str | None, as_json: bool,
-                progress: bool) -> None:
-    """Re-wrap the headers of MANIFEST's encrypted objects for new recipients.
+def keys_rotate(manifest: str, recipients_file: str | None, old_recipients_file: str | None,
+                identity_file: str | None, datasets: tuple[str, ...], scheduler: str | None,
+                as_json: bool, progress: bool) -> None:
+    """Re-wrap the headers of MANIFEST's encrypted objects for new recipients
+    (-R/--recipients-file FILE).
 
     Only each object's age header changes (same file key, same payload bytes), so
     rotation costs a header per object, not a copy. Exit codes as for `run`.
     """
     from datamove import api
     from datamove.commands.rotate import rotate
+
+    if old_recipients_file is not None:
+        deprecated_spelling("--recipients", "-R/--recipients-file")
+    if recipients_file is not None and old_recipients_file is not None:
+        raise click.UsageError("give --recipients-file once (--recipients is its old name)")
+    recipients_file = recipients_file or old_recipients_file
+    if recipients_file is None:
+        raise click.MissingParameter(param_hint="'-R' / '--recipients-file'",
+                                     param_type="option")
 
     def go() -> Report:
         return rotate(api.load_manifest(manifest), recipients_file,
@@ -160,7 +176,7 @@ def _with_in_out_help(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.command()
 @click.option("-r", "--recipient", "recipients", multiple=True, metavar="age1…",
               help="Encrypt to this recipient (repeatable).")
-@click.option("-R", "--recipients-file", "recipients_files", multiple=True, metavar="FILE",
+@click.option(*RECIPIENTS_FILE_OPTS, "recipients_files", multiple=True, metavar="FILE",
               help="Encrypt to every recipient in FILE, one age1… a line (repeatable).")
 @click.option("-p", "--passphrase", is_flag=True,
               help=f"Encrypt to {PASSPHRASE_HELP} instead (no -r/-R with it).")

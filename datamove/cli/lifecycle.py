@@ -156,11 +156,12 @@ def _octal_mode(text: str) -> int:
 @POLL
 @RESTORE_TIER
 @RESTORE_DAYS
+@PROGRESS
 @OPS
 def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float | None,
           count: int | None, rotate_spec: str | None, seed: str, report_path: str | None,
           scratch: str | None, identity_file: str | None, timeout: str, poll: str,
-          restore_tier: str, restore_days: int) -> None:
+          restore_tier: str, restore_days: int, progress: bool) -> None:
     """Restore a deterministic sample into scratch space, verify it, and report.
 
     Per object: tier, bytes, time to first byte, total time, result; in total:
@@ -184,7 +185,7 @@ def drill(manifest: str, as_json: bool, datasets: tuple[str, ...], sample: float
                            datasets=datasets_or_all(datasets), identity=identity_file,
                            scratch=scratch,
                            waiting=_waiting(timeout, poll, restore_tier, restore_days),
-                           progress=progress_of(True, as_json))
+                           progress=progress_of(progress, as_json))
         if html:
             from datamove.reports.views import write_drill
 

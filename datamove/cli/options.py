@@ -64,11 +64,23 @@ def write_html_report(path: str, write: Callable[[], str], result: Any) -> Any:
 
 def identity_option(help: str = "Identity file (any form) for encrypted datasets, instead "
                                 "of the manifest's encrypt.identity.file.") -> Decorator:
-    """``--identity FILE`` (one identity file, any form), with what it is for."""
-    return click.option("--identity", "identity_file", metavar="FILE", help=help)
+    """``-i/--identity FILE`` (one identity file, any form), with what it is for; the
+    same spelling as ``keys recipient`` and ``decrypt`` (and age's ``-i``)."""
+    return click.option("-i", "--identity", "identity_file", metavar="FILE", help=help)
 
 
 IDENTITY = identity_option()
+
+# A file of age recipients (age1… lines): encrypt's -R, keys rotate's new recipients.
+RECIPIENTS_FILE_OPTS = ("-R", "--recipients-file")
+
+
+def deprecated_spelling(old: str, new: str) -> None:
+    """Say on stderr that ``old`` (a hidden option kept so scripts do not break) is
+    spelled ``new`` now; tests/test_cli_options.py holds every visible option to
+    one spelling."""
+    click.echo(f"datamove: warning: {old} is deprecated; use {new}", err=True)
+
 
 # Reading archived objects back (restore, drill).
 TIMEOUT = click.option("--timeout", default="12h", show_default=True, metavar="DURATION",

@@ -22,6 +22,7 @@ from datamove.cli.options import (
     OPS,
     POLICIES,
     PROGRESS,
+    RECIPIENTS_FILE_OPTS,
     SCHEDULER,
     call,
     close_ops,
@@ -87,7 +88,7 @@ def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any
         click.option("--dst-option", "destination_options", multiple=True,
                      metavar="KEY=VALUE", callback=_options,
                      help="A store option of DST (repeatable)."),
-        click.option("--encrypt-to", metavar="FILE",
+        click.option(*RECIPIENTS_FILE_OPTS, "encrypt_to", metavar="FILE",
                      help="Encrypt each object for the age recipients in FILE (age1... lines); "
                           "stored as KEY.age. check needs it too to compare such a DST."),
         click.option("--ledger", metavar="PATH|URL",

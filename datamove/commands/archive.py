@@ -309,7 +309,7 @@ def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> st
         copied = location.fs.call_s3(
             "copy_object", Bucket=bucket, Key=s3_key, StorageClass=tier,
             CopySource={"Bucket": bucket, "Key": s3_key}, CopySourceIfMatch=head["ETag"],
-            MetadataDirective="COPY", ChecksumAlgorithm="SHA256")
+            MetadataDirective="COPY", ChecksumAlgorithm="SHA256", **_kept_sse(head))
     except OSError as exc:
         if s3_error_code(exc) == "PreconditionFailed":
             raise TransferError(f"{url}: changed while it was being archived; run "
@@ -321,6 +321,16 @@ def _change_class(location: Location, key: str, row: LedgerRow, tier: str) -> st
                              f"ledger's ({expected}); the object is now in {tier} but differs. "
                              "Restore it, then `datamove run --reverify`")
     return f"sha256:{server}"
+
+
+def _kept_sse(head: dict) -> dict[str, str]:
+    """An SSE-KMS object stays SSE-KMS under the same key when its class changes: a
+    CopyObject without encryption settings takes the bucket's default instead
+    (metadata, Content-Type and tags are copied as they are)."""
+    if head.get("ServerSideEncryption") != "aws:kms":
+        return {}
+    key = head.get("SSEKMSKeyId")
+    return {"ServerSideEncryption": "aws:kms", **({"SSEKMSKeyId": key} if key else {})}
 
 
 def _rewrite_in_class(location: Location, key: str, row: LedgerRow, tier: str,

@@ -50,30 +50,36 @@ from datamove.tabular.dataset import execute_table, preflight_tables, table_jobs
 def plan(manifest: Manifest, *, reverify: bool = False,
          datasets: list[str] | None = None,
          on_item: Callable[[str, PlanItem], None] | None = None,
-         prices: list[str] | None = None) -> PlanReport:
+         prices: list[str] | None = None, progress: Progress | None = None) -> PlanReport:
     """Count what a run would copy and skip, per dataset, without copying, and
     estimate what it costs (docs/COST.md); ``on_item`` sees each planned object
     with its dataset's name (``--dry-run``); ``prices``: price files merged onto
-    the shipped table after the manifest's ``prices:``."""
+    the shipped table after the manifest's ``prices:``; ``progress`` (the live
+    display while long listings merge) counts each object planned."""
     table = load_prices([*([manifest.prices] if manifest.prices else []), *(prices or [])])
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
     report = PlanReport("plan", manifest.name, new_run_id(), engine="none")
     ledger = ledger_of(manifest)
     exists = ledger.table(OBJECTS) is not None
-    for job in jobs:
-        ds = report.dataset(job.name, job.source.url, job.destination.url)
-        costing = DatasetCosting(job, manifest.dataset(job.name), manifest.engine, table)
-        recorded = ledger.latest_done(job.name, job.destination.url_of("")) if exists else None
-        on_filtered, on_absent = filter_counters(report, job)
-        for item in plan_dataset(job, reverify=reverify, recorded=recorded,
-                                 on_link=skipped_link_counter(report, job),
-                                 on_filtered=on_filtered, on_absent=on_absent):
-            ds.add(item.action.value, item.size)
-            costing.add(item)
-            if on_item is not None:
-                on_item(job.name, item)
-        report.costs[job.name] = costing.estimate()
+    progress = progress or Progress()
+    with progress:
+        for job in jobs:
+            ds = report.dataset(job.name, job.source.url, job.destination.url)
+            costing = DatasetCosting(job, manifest.dataset(job.name), manifest.engine, table)
+            recorded = ledger.latest_done(job.name, job.destination.url_of("")) \
+                if exists else None
+            on_filtered, on_absent = filter_counters(report, job)
+            for item in plan_dataset(job, reverify=reverify, recorded=recorded,
+                                     on_link=skipped_link_counter(report, job),
+                                     on_filtered=on_filtered, on_absent=on_absent):
+                ds.add(item.action.value, item.size)
+                costing.add(item)
+                progress.planned(item)
+                if on_item is not None:
+                    on_item(job.name, item)
+            report.costs[job.name] = costing.estimate()
+        progress.listing_done()
     return report.finish()
 
 

@@ -138,7 +138,8 @@ _FLAGS = {
     "datasets[0].files_from": "--files-from", "datasets[0].verify": "--verify",
     "engine.threads": "--transfers", "engine.bwlimit": "--bwlimit",
     "audit.signing_key": "--signing-key", "ledger": "--ledger",
-    "datasets[0].encrypt.recipients_file": "--encrypt-to", "datasets[0].encrypt": "--encrypt-to",
+    "datasets[0].encrypt.recipients_file": "--recipients-file",
+    "datasets[0].encrypt": "--recipients-file",
 }
 
 

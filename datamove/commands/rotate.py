@@ -59,6 +59,7 @@ from datamove.pipeline.transfer import (
     Batch,
     ObjectResult,
     TransferSettings,
+    object_attributes,
     process_item,
     run_items,
     verify_destination,
@@ -238,7 +239,9 @@ def rotate_object(job: DatasetJob, item: PlanItem, settings: TransferSettings) -
                            size_hint=row.stored_size + len(head), fsync=settings.fsync,
                            readback=job.verify != VerifyMode.size,
                            run_token=settings.run_token, resumable=False,
-                           storage_class=job.storage_class) as writer:
+                           storage_class=job.storage_class,
+                           # The rewritten object keeps its type, tags and SSE-KMS.
+                           attributes=object_attributes(job, item.key)[0]) as writer:
             writer.write(head)
             for piece in itertools.chain([rest], read_chunks(reader)):
                 for digest in (old_stored, payload, new_stored):

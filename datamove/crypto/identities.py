@@ -205,8 +205,8 @@ def _open_passphrase_file(ref: IdentityRef, data: bytes) -> list[X25519Identity]
 # --- KMS ------------------------------------------------------------------------------
 
 def _kms_client(key_id: str, region: str | None, endpoint_url: str | None) -> Any:
-    import boto3
     from botocore.config import Config
+    from botocore.session import get_session
 
     match = _ARN_REGION.match(key_id)
     region = region or (match.group(1) if match else None)
@@ -215,7 +215,10 @@ def _kms_client(key_id: str, region: str | None, endpoint_url: str | None) -> An
     retries = None if os.environ.get("AWS_MAX_ATTEMPTS") else {"mode": "standard",
                                                                 "max_attempts": 3}
     config = Config(retries=retries, connect_timeout=10, read_timeout=30)
-    return boto3.client("kms", region_name=region, endpoint_url=endpoint_url, config=config)
+    # A session per call: botocore sessions are not safe to share between threads, and
+    # identities are loaded once per process, so the credential lookup is not repeated often.
+    return get_session().create_client("kms", region_name=region, endpoint_url=endpoint_url,
+                                       config=config)
 
 
 _BODY_LOGGERS = ("botocore", "botocore.endpoint", "botocore.parsers", "urllib3")
@@ -242,8 +245,16 @@ def _bodies_unlogged() -> Iterator[None]:
 def _kms_call(what: str, key_id: str, call: str, region: str | None,
               endpoint_url: str | None, **kwargs: Any) -> dict[str, Any]:
     """One KMS call; every failure becomes a KeyProblem naming ``what`` and the key."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
-
+    try:
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+            NoRegionError,
+        )
+    except ModuleNotFoundError:  # the core installs without AWS's SDK
+        raise KeyProblem(f"{what} is wrapped by AWS KMS, which needs botocore; it is not "
+                         "installed: pip install 'datamove[s3]'") from None
     try:
         with _bodies_unlogged():
             client = _kms_client(key_id, region, endpoint_url)

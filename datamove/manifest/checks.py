@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import fsspec
 
+from datamove.manifest.fidelity import fidelity_problems
 from datamove.redact import Path_
 from datamove.stores.base import backend_for, protocol_of
 from datamove.stores.core import glob_to_regex
@@ -34,6 +35,8 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
     known = set(fsspec.available_protocols()) | set(fsspec.registry)  # + runtime plugins
     yield from _transport_problems(manifest)
     ledger_backend = backend_for(protocol_of(manifest.ledger))
+    if ledger_backend.missing_client():
+        yield ("ledger",), str(ledger_backend.missing_client())
     if not ledger_backend.can_host_ledger:
         yield ("ledger",), (f"{ledger_backend.protocol}:// cannot hold the ledger (a Delta Lake "
                             "table); put it on a local path, s3://, gs:// or az://")
@@ -46,7 +49,7 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
         seen.setdefault(dataset.name, i)
         for side in ("source", "destination"):
             url = getattr(dataset, side).url
-            problem = _url_problem(url, known)
+            problem = _url_problem(url, known) or backend_for(protocol_of(url)).missing_client()
             if problem:
                 yield ("datasets", i, side, "url"), problem
         src, dst = comparable_url(dataset.source.url), comparable_url(dataset.destination.url)
@@ -58,6 +61,7 @@ def semantic_problems(manifest: Manifest) -> Iterator[tuple[Path_, str]]:
                 "destination outside the source"
             )
         yield from _encryption_problems(manifest, dataset, i)
+        yield from fidelity_problems(dataset, i)
         storage_class = dataset.destination.storage_class
         url = dataset.destination.url
         backend = backend_for(protocol_of(url))

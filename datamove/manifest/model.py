@@ -89,6 +89,16 @@ class LocationSpec(_Strict):
     format: Literal["files", "delta", "parquet", "csv", "jsonl"] | None = None
     partition_by: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     schema_mode: Literal["strict", "merge"] | None = None
+    # Object fidelity (destinations; docs/MANIFEST.md, "Object attributes"): carry the
+    # source's Content-Type and user metadata, set types by glob and metadata, and
+    # S3 server-side encryption (stores/attributes.py, manifest/fidelity.py).
+    carry_metadata: Annotated[bool, Field(strict=True)] = True
+    content_type: dict[Annotated[str, Field(min_length=1)],
+                       Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=dict)
+    metadata: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict)
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: Annotated[str | None, Field(min_length=1, max_length=2048)] = None
 
 
 class LifecycleRule(_Strict):

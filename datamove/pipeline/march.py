@@ -22,6 +22,7 @@ from datamove.crypto.dataset import Encryption, stored_listing
 from datamove.ledger.tables import LedgerRow
 from datamove.manifest.model import DatasetSpec, EncryptSpec, VerifyMode
 from datamove.pipeline.filters import Filters
+from datamove.stores.attributes import Fidelity
 from datamove.stores.core import Entry, KeyFilter, Location, check_readable, list_entries
 from datamove.stores.safepath import key_problem
 from datamove.tiers import needs_restore
@@ -58,6 +59,8 @@ class DatasetJob:
     encryption: Encryption | None = None
     storage_class: str | None = None  # S3 destinations: the class objects are written in
     filters: Filters | None = None  # sizes, ages, files_from (pipeline/filters.py)
+    # Content-Type, metadata, tags and S3 SSE of the copies (stores/attributes.py).
+    fidelity: Fidelity = field(default_factory=Fidelity)
 
     @classmethod
     def from_spec(cls, spec: DatasetSpec, encrypt: EncryptSpec | None = None) -> DatasetJob:
@@ -75,6 +78,10 @@ class DatasetJob:
             encryption=Encryption.from_spec(encrypt) if encrypt is not None else None,
             storage_class=spec.destination.storage_class,
             filters=Filters.from_spec(spec),
+            fidelity=Fidelity.of(
+                carry=spec.destination.carry_metadata, content_type=spec.destination.content_type,
+                metadata=spec.destination.metadata, tags=spec.tags, sse=spec.destination.sse,
+                sse_kms_key_id=spec.destination.sse_kms_key_id),
         )
 
     def stored_key(self, key: str) -> str:

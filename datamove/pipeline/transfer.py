@@ -43,6 +43,7 @@ from datamove.errors import (
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline import cancel, in_store, throttle
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.stores.attributes import Attributes, attributes_for
 from datamove.stores.base import WriteOptions
 from datamove.stores.connection import OUTAGES, connection_endpoint
 from datamove.stores.core import (
@@ -57,7 +58,7 @@ from datamove.stores.core import (
 )
 from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import reused_dirs
-from datamove.stores.source_guard import SourceGuard
+from datamove.stores.source_guard import SourceCrc, SourceGuard
 from datamove.stores.writers import Committed, atomic_writer
 
 
@@ -247,6 +248,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     sha = hashlib.sha256()
     size = 0
     readback = job.verify != VerifyMode.size
+    attributes, source_info = object_attributes(job, key)
+    source_crc = SourceCrc.of(source_info, source)
     with contextlib.closing(open_read(job.source, key)) as reader, \
             contextlib.nullcontext(SourceGuard(job.source, source, reader)) as guard, \
             atomic_writer(job.destination, stored_key, part_size=settings.part_size,
@@ -257,7 +260,8 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                           resumable=encryption is None,
                           storage_class=job.storage_class,
                           mode=_source_mode(reader, guard.opened),
-                          part_buffers=settings.part_buffers) as writer:
+                          part_buffers=settings.part_buffers,
+                          attributes=attributes) as writer:
         # The guard was taken before the writer opened: a source changed since it was
         # listed fails before anything is written, and its fstat gives the mode.
         # Encrypted objects restart from byte 0: a new file key makes new bytes.
@@ -270,12 +274,14 @@ def copy_object(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                 if limit is not None:
                     limit.take(len(chunk), settings.run_token, job.name)
                 sha.update(chunk)
+                source_crc.update(chunk)
                 sink.write(chunk)
                 size += len(chunk)
                 LIVE_BYTES.add(len(chunk))
         finally:
             LIVE_BYTES.add(-size)
         guard.confirm(size)  # before anything is published
+        source_crc.confirm(job.source.url_of(key))
         digest = sha.hexdigest()
         stored_size, stored_sha, payload_sha = (
             sink.finish() if isinstance(sink, Sealer) else (size, digest, None))
@@ -303,7 +309,8 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
     token = settings.run_token
     options = WriteOptions(part_size=settings.part_size, size_hint=item.source.size,
                            run_token=token, storage_class=job.storage_class,
-                           part_buffers=settings.part_buffers)
+                           part_buffers=settings.part_buffers,
+                           attributes=object_attributes(job, item.key)[0])
     destination = job.destination
     sha256, committed = destination.backend.copy_within(
         job.source, item.source, destination, item.key, options,
@@ -314,6 +321,14 @@ def _copy_in_store(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                         size=size, sha256=sha256, destination_url=destination.url_of(item.key),
                         bytes_written=0, native_checksum=native, stored_size=size,
                         stored_sha256=sha256)
+
+
+def object_attributes(job: DatasetJob, key: str
+                      ) -> tuple[Attributes | None, ObjectInfo | None]:
+    """What the copy of ``key`` carries besides its bytes, and the source's stat
+    when it was taken for them (stores/attributes.py)."""
+    return attributes_for(job.source, job.destination, job.fidelity, key,
+                          encrypted=job.encryption is not None)
 
 
 def _source_mode(reader: object, opened: os.stat_result | None = None) -> int | None:
@@ -525,7 +540,7 @@ def _native_match(location: Location, key: str, info: ObjectInfo, sha256: str,
             return native
     if not info.native_trusted:
         return None
-    for algo in ("md5", "crc32c"):  # the stronger first
+    for algo in ("md5", "crc64nvme", "crc32c", "crc32"):  # the stronger first
         stored, ours = info.native.get(algo), source_natives.get(algo)
         if stored and ours:
             if not same_checksum(stored, ours):

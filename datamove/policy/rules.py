@@ -41,6 +41,7 @@ from datamove.manifest.yaml_source import (
     yaml_error,
 )
 from datamove.policy.regions import RegionFacts, discover_manifest, matches_any
+from datamove.stores.base import backend_for, protocol_of
 
 POLICIES_ENV = "DATAMOVE_POLICIES"
 BUILTIN = "built-in"
@@ -89,6 +90,8 @@ class RequireSpec(_Strict):
     storage_classes: Texts | None = None
     tags: Texts | None = None
     verify: VerifyMode | None = None
+    # S3 server-side encryption with KMS on the destination (destination sse: aws:kms).
+    sse_kms: Annotated[bool | None, Field(strict=True)] = None
 
     @field_validator("encryption")
     @classmethod
@@ -96,6 +99,14 @@ class RequireSpec(_Strict):
         if value is False:
             raise ValueError("must be true (leave it out when a rule does not require "
                              "encryption)")
+        return value
+
+    @field_validator("sse_kms")
+    @classmethod
+    def _sse_kms_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError("must be true (leave it out when a rule does not require "
+                             "SSE-KMS)")
         return value
 
     @model_validator(mode="after")
@@ -406,12 +417,29 @@ def _checks(manifest: Manifest, ds: DatasetSpec, req: RequireSpec,
             yield f"tags.{tag}", bool(value.strip()), (
                 f"tag {tag} is {value!r}" if value.strip() else f"tag {tag} is empty; give it "
                                                                  "a value")
+    if req.sse_kms:
+        yield _sse_kms(ds)
     if req.verify is not None:
         ok = _VERIFY_ORDER[ds.verify] >= _VERIFY_ORDER[req.verify]
         yield "verify", ok, (
             f"verify is {ds.verify.value} (at least {req.verify.value} required)" if ok else
             f"verify is {ds.verify.value}; at least {req.verify.value} required "
             "(size < checksum < full)")
+
+
+def _sse_kms(ds: DatasetSpec) -> Check:
+    """SSE-KMS on an S3 destination. The key is not named in the reason: its ARN
+    carries the account id, and the decision goes to the audit log."""
+    destination = ds.destination
+    if not backend_for(protocol_of(destination.url)).server_side_encryption:
+        return "destination.sse", False, ("the destination is not on S3, so it has no "
+                                          "SSE-KMS; use an s3:// destination with sse: aws:kms")
+    if destination.sse != "aws:kms":
+        return "destination.sse", False, (
+            f"destination server-side encryption is {destination.sse or 'not set'}; set "
+            "sse: aws:kms (and sse_kms_key_id) on the destination")
+    key = "a named KMS key" if destination.sse_kms_key_id else "the bucket's default KMS key"
+    return "destination.sse", True, f"destination objects are written with SSE-KMS ({key})"
 
 
 def _recipients(manifest: Manifest, ds: DatasetSpec, least: int) -> Check:

@@ -32,6 +32,7 @@ from fsspec.asyn import sync
 
 from datamove.checksum import b64
 from datamove.errors import LocationUnreachable, VerifyMismatch
+from datamove.stores.attributes import Attributes, azure_metadata
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -66,9 +67,13 @@ class AzureBackend(Backend):
     """``az://container/prefix`` (and ``abfs://``, ``abfss://``)."""
 
     name = "azure"
+    client_modules = ("adlfs", "azure.storage.blob")
+    extra = "azure"
     native_checksums = ("md5",)
     atomic_temp_names = False
     can_host_ledger = True
+    keeps_attributes = True
+    object_tags = "azure"
 
     def client_options(self, location: Location) -> dict[str, Any]:
         """Bounded waits (timeouts.py) unless the options set their own."""
@@ -90,7 +95,8 @@ class AzureBackend(Backend):
         return stat_azure(location, key)
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
-        return AzureWriter(location, key, options.part_size, options.part_buffers)
+        return AzureWriter(location, key, options.part_size, options.part_buffers,
+                           attributes=options.attributes)
 
     def is_transient(self, exc: BaseException) -> bool:
         """408, 429 and 5xx answers and dropped connections; other answers
@@ -196,6 +202,7 @@ def stat_azure(location: Location, key: str) -> ObjectInfo | None:
                       etag=(props.etag or "").strip('"') or None, metadata=metadata,
                       native={"md5": md5} if md5 else {},
                       storage_class=str(props.blob_tier) if props.blob_tier else None,
+                      content_type=getattr(props.content_settings, "content_type", None),
                       # A blob committed from blocks carries only a client's claim of an MD5.
                       native_trusted=META_PART_SIZE not in metadata and META_SHA256 in metadata)
 
@@ -212,8 +219,9 @@ class AzureWriter:
     """
 
     def __init__(self, location: Location, key: str, part_size: int,
-                 part_buffers: int = PART_BUFFERS):
+                 part_buffers: int = PART_BUFFERS, attributes: Attributes | None = None):
         self.fs = location.fs
+        self._attributes = attributes
         self.url = location.url_of(key)
         container, prefix = location.bucket_and_prefix()
         self.client = self.fs.service_client.get_blob_client(container, prefix + key)
@@ -252,12 +260,14 @@ class AzureWriter:
         from azure.storage.blob import BlobBlock
 
         expected = f"md5:{b64(self._md5.digest())}"
-        metadata = {AZURE_SHA256: sha256}
+        extra = self._blob_settings()
+        metadata = {**extra.pop("metadata"), AZURE_SHA256: sha256}
         if not self._blocks and self.size <= SINGLE_PUT_MAX:
             body = bytes(self._buffer)
             self._buffer = bytearray()
             response = sync(self.fs.loop, self.client.upload_blob, body, overwrite=True,
-                            metadata=metadata, validate_content=True, length=len(body))
+                            metadata=metadata, validate_content=True, length=len(body),
+                            **extra)
             self.sent = len(body)
             self.committed = True
             stored = f"md5:{b64(bytes(response['content_md5']))}" \
@@ -277,9 +287,23 @@ class AzureWriter:
                                "staged; not committed")
         metadata[AZURE_PART_SIZE] = str(self.part_size)
         sync(self.fs.loop, self.client.commit_block_list,
-             [BlobBlock(block_id=b) for b in self._blocks], metadata=metadata)
+             [BlobBlock(block_id=b) for b in self._blocks], metadata=metadata, **extra)
         self.committed = True
         return Committed(size=self.size, sent=self.sent, multipart=True)
+
+    def _blob_settings(self) -> dict[str, Any]:
+        """Content-Type, metadata (under names Azure accepts) and blob index tags."""
+        from azure.storage.blob import ContentSettings
+
+        attributes = self._attributes
+        if attributes is None:
+            return {"metadata": {}}
+        out: dict[str, Any] = {"metadata": azure_metadata(dict(attributes.metadata))}
+        if attributes.content_type:
+            out["content_settings"] = ContentSettings(content_type=attributes.content_type)
+        if attributes.tags:
+            out["tags"] = dict(attributes.tags)
+        return out
 
     def abort(self) -> None:
         # Staged blocks are invisible without a commit, and expire; nothing to undo.

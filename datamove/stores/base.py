@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import importlib.util
 import os
 import threading
 import uuid
@@ -26,12 +27,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol
 
+from datamove.errors import BadInput
 from datamove.stores.parts import PART_BUFFERS
 from datamove.stores.safepath import check_key
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+    from datamove.stores.attributes import Attributes
     from datamove.tiers import Tier
 
 PARTIAL_MARKER = ".datamove-partial-"
@@ -77,6 +80,9 @@ class ObjectInfo:
     native_trusted: bool = True
     composite: bool = False  # composed/multipart: no whole-object MD5
     storage_class: str | None = None
+    content_type: str | None = None  # where the store keeps one (attributes.py)
+    sse: str | None = None  # S3: ServerSideEncryption (AES256, aws:kms)
+    sse_kms_key_id: str | None = None  # S3: the KMS key of an aws:kms object
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,8 @@ class WriteOptions:
     storage_class: str | None = None
     mode: int | None = None
     part_buffers: int = PART_BUFFERS  # parts of one object in memory while it uploads
+    # Content-Type, user metadata, tags, S3 SSE (attributes.py); None: the store's defaults.
+    attributes: Attributes | None = None
 
 
 def partial_name(final_path: str, run_token: str = "") -> str:
@@ -189,6 +197,16 @@ class Backend:
     discovered, or None; ``region_is_host``: the bytes live on this host (the
     host's configured region applies); ``pins_reads``: an open reader fails if the
     object changes (source_guard.py); ``is_local``: a local directory tree.
+    ``keeps_attributes``: the store keeps a Content-Type and user metadata per
+    object (attributes.py); ``object_tags``: how it keeps a dataset's ``tags``
+    (attributes.TAG_STORES key), or None; ``server_side_encryption``: S3's SSE
+    settings apply.
+
+    ``client_modules`` and ``extra``: the store's client libraries (top-level module
+    names) and the datamove extra that installs them (``pip install 'datamove[s3]'``).
+    The core needs no cloud SDK, so a backend module imports its SDK only inside its
+    methods: its features can be read (manifest checks) where the SDK is absent, and
+    using the store says which extra to install (``missing_client``).
     """
 
     name: ClassVar[str] = "fsspec"
@@ -205,9 +223,29 @@ class Backend:
     region_is_host: ClassVar[bool] = False
     pins_reads: ClassVar[bool] = False
     is_local: ClassVar[bool] = False
+    client_modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    keeps_attributes: ClassVar[bool] = False
+    object_tags: ClassVar[str | None] = None
+    server_side_encryption: ClassVar[bool] = False
 
     def __init__(self, protocol: str):
         self.protocol = protocol
+        self._client_found = False
+
+    def missing_client(self) -> str | None:
+        """Why this store cannot be used in this Python (its client library is not
+        installed, and which extra installs it), or None. Looks for the modules
+        without importing them."""
+        if self._client_found:
+            return None
+        missing = [name for name in self.client_modules if not _installed(name)]
+        if not missing:
+            self._client_found = True
+            return None
+        verb = "is" if len(missing) == 1 else "are"
+        return (f"{self.protocol}:// needs {', '.join(missing)}, which {verb} not installed: "
+                f"pip install 'datamove[{self.extra}]'")
 
     # --- addressing ---------------------------------------------------------------
 
@@ -294,6 +332,15 @@ class Backend:
     def abort_orphan_uploads(self, location: Location, cutoff: Any = None) -> int:
         """Abort incomplete uploads begun before ``cutoff``; how many were aborted."""
         return 0
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (find_spec imports the
+    parents of a dotted name, and raises when one is missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 BACKENDS: dict[str, str] = {
@@ -393,7 +440,11 @@ class Location:
     @property
     def fs(self) -> AbstractFileSystem:
         """This process's filesystem for the location (fsspec caches instances),
-        with bounded connect and read timeouts unless the options set their own."""
+        with bounded connect and read timeouts unless the options set their own.
+        Raises BadInput naming the extra to install when the store's client is not."""
+        missing = self.backend.missing_client()
+        if missing:
+            raise BadInput(missing)
         return self.backend.filesystem(self)
 
     def path(self, key: str) -> str:

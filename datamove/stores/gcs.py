@@ -29,11 +29,11 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from fsspec.asyn import sync
 
 from datamove.checksum import Crc32c, native_value
 from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
+from datamove.stores.attributes import Attributes
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -57,15 +57,21 @@ class GCSBackend(Backend):
     """``gs://bucket/prefix`` (and ``gcs://``)."""
 
     name = "gcs"
+    client_modules = ("gcsfs",)
+    extra = "gcs"
     native_checksums = ("crc32c", "md5")
     atomic_temp_names = False
     storage_classes = GCS_TIERS
     server_side_copy = True
     can_host_ledger = True
     region_source = "gcs bucket location"
+    keeps_attributes = True
+    object_tags = "gcs"
 
     def client_options(self, location: Location) -> dict[str, Any]:
         """Bounded waits (timeouts.py) unless ``requests_timeout`` is set."""
+        import aiohttp  # gcsfs's HTTP client: the [gcs] extra, never imported by the core
+
         out = super().client_options(location)
         if "requests_timeout" not in out:
             out["requests_timeout"] = aiohttp.ClientTimeout(
@@ -80,7 +86,8 @@ class GCSBackend(Backend):
         return stat_gcs(location, key)
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
-        return GCSWriter(location, key, options.part_size, storage_class=options.storage_class)
+        return GCSWriter(location, key, options.part_size, storage_class=options.storage_class,
+                         attributes=options.attributes)
 
     def copy_within(self, source: Location, entry: Entry, destination: Location, key: str,
                     options: WriteOptions, hash_source: HashSource,
@@ -110,8 +117,11 @@ class GCSBackend(Backend):
                 int(resource.get("size") or 0) != entry.size:
             raise changed
         read = hash_source(None, ("crc32c",))
-        body: dict[str, Any] = {
-            "metadata": {**(resource.get("metadata") or {}), META_SHA256: read.sha256}}
+        attributes = options.attributes
+        carried = gcs_attributes(attributes) if attributes is not None else \
+            {"metadata": dict(resource.get("metadata") or {})}
+        body: dict[str, Any] = {**carried,
+                                "metadata": {**carried["metadata"], META_SHA256: read.sha256}}
         if options.storage_class:
             body["storageClass"] = options.storage_class
         params: dict[str, Any] = {"ifSourceGenerationMatch": resource["generation"]}
@@ -154,6 +164,20 @@ def _time(value: str | None) -> float | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def gcs_attributes(attributes: Attributes | None) -> dict[str, Any]:
+    """An object resource's ``contentType`` and ``metadata`` for the attributes.
+
+    GCS objects have no labels or tags (buckets do): a dataset's ``tags`` become
+    object metadata, under the manifest's names, below its own ``metadata``.
+    """
+    if attributes is None:
+        return {"metadata": {}}
+    out: dict[str, Any] = {"metadata": {**dict(attributes.tags), **dict(attributes.metadata)}}
+    if attributes.content_type:
+        out["contentType"] = attributes.content_type
+    return out
 
 
 def natives_of(resource: dict[str, Any]) -> dict[str, str]:
@@ -204,7 +228,8 @@ def stat_gcs(location: Location, key: str) -> ObjectInfo | None:
     return ObjectInfo(size=int(resource.get("size") or 0), mtime=_time(resource.get("updated")),
                       etag=resource.get("etag"), metadata=dict(resource.get("metadata") or {}),
                       native=natives_of(resource), storage_class=resource.get("storageClass"),
-                      composite=bool(resource.get("componentCount")))
+                      composite=bool(resource.get("componentCount")),
+                      content_type=resource.get("contentType"))
 
 
 def bucket_location(location: Location) -> str | None:
@@ -225,13 +250,17 @@ class GCSWriter:
     """
 
     def __init__(self, location: Location, key: str, part_size: int,
-                 storage_class: str | None = None, metadata: dict[str, str] | None = None):
+                 storage_class: str | None = None, metadata: dict[str, str] | None = None,
+                 attributes: Attributes | None = None):
         self.fs = location.fs
         self.url = location.url_of(key)
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
         self.part_size = max(MIN_CHUNK, part_size // MIN_CHUNK * MIN_CHUNK)
-        self._resource: dict[str, Any] = {"name": self.key, "metadata": dict(metadata or {})}
+        carried = gcs_attributes(attributes)
+        self._resource: dict[str, Any] = {
+            "name": self.key, **carried, "metadata": {**carried["metadata"], **(metadata or {})}}
+        self._type = carried.get("contentType", "application/octet-stream")
         if storage_class:
             self._resource["storageClass"] = storage_class
         self._buffer = bytearray()
@@ -258,7 +287,7 @@ class GCSWriter:
             self._resource["metadata"][META_PART_SIZE] = str(self.part_size)
             headers, _ = self.fs.call(
                 "POST", self._upload_base(), uploadType="resumable", json=self._resource,
-                headers={"X-Upload-Content-Type": "application/octet-stream"})
+                headers={"X-Upload-Content-Type": self._type})
             location = headers["Location"]
             self._session = location[0] if isinstance(location, list) else location
         chunk = bytes(memoryview(self._buffer)[:n])
@@ -306,7 +335,7 @@ class GCSWriter:
         boundary = f"datamove-{uuid.uuid4().hex}"
         payload = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n"
                    f"{json.dumps(self._resource)}\r\n--{boundary}\r\n"
-                   "Content-Type: application/octet-stream\r\n\r\n").encode() + body + \
+                   f"Content-Type: {self._type}\r\n\r\n").encode() + body + \
             f"\r\n--{boundary}--".encode()
         resource: dict[str, Any] = self.fs.call(
             "POST", self._upload_base(), uploadType="multipart", data=payload, json_out=True,
@@ -326,6 +355,8 @@ class GCSWriter:
 
 
 async def _cancel(fs: Any, session: str) -> int:
+    import aiohttp
+
     await fs._set_session()
     async with fs.session.delete(session, headers=fs._get_headers(None),
                                  timeout=aiohttp.ClientTimeout(total=30)) as response:

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from datamove.checksum import b64, b64_sha256, composite_sha256, same_checksum
 from datamove.errors import LocationUnreachable, SourceChanged, VerifyMismatch
+from datamove.stores.attributes import Attributes, confirm_sse, header_safe, s3_write_args
 from datamove.stores.base import (
     META_PART_SIZE,
     META_SHA256,
@@ -76,7 +77,9 @@ class S3Backend(Backend):
     """``s3://bucket/prefix`` (and ``s3a://``)."""
 
     name = "s3"
-    native_checksums = ("md5", "crc32c")
+    client_modules = ("s3fs",)
+    extra = "s3"
+    native_checksums = ("md5", "crc32c", "crc32")
     sha256_on_write = True
     atomic_temp_names = False
     storage_classes = S3_TIERS
@@ -87,6 +90,9 @@ class S3Backend(Backend):
     lease_lock = "conditional-write"
     region_source = "s3 GetBucketLocation"
     pins_reads = True
+    keeps_attributes = True
+    object_tags = "s3"
+    server_side_encryption = True
 
     def client_options(self, location: Location) -> dict[str, Any]:
         """Bounded waits (timeouts.py) unless ``config_kwargs`` sets its own."""
@@ -133,12 +139,15 @@ class S3Backend(Backend):
                           metadata=dict(head.get("Metadata") or {}),
                           checksum_sha256=head.get("ChecksumSHA256"),
                           native=_s3_natives(head), storage_class=head.get("StorageClass"),
-                          composite="-" in head.get("ETag", ""))
+                          composite="-" in head.get("ETag", ""),
+                          content_type=head.get("ContentType"),
+                          sse=head.get("ServerSideEncryption"),
+                          sse_kms_key_id=head.get("SSEKMSKeyId"))
 
     def writer(self, location: Location, key: str, options: WriteOptions) -> AtomicWriter:
         return S3Writer(location, key, options.part_size, options.size_hint,
                         resume=options.resumable, storage_class=options.storage_class,
-                        part_buffers=options.part_buffers)
+                        part_buffers=options.part_buffers, attributes=options.attributes)
 
     def copy_within(self, source: Location, entry: Entry, destination: Location, key: str,
                     options: WriteOptions, hash_source: HashSource,
@@ -256,16 +265,21 @@ class _CopyTarget:
         self.size = size
         self.options = options
         self._class = {"StorageClass": options.storage_class} if options.storage_class else {}
+        self._attributes = options.attributes
+        self._metadata = header_safe(dict(options.attributes.metadata)) \
+            if options.attributes else {}
 
     def copy_object(self, sha256: str) -> Committed:
         """One CopyObject; S3 computes the copy's ChecksumSHA256 over its bytes."""
         try:
             copied = self.fs.call_s3(
                 "copy_object", **self.at, **self.source, MetadataDirective="REPLACE",
-                Metadata={META_SHA256: sha256}, ChecksumAlgorithm="SHA256", **self._class)
+                Metadata={**self._metadata, META_SHA256: sha256}, ChecksumAlgorithm="SHA256",
+                **self._class, **s3_write_args(self._attributes, copy=True))
         except OSError as exc:
             self._raise_if_changed(exc)
             raise
+        confirm_sse(self.fs, self.at, copied, self._attributes, self.url)
         stored = copied.get("CopyObjectResult", {}).get("ChecksumSHA256")
         return self._checked(f"sha256:{stored}" if stored else None,
                              f"sha256:{b64_sha256(sha256)}", multipart=False)
@@ -276,7 +290,8 @@ class _CopyTarget:
         CompleteMultipartUpload; on any failure the upload is aborted."""
         created = self.fs.call_s3("create_multipart_upload", **self.at,
                                   ChecksumAlgorithm="SHA256",
-                                  Metadata={META_PART_SIZE: str(part_size)}, **self._class)
+                                  Metadata={**self._metadata, META_PART_SIZE: str(part_size)},
+                                  **self._class, **s3_write_args(self._attributes))
         upload_id = created["UploadId"]
         parts: dict[int, dict[str, Any]] = {}
         # Nothing is buffered: every slot is a request on its way.
@@ -310,6 +325,7 @@ class _CopyTarget:
             if isinstance(exc, OSError):
                 self._raise_if_changed(exc)
             raise
+        confirm_sse(self.fs, self.at, completed, self._attributes, self.url)
         stored = completed.get("ChecksumSHA256")
         return self._checked(f"sha256:{stored}" if stored else None,
                              f"sha256:{composite_sha256(read.parts)}", multipart=True)
@@ -384,8 +400,9 @@ def _s3_pages(location: Location, page_keys: int = 1000) -> Pages:
 
 def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
     """S3's checksums of one object: ChecksumSHA256 (whole, or a composite of the
-    parts' with "-N"), ChecksumCRC32C when it covers the whole object (a
-    composite CRC32C of parts cannot be compared without the part sizes), and the
+    parts' with "-N"), ChecksumCRC32C, ChecksumCRC32 and ChecksumCRC64NVME when
+    they cover the whole object (a composite CRC of parts cannot be compared
+    without the part sizes), and the
     ETag when it is the MD5 S3 computed (one PUT, no SSE-KMS or SSE-C)."""
     out = {}
     etag = head.get("ETag", "").strip('"')
@@ -394,9 +411,11 @@ def _s3_natives(head: dict[str, Any]) -> dict[str, str]:
         out["md5"] = f"md5:{base64.b64encode(bytes.fromhex(etag)).decode()}"
     if head.get("ChecksumSHA256"):
         out["sha256"] = f"sha256:{head['ChecksumSHA256']}"
-    crc = head.get("ChecksumCRC32C")
-    if crc and "-" not in crc and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
-        out["crc32c"] = f"crc32c:{crc}"
+    whole = head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+    for algo in ("crc32c", "crc32", "crc64nvme"):  # CRC64NVME is always full-object
+        crc = head.get(f"Checksum{algo.upper()}")
+        if crc and "-" not in crc and whole:
+            out[algo] = f"{algo}:{crc}"
     return out
 
 
@@ -420,9 +439,12 @@ class S3Writer:
 
     def __init__(self, location: Location, key: str, part_size: int, size_hint: int = 0,
                  resume: bool = True, storage_class: str | None = None,
-                 part_buffers: int = PART_BUFFERS):
+                 part_buffers: int = PART_BUFFERS, attributes: Attributes | None = None):
         self.fs = location.fs
         self._class = {"StorageClass": storage_class} if storage_class else {}
+        self._attributes = attributes
+        self._metadata = header_safe(dict(attributes.metadata)) if attributes else {}
+        self.url = location.url_of(key)
         self.bucket, prefix = location.bucket_and_prefix()
         self.key = prefix + key
         self.part_size = part_size_for(part_size, size_hint)
@@ -501,8 +523,9 @@ class S3Writer:
         if self._upload_id is None:
             created = self.fs.call_s3(
                 "create_multipart_upload", Bucket=self.bucket, Key=self.key,
-                ChecksumAlgorithm="SHA256", Metadata={META_PART_SIZE: str(self.part_size)},
-                **self._class)
+                ChecksumAlgorithm="SHA256",
+                Metadata={**self._metadata, META_PART_SIZE: str(self.part_size)},
+                **self._class, **s3_write_args(self._attributes))
             self._upload_id = created["UploadId"]
         self._numbered += 1
         number = self._numbered
@@ -535,8 +558,11 @@ class S3Writer:
             response = self.fs.call_s3(
                 "put_object", Bucket=self.bucket, Key=self.key, Body=body,
                 ContentMD5=b64(md5), ChecksumSHA256=b64_sha256(sha256),
-                Metadata={META_SHA256: sha256}, **self._class)
+                Metadata={**self._metadata, META_SHA256: sha256}, **self._class,
+                **s3_write_args(self._attributes))
             self.committed = True
+            confirm_sse(self.fs, {"Bucket": self.bucket, "Key": self.key}, response,
+                        self._attributes, self.url)
             self.sent = len(body)
             etag_is_md5 = response.get("ServerSideEncryption", "AES256") == "AES256" \
                 and not response.get("SSECustomerAlgorithm")
@@ -558,6 +584,8 @@ class S3Writer:
             MultipartUpload={"Parts": [self._parts[n] for n in numbers]})
         self._upload_id = None
         self.committed = True
+        confirm_sse(self.fs, {"Bucket": self.bucket, "Key": self.key}, response,
+                    self._attributes, self.url)
         self.sent = sum(self._sent.values())
         stored = response.get("ChecksumSHA256")
         composite = composite_sha256([self._digests[n] for n in numbers])
@@ -580,3 +608,4 @@ def _is_hex(text: str) -> bool:
     except ValueError:
         return False
     return len(text) == 32
+

@@ -39,6 +39,8 @@ class SFTPBackend(FsspecBackend):
     """An SFTP server: temporary name then rename, nothing else to declare."""
 
     name: ClassVar[str] = "sftp"
+    client_modules = ("paramiko",)
+    extra = "sftp"
 
     def filesystem(self, location: Location) -> Any:
         options = self.client_options(location)

@@ -17,6 +17,9 @@ the new version.
 * GCS, Azure and other stores: the object's ETag (or size and mtime) is read
   again after the last byte and must equal the listed one; ETags change with
   every write there.
+
+``SourceCrc`` adds the source store's own CRC of the object, when a copy took
+its stat anyway (stores/attributes.py): the bytes read must hash to it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from datamove.errors import SourceChanged
-from datamove.stores.core import Entry, Location, stat
+from datamove.checksum import native_value, new_native_hasher, same_checksum
+from datamove.errors import SourceChanged, VerifyMismatch
+from datamove.stores.core import Entry, Location, ObjectInfo, stat
 
 
 class SourceGuard:
@@ -93,3 +97,35 @@ class SourceGuard:
                     raise self._changed("its ETag changed while it was read")
             else:
                 self._check_listed(info.size, info.mtime)
+
+
+class SourceCrc:
+    """The source store's own CRC of the object (GCS crc32c, S3 CRC32C or CRC32),
+    when its stat was taken anyway, checked against the bytes read: damage on the
+    way from the source fails the copy (and is retried) before anything is
+    published. Cheap: CRCs run at several GB/s."""
+
+    def __init__(self, algo: str | None = None, stored: str | None = None):
+        self.algo, self.stored = algo, stored
+        self._hasher = new_native_hasher(algo) if algo else None
+
+    @classmethod
+    def of(cls, info: ObjectInfo | None, entry: Entry) -> SourceCrc:
+        if info is None or not info.native_trusted or \
+                (entry.etag and info.etag and info.etag.strip('"') != entry.etag):
+            return cls()  # nothing to check, or another version than the listed one
+        for algo in ("crc32c", "crc32"):
+            if algo in info.native:
+                return cls(algo, info.native[algo])
+        return cls()
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+
+    def confirm(self, where: str) -> None:
+        if self._hasher is None or self.algo is None or self.stored is None:
+            return
+        if not same_checksum(native_value(self.algo, self._hasher.digest()), self.stored):
+            raise VerifyMismatch(f"{where}: the bytes read differ from the source store's "
+                                 f"{self.algo}; nothing was published")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from datamove.stores.attributes import Attributes
 from datamove.stores.base import (
     RESUME_TOKEN,
     AtomicWriter,
@@ -48,7 +49,8 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
                   resume_id: str | None = None, resumable: bool = True,
                   storage_class: str | None = None,
                   mode: int | None = None,
-                  part_buffers: int = PART_BUFFERS) -> Iterator[AtomicWriter]:
+                  part_buffers: int = PART_BUFFERS,
+                  attributes: Attributes | None = None) -> Iterator[AtomicWriter]:
     """Yield a writer; abort it if the block raises or ends without ``commit``.
 
     ``resumable=False``: never continue an earlier attempt's upload (the bytes
@@ -57,13 +59,16 @@ def atomic_writer(location: Location, key: str, *, part_size: int, size_hint: in
     ``mode``: a local file's permission bits (default 0666 less the umask).
     ``part_buffers``: parts of a multipart upload held in memory, all but one of
     them uploading at once (stores/parts.py; 1: one part at a time).
+    ``attributes``: Content-Type, user metadata, tags and S3 SSE of the object
+    where the store keeps them (attributes.py); ignored by stores that do not.
     Raises UnsafePath before anything is written if ``key`` could leave the root.
     """
     check_key(key)
     writer = location.backend.writer(location, key, WriteOptions(
         part_size=part_size, size_hint=size_hint, fsync=fsync, readback=readback,
         run_token=run_token, resume_id=resume_id, resumable=resumable,
-        storage_class=storage_class, mode=mode, part_buffers=part_buffers))
+        storage_class=storage_class, mode=mode, part_buffers=part_buffers,
+        attributes=attributes))
     try:
         yield writer
     except BaseException:
