@@ -7,7 +7,7 @@ and the pipeline are imported inside each command, never at the top: `datamove
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,7 +28,7 @@ from datamove.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from datamove.pipeline.report import Report
+    from datamove.pipeline.results import CommandReport
 
 
 @click.command()
@@ -79,7 +79,7 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
     """
     from datamove import api
 
-    def go() -> Report:
+    def go() -> CommandReport[Any]:
         loaded = api.load_manifest(manifest)
         if report_path:
             from datamove.reports.html import check_target
@@ -96,8 +96,8 @@ def run(manifest: str, as_json: bool, scheduler: str | None, datasets: tuple[str
         if report_path:
             from datamove.reports.views import write_run
 
-            write_html_report(report_path, lambda: write_run(report_path, result, loaded),
-                              result)
+            result = write_html_report(report_path,
+                                       lambda: write_run(report_path, result, loaded), result)
         return result
 
     finish(go, as_json)

@@ -46,16 +46,20 @@ HTML_REPORT = click.option("--report", "report_path", metavar="FILE.html",
                            help="Also write a self-contained HTML report here (opens offline).")
 
 
-def write_html_report(path: str, write: Callable[[], str], result: Any) -> None:
-    """Write an HTML report after the work is done. A failure to write costs a warning
-    in the result (the work is done and recorded), not the exit code; the path was
-    checked before any work (reports.html.check_target)."""
+def write_html_report(path: str, write: Callable[[], str], result: Any) -> Any:
+    """Write an HTML report after the work is done; returns the result to print. A
+    failure to write costs a warning in the result (the work is done and recorded),
+    not the exit code; the path was checked before any work (reports.html.check_target).
+    The API's reports are frozen (``with_warning`` gives the warned copy)."""
     try:
         click.echo(f"datamove: report written to {write()}", err=True)
     except BadInput as exc:
         click.echo(f"datamove: warning: {exc}", err=True)
+        if hasattr(result, "with_warning"):
+            return result.with_warning(str(exc))
         if hasattr(result, "warn"):
             result.warn(str(exc))
+    return result
 
 
 def identity_option(help: str = "Identity file (any form) for encrypted datasets, instead "

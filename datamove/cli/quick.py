@@ -146,7 +146,7 @@ def _copy_or_sync(source: str, destination: str, flags: dict[str, Any], *,
     if flags["dry_run"]:
         report = call(lambda: api.dry_run(manifest, dry_run_printer(click.echo, delete)),
                       as_json)
-        _dry_run_tail(report, delete, max_delete)
+        report = _dry_run_tail(report, delete, max_delete)
     else:
         report = call(lambda: api.sync(manifest, delete=delete, max_delete=max_delete,
                                        scheduler=flags["scheduler"],
@@ -155,19 +155,19 @@ def _copy_or_sync(source: str, destination: str, flags: dict[str, Any], *,
     if html:
         from datamove.reports.views import write_run
 
-        write_html_report(html, lambda: write_run(html, report, manifest), report)
+        report = write_html_report(html, lambda: write_run(html, report, manifest), report)
     emit(report, as_json)
 
 
-def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> None:
+def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> Any:
     """What a real sync would delete, and whether ``--max-delete`` would refuse it."""
     if not delete:
-        return
+        return report
     extra = sum(ds.counts["extra"] for ds in report.datasets.values())
     refused = (f"; --max-delete {max_delete} would refuse it (nothing would be deleted)"
                if max_delete is not None and extra > max_delete else "")
-    report.warn(f"--dry-run: {extra:,} object{'' if extra == 1 else 's'} would be deleted "
-                f"after the copies verified{refused}")
+    return report.with_warning(f"--dry-run: {extra:,} object{'' if extra == 1 else 's'} "
+                               f"would be deleted after the copies verified{refused}")
 
 
 @click.command("copy")

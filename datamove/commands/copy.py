@@ -123,6 +123,8 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
 
     def work(stage: list[DatasetJob], last: bool) -> Iterator[Batch]:
         for job in stage:
+            progress.dataset_started(job.name, job.source.url, job.destination.url)
+            started.append(job.name)
             recorded = sweeper = None
             if writer is not None:  # only a run writes: it records and it cleans up
                 recorded = ledger.latest_done(job.name, job.destination.url_of(""))
@@ -150,10 +152,13 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
             progress.listing_done()
 
     for sequence, table in enumerate(tables, start=1):
+        progress.dataset_started(table.name, table.source.url, table.table.location.url)
         execute_table(table, report.command, report, run_id=report.run_id,
                       ledger=ledger if writer is not None else None, audit=audit,
                       sequence=sequence)
+        _tell_finished(progress, report, [table.name])
     upload_cutoffs: dict[str, datetime | None] = {}
+    started: list[str] = []  # datasets whose planning began, not yet told finished
     staged = stages(jobs)
 
     with session.working(engine=bool(jobs or not tables)):
@@ -168,13 +173,24 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
                     writer.add(ledger_row(batch.job, item, result, report.run_id))
                 if audit is not None:
                     record_result(audit, batch.job, result)
+            if mirror is None:
+                _tell_finished(progress, report, started)
+                started.clear()
         if mirror is not None:
             _delete_extras(session, mirror, extras)
+            _tell_finished(progress, report, started)  # deletions are part of the outcome
     for job in jobs:  # after the copies: resumed uploads are complete by now
         if job.name in upload_cutoffs and not report.interrupted and \
                 job.name not in report.stopped:  # be quick; its endpoint may be gone
             tidy_up(report, job, upload_cutoffs[job.name], settings.run_token)
     return session.finish()
+
+
+def _tell_finished(progress: Progress, report: Report, names: list[str]) -> None:
+    """Progress listeners learn each dataset's outcome once its last result is in."""
+    for name in names:
+        ds = report.dataset(name)
+        progress.dataset_finished(name, ds.counts, ds.bytes, report.stopped.get(name))
 
 
 def tidy_up(report: Report, job: DatasetJob, cutoff: datetime | None, token: str) -> None:

@@ -8,6 +8,7 @@ gives it as each dataset's ``cost``, the text form as a second table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from datamove.cost.estimate import DatasetCost
@@ -20,14 +21,13 @@ class PlanReport(Report):
 
     costs: dict[str, DatasetCost] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for name, cost in self.costs.items():
-            out["datasets"][name]["cost"] = cost.to_dict()
-        return out
-
-    def render_more(self, console: Any) -> None:
-        render_costs(console, {name: cost.to_dict() for name, cost in self.costs.items()})
+    def snapshot_fields(self) -> dict[str, Any]:
+        """The typed report (pipeline/results.py) carries the costs: ``--json`` gives
+        each as its dataset's ``cost``, the text form the table below."""
+        costs = dict(self.costs)
+        return {"costs": MappingProxyType(costs),
+                "more": lambda console: render_costs(
+                    console, {name: cost.to_dict() for name, cost in costs.items()})}
 
 
 def money(value: float | None, currency: str = "USD") -> str:

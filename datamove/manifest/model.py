@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from datamove.errors import ManifestError
 from datamove.manifest.checks import local_path, semantic_problems
@@ -308,6 +318,23 @@ class Manifest(_Strict):
                              f"day-of-month month day-of-week); got {value!r}")
         return value
 
+    # Every way of building a Manifest (Manifest(...), model_validate, model_validate_json)
+    # runs the checks load_manifest runs (_check) and raises ManifestError. The loaders
+    # run _check themselves, to place each problem at its file:line, and say so in the
+    # validation context.
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_check(cls, data: Any, handler: ModelWrapValidatorHandler[Manifest],
+                     info: ValidationInfo) -> Manifest:
+        if info.context and info.context.get(_CALLER_CHECKS):
+            return handler(data)
+        manifest, problems = _check(data, handler, None, keys_reported=False)
+        if problems:
+            raise ManifestError("Manifest", finish([(0, f"{dotted(loc)}: {msg}")
+                                                    for loc, msg in problems]))
+        assert manifest is not None
+        return manifest
+
     def dataset(self, name: str) -> DatasetSpec:
         for dataset in self.datasets:
             if dataset.name == name:
@@ -332,9 +359,11 @@ class Manifest(_Strict):
 # Fields load_manifest sets; a manifest that writes them is as wrong as any unknown key.
 _NOT_FROM_FILE = ("path", "sha256")
 
+# Validation context key: the caller runs _check itself (see Manifest._every_check).
+_CALLER_CHECKS = "datamove.manifest.caller_checks"
+
 
 # --- loading -------------------------------------------------------------------------
-
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
@@ -398,37 +427,85 @@ def parse_manifest(raw: bytes | str, shown: str, base_dir: Path | None = None) -
         line = line_for(loc, lines)
         return line, f"{shown}:{line}: {dotted(loc)}"
 
-    secrets = list(find_secrets(data))
-    for loc, msg in secrets:
-        line, where = at(loc)
-        problems.append((line, f"{where}: {msg}"))
-    secret_locs = [loc for loc, _ in secrets]
+    return _validated(data, shown, at, base_dir, digest, problems, keys_reported=True)
+
+
+def manifest_from_dict(data: dict[str, Any], *, base_dir: str | os.PathLike[str] | None = None,
+                       shown: str = "<manifest>") -> Manifest:
+    """Validate a manifest given as Python data (what YAML would load to), with every
+    check :func:`load_manifest` runs; raise ManifestError listing every problem.
+
+    ``base_dir`` anchors relative local paths (as a manifest file's directory does);
+    without it they stay relative to the working directory. ``shown`` names the
+    manifest in errors (``<manifest>: datasets[0].destination.url: ...``) and becomes
+    ``Manifest.path``; ``sha256`` is that of the data's canonical JSON.
+    """
+    import hashlib
+    import json
+
+    if not isinstance(data, dict):
+        raise ManifestError(shown, [f"{shown}: (top level): the manifest must be a mapping "
+                                    f"of keys (version, name, datasets, ...), not "
+                                    f"{type(data).__name__}"])
+    try:
+        canonical = json.dumps(data, sort_keys=True, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):  # keys that are not text: the models say where
+        canonical = ""
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+
+    def at(loc: Path_) -> tuple[int, str]:
+        return 0, f"{shown}: {dotted(loc)}"
+
+    return _validated(data, shown, at, Path(base_dir) if base_dir is not None else None,
+                      digest, [], keys_reported=False)
+
+
+def _validated(data: dict[str, Any], shown: str, at: Callable[[Path_], tuple[int, str]],
+               base_dir: Path | None, digest: str, problems: list[tuple[int, str]], *,
+               keys_reported: bool) -> Manifest:
+    """A manifest's data, from a file or a dict: fields that only loading sets, then
+    _check; ``at`` places a problem (file:line, or the dotted field)."""
     for key in _NOT_FROM_FILE:
         if key in data:
             line, where = at((key,))
             problems.append((line, f"{where}: {UNKNOWN_KEY}"))
-    data = {k: v for k, v in data.items() if k not in _NOT_FROM_FILE}
-    manifest: Manifest | None = None
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if err["type"] == "invalid_key" or "[key]" in loc:
-                continue  # a key that is not text: reported by index_lines
-            hide = any(loc[:len(s)] == s or s[:len(loc)] == loc for s in secret_locs)
-            line, where = at(loc)
-            problems.append((line, f"{where}: {explain(err, hide)}"))
-    if manifest is not None:
-        # Judge locations as they will be used: relative paths already resolved.
-        manifest = _resolve_relative_urls(manifest, base_dir) if base_dir else manifest
-        for loc, msg in semantic_problems(manifest):
-            line, where = at(loc)
-            problems.append((line, f"{where}: {msg}"))
+    manifest, found = _check({k: v for k, v in data.items() if k not in _NOT_FROM_FILE},
+                             lambda d: Manifest.model_validate(d, context={_CALLER_CHECKS: True}),
+                             base_dir, keys_reported=keys_reported)
+    for loc, msg in found:
+        line, where = at(loc)
+        problems.append((line, f"{where}: {msg}"))
     if problems:
         raise ManifestError(shown, finish(problems))
     assert manifest is not None
     return manifest.model_copy(update={"path": shown, "sha256": digest})
+
+
+def _check(data: Any, validate: Callable[[Any], Manifest], base_dir: Path | None, *,
+           keys_reported: bool) -> tuple[Manifest | None, list[tuple[Path_, str]]]:
+    """Every check of a manifest's data, in one place: inline secrets (never echoed),
+    the models (``validate``), then, relative paths resolved against ``base_dir``, the
+    semantic checks (checks.py). Returns the manifest (None if the models refused it)
+    and each problem at its path. ``keys_reported``: keys that are not text were
+    reported already (index_lines)."""
+    secrets = list(find_secrets(data)) if isinstance(data, dict) else []
+    problems = list(secrets)
+    secret_locs = [loc for loc, _ in secrets]
+    manifest: Manifest | None = None
+    try:
+        manifest = validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if keys_reported and (err["type"] == "invalid_key" or "[key]" in loc):
+                continue  # a key that is not text: reported by index_lines
+            hide = any(loc[:len(s)] == s or s[:len(loc)] == loc for s in secret_locs)
+            problems.append((loc, explain(err, hide)))
+    if manifest is not None:
+        # Judge locations as they will be used: relative paths already resolved.
+        manifest = _resolve_relative_urls(manifest, base_dir) if base_dir else manifest
+        problems += semantic_problems(manifest)
+    return manifest, problems
 
 
 def _resolve_relative_urls(manifest: Manifest, base_dir: Path) -> Manifest:

@@ -17,6 +17,7 @@ whose messages the docs quote.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,7 @@ def shown_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def explain(err: dict[str, Any], hide_input: bool = False) -> str:
+def explain(err: Mapping[str, Any], hide_input: bool = False) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     got = "a value that is not shown" if hide_input else shown_value(err.get("input"))

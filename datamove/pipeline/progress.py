@@ -23,16 +23,26 @@ Three promises the displays rely on:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from datamove.pipeline import events
 from datamove.pipeline.events import duration
 from datamove.pipeline.march import PlanItem
+from datamove.pipeline.progress_events import (
+    DatasetFinished,
+    DatasetStarted,
+    ListingDone,
+    ObjectDone,
+    ProgressEvent,
+    Totals,
+)
 from datamove.pipeline.report import human_bytes
 from datamove.pipeline.transfer import LIVE_BYTES, ObjectResult
 
@@ -124,6 +134,8 @@ class Progress:
         self._samples: deque[tuple[float, int, int]] = deque([(self.started, 0, 0)])
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        # Told every typed event (progress_events.py) on the driver thread: api's on_event.
+        self.listeners: list[Callable[[ProgressEvent], None]] = []
 
     # --- what the driver reports (the driver's thread; kept cheap: once per object) ------
 
@@ -163,6 +175,8 @@ class Progress:
             ds.failed += 1
         ds.last = time.monotonic()
         events.object_done(result)
+        if self.listeners:
+            self._tell(ObjectDone.of(result, self.totals()))
 
     def listing_done(self, dataset: str | None = None) -> None:
         """The listing of ``dataset`` (None: of every dataset) is complete."""
@@ -172,6 +186,35 @@ class Progress:
                 ds.listing = False
         else:
             self.dataset(dataset).listing = False
+        if dataset is None and self.listeners:
+            self._tell(ListingDone(self.totals()))
+
+    # --- listeners (progress_events.py): told what the lines above counted ----------------
+
+    def dataset_started(self, name: str, source: str, destination: str) -> None:
+        if self.listeners:
+            self._tell(DatasetStarted(name, source, destination, self.totals()))
+
+    def dataset_finished(self, name: str, counts: Mapping[str, int],
+                         bytes_: Mapping[str, int], stopped: str | None) -> None:
+        if self.listeners:
+            self._tell(DatasetFinished(name, MappingProxyType(Counter(counts)),
+                                       MappingProxyType(Counter(bytes_)), stopped,
+                                       self.totals()))
+
+    def totals(self) -> Totals:
+        return Totals(self.planned_objects, self.planned_bytes, self.done_objects,
+                      self.done_bytes, self.failed, self.skipped, self.listing)
+
+    def _tell(self, event: ProgressEvent) -> None:
+        """A listener that raises is logged, not obeyed: progress never changes a run."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                logging.getLogger(__name__).warning(
+                    "progress listener %r raised on %s; the run goes on",
+                    listener, type(event).__name__, exc_info=True)
 
     # --- totals over the datasets --------------------------------------------------------
 

@@ -3,21 +3,34 @@
 One report shape serves ``run``, ``plan`` and ``verify``: per dataset, a count and
 a byte total per outcome (``copied``, ``skipped``, ``failed``, … for runs; ``copy``,
 ``skip``, … for plans; ``matched``, ``missing``, ``differs``, ``extra`` for
-verification). The JSON form is what ``--json`` prints as its last line.
+verification). ``Report`` is the driver's mutable accountant while a command
+runs; ``snapshot()`` freezes it into the typed report (pipeline/results.py) that
+the API returns and that alone renders the JSON ``--json`` prints and the table.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TextIO
 
 from datamove.errors import EXIT_BAD_INPUT, EXIT_OBJECTS_FAILED, EXIT_OK, EXIT_POLICY_REFUSED
 from datamove.pipeline.interrupt import exit_code as signal_exit_code
+from datamove.pipeline.results import (
+    REPORT_TYPES,
+    CommandReport,
+    DatasetOutcome,
+    Problem,
+    human_bytes,
+    iso_time,
+)
 from datamove.pipeline.throughput import Throughput
 from datamove.pipeline.transfer import ObjectResult
+
+__all__ = ["MAX_LISTED_PROBLEMS", "DatasetReport", "Problem", "Report", "human_bytes",
+           "iso_time"]
 
 MAX_LISTED_PROBLEMS = 10_000
 """Problems kept for the final listing; beyond this only the count grows."""
@@ -31,8 +44,6 @@ ARCHIVE_PLAN_KEYS = ("due", "in_tier", "not_due")
 RESTORE_KEYS = ("restored", "failed")
 _KEYS = {"run": RUN_KEYS, "plan": PLAN_KEYS, "verify": VERIFY_KEYS, "rotate": ROTATE_KEYS,
          "archive": ARCHIVE_KEYS, "archive-plan": ARCHIVE_PLAN_KEYS, "restore": RESTORE_KEYS}
-_MOVED = {"run": "copied", "plan": "copy", "verify": "matched", "rotate": "rotated",
-          "archive": "moved", "archive-plan": "due", "restore": "restored"}
 _PROBLEM_STATUSES = {"failed", "missing", "differs", "extra", "repaired"}
 _NOT_DONE = _PROBLEM_STATUSES - {"repaired"}  # objects whose bytes the chart does not count
 
@@ -49,25 +60,10 @@ class DatasetReport:
         self.counts[outcome] += 1
         self.bytes[outcome] += size
 
-    def to_dict(self, keys: tuple[str, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {"source": self.source, "destination": self.destination}
-        for key in (*keys, *sorted(set(self.counts) - set(keys))):
-            out[key] = self.counts[key]
-        for key in (*keys, *sorted(set(self.bytes) - set(keys))):
-            out[f"bytes_{key}"] = self.bytes[key]
-        return out
-
-
-@dataclass
-class Problem:
-    dataset: str
-    key: str
-    status: str
-    error: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "key": self.key, "status": self.status,
-                "error": self.error}
+    def outcome(self, kind: type[DatasetOutcome] = DatasetOutcome) -> DatasetOutcome:
+        """The counts frozen (missing outcomes still read 0)."""
+        return kind(self.name, self.source, self.destination,
+                    MappingProxyType(Counter(self.counts)), MappingProxyType(Counter(self.bytes)))
 
 
 @dataclass
@@ -135,10 +131,7 @@ class Report:
 
     def stop_lines(self) -> list[Problem]:
         """One problem per stopped dataset, with what was left undone (counted to the end)."""
-        return [Problem(name, "", "stopped",
-                        f"{reason}; {self.dataset(name).counts['not_attempted']:,} objects not "
-                        "attempted")
-                for name, reason in self.stopped.items()]
+        return self.snapshot().stop_lines()
 
     @property
     def exit_code(self) -> int:
@@ -158,162 +151,35 @@ class Report:
         self.ended = time.time()
         return self
 
+    def snapshot(self) -> CommandReport[Any]:
+        """The report as it stands, frozen and typed (RunReport, PlanReport,
+        VerifyReport; CommandReport for other commands)."""
+        kind, dataset_kind = REPORT_TYPES.get(self.command, (CommandReport, DatasetOutcome))
+        return kind(
+            command=self.command, manifest=self.manifest, run_id=self.run_id,
+            engine=self.engine, started=self.started, ended=self.ended,
+            outcomes=_KEYS[self.command],
+            datasets=MappingProxyType({name: ds.outcome(dataset_kind)
+                                       for name, ds in self.datasets.items()}),
+            problems=list(self.problems), problem_count=self.problem_count,
+            policy_warnings=list(self.policy_warnings), warnings=list(self.warnings),
+            warning_count=self.warning_count, interrupted=self.interrupted,
+            stopped=MappingProxyType(dict(self.stopped)), dashboard=self.dashboard,
+            refused=list(self.refused),
+            exit_code=self.exit_code, throughput=self.throughput, **self.snapshot_fields())
+
+    def snapshot_fields(self) -> dict[str, Any]:
+        """What a command's own report adds to its snapshot (plan: ``costs``, and
+        ``more``, the table it prints before the verdict)."""
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
-        keys = _KEYS[self.command]
-        return {
-            "command": self.command,
-            "manifest": self.manifest,
-            "run_id": self.run_id,
-            "engine": self.engine,
-            "started": iso_time(self.started),
-            "ended": iso_time(self.ended) if self.ended else None,
-            "seconds": round((self.ended or time.time()) - self.started, 3),
-            "datasets": {name: ds.to_dict(keys) for name, ds in self.datasets.items()},
-            "problems": [p.to_dict() for p in self.stop_lines() + self.problems],
-            "problem_count": self.problem_count + len(self.stopped),
-            **({"interrupted": self.interrupted} if self.interrupted else {}),
-            **({"dashboard": self.dashboard} if self.dashboard else {}),
-            **({"refused": self.refused} if self.refused else {}),
-            **({"policy_warnings": self.policy_warnings} if self.policy_warnings else {}),
-            **({"warnings": self.warnings, "warning_count": self.warning_count}
-               if self.warning_count else {}),
-            "exit_code": self.exit_code,
-        }
+        return self.snapshot().to_dict()
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=False, ensure_ascii=False)
+        return self.snapshot().to_json()
 
     def render(self, out: TextIO) -> None:
-        """A human summary: one table row per dataset, then every problem."""
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console(file=out, highlight=False, soft_wrap=True)
-        keys = _KEYS[self.command]
-        table = Table(title=f"datamove {self.command}: {self.manifest}", title_justify="left")
-        table.add_column("dataset", no_wrap=True)
-        for key in keys:
-            table.add_column(key, justify="right")
-        table.add_column("bytes", justify="right")
-        moved = _MOVED[self.command]
-        for name, ds in self.datasets.items():
-            table.add_row(name, *(f"{ds.counts[k]:,}" for k in keys),
-                          human_bytes(ds.bytes[moved]))
-        console.print(table)
-        for line in self._table_lines():
-            console.print(line, markup=False, highlight=False)
-        for warning in self.policy_warnings:
-            console.print(f"[bold]policy warning[/bold] {warning}", markup=True,
-                          highlight=False)
-        for warning in self.warnings[:20]:
-            console.print(f"[bold]warning[/bold] {warning}", markup=True, highlight=False)
-        if self.warning_count > 20:
-            console.print(f"… and {self.warning_count - 20:,} more warnings (--json lists "
-                          "them)")
-        for reason in self.refused:
-            console.print(f"[bold]refused[/bold] {reason}", markup=True, highlight=False)
-        for problem in self.stop_lines():
-            console.print(f"[bold]stopped[/bold] dataset {problem.dataset}: {problem.error}",
-                          markup=True, highlight=False)
-        for problem in self.problems:
-            console.print(f"[bold]{problem.status}[/bold] {problem.dataset}/{problem.key}: "
-                          f"{problem.error}", markup=True, highlight=False)
-        if self.problem_count > len(self.problems):
-            console.print(f"… and {self.problem_count - len(self.problems):,} more")
-        self.render_more(console)
-        seconds = (self.ended or time.time()) - self.started
-        console.print(self._interruption() + self._verdict() +
-                      f" in {seconds:.1f}s (exit {self.exit_code})")
-
-    def render_more(self, console: Any) -> None:
-        """What a command's own report adds before the verdict (plan: costs)."""
-
-    def _interruption(self) -> str:
-        """What a signal left undone, before the verdict of what was done."""
-        if not self.interrupted:
-            return ""
-        left = sum(ds.counts["not_attempted"] for ds in self.datasets.values())
-        return (f"interrupted by {self.interrupted}: {left:,} planned objects not attempted, "
-                "a rerun goes on from here; ")
-
-    def _table_lines(self) -> list[str]:
-        """What the table above cannot show: skipped links, and for ``format: delta``
-        datasets, rows."""
-        lines = []
-        for name, ds in self.datasets.items():
-            c = ds.counts
-            if c["deleted"]:
-                lines.append(f"dataset {name}: {_many(c['deleted'], 'object')} "
-                             f"({human_bytes(ds.bytes['deleted'])}) deleted at the destination, "
-                             "only there (sync --delete)")
-            if c["links_skipped"]:
-                lines.append(f"dataset {name}: {_many(c['links_skipped'], 'symbolic link')} "
-                             "skipped (source.links: follow or copy-link copies them)")
-            if c["filtered"]:
-                lines.append(f"dataset {name}: {_many(c['filtered'], 'object')} "
-                             f"({human_bytes(ds.bytes['filtered'])}) filtered out "
-                             "(include/exclude, sizes, ages, files_from)")
-            if c["not_at_source"]:
-                lines.append(f"dataset {name}: {_many(c['not_at_source'], 'key')} in "
-                             "files_from not at the source")
-            if "partitions_due" in c:
-                lines.append(f"table {name}: {_many(c['partitions_due'], 'partition')} "
-                             "due to move")
-            if "partitions_moved" in c:
-                lines.append(f"table {name}: {_many(c['partitions_moved'], 'partition')} "
-                             f"({_many(c['rows_moved'], 'row')}) moved to cold tables")
-            if "partitions" in c:
-                loaded = (f"{_many(c['rows_loaded'], 'row')} loaded in "
-                          f"{_many(c['commits'], 'commit')}, " if self.command == "run" else "")
-                version = (f" (table version {c['table_version']})"
-                           if "table_version" in c else "")
-                lines.append(f"table {name}: {loaded}{_many(c['rows_verified'], 'row')} "
-                             f"verified in {_many(c['partitions'], 'partition')}{version}")
-        return lines
-
-    def _verdict(self) -> str:
-        total = Counter[str]()
-        for ds in self.datasets.values():
-            total.update(ds.counts)
-        if self.command == "plan":
-            return f"plan: {total['copy']:,} to copy, {total['skip']:,} up to date"
-        archived = (f", {total['archived']:,} archived (not read: `datamove drill` reads them "
-                    "back)") if total["archived"] else ""
-        if self.command == "verify":
-            return (f"verify: {total['matched']:,} matched, {total['missing']:,} missing, "
-                    f"{total['differs']:,} differ, {total['extra']:,} extra{archived}")
-        if self.command == "rotate":
-            return (f"rotate: {total['rotated']:,} re-wrapped, {total['skipped']:,} already "
-                    f"for the new keys, {total['failed']:,} failed")
-        if self.command == "archive":
-            return (f"archive: {total['moved']:,} moved, {total['in_tier']:,} already in "
-                    f"their tier, {total['not_due']:,} not due, {total['failed']:,} failed")
-        if self.command == "archive-plan":
-            return (f"archive --dry-run: {total['due']:,} due to move, {total['in_tier']:,} "
-                    f"already in their tier, {total['not_due']:,} not due")
-        if self.command == "restore":
-            return f"restore: {total['restored']:,} restored, {total['failed']:,} failed"
-        if total["copied"] == 0 and total["failed"] == 0 and total["repaired"] == 0:
-            # a table's `verified` counts partitions, not objects
-            current = total["skipped"] + sum(ds.counts["verified"] for ds in self.datasets.values()
-                                             if "partitions" not in ds.counts)
-            return f"nothing to copy: {current:,} objects up to date{archived}"
-        return (f"copied {total['copied']:,}, skipped {total['skipped']:,}, "
-                f"repaired {total['repaired']:,}, failed {total['failed']:,}")
-
-
-def _many(count: int, noun: str) -> str:
-    """``1 commit``, ``2 commits``, ``1,000 rows``."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def iso_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+        """A human summary (pipeline/results.py): one table row per dataset, then every
+        problem."""
+        self.snapshot().render(out)
