@@ -102,19 +102,26 @@ CHECKPOINT = click.option("--checkpoint", "checkpoint_file", metavar="FILE",
                                "(`audit checkpoint -o`).")
 
 
-def _context_pairs(ctx: click.Context, param: click.Parameter,
-                   values: tuple[str, ...]) -> dict[str, str]:
-    """``--kms-context k=v`` (repeatable) as a dict; a malformed or repeated key is a usage
-    error naming the option, so a typo cannot silently change the context."""
-    pairs: dict[str, str] = {}
+def key_value_pairs(values: tuple[str, ...],
+                    parse: Callable[[str], Any] = str) -> dict[str, Any]:
+    """Repeatable ``KEY=VALUE`` options as a dict, each VALUE through ``parse``; a
+    malformed or repeated key is a usage error naming the option, so a typo cannot
+    silently change what the command does."""
+    pairs: dict[str, Any] = {}
     for value in values:
-        key, sep, val = value.partition("=")
+        key, sep, text = value.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
         if key in pairs:
             raise click.BadParameter(f"key {key!r} given twice")
-        pairs[key] = val
+        pairs[key] = parse(text)
     return pairs
+
+
+def _context_pairs(ctx: click.Context, param: click.Parameter,
+                   values: tuple[str, ...]) -> dict[str, str]:
+    """``--kms-context k=v`` (repeatable) as a dict of strings."""
+    return key_value_pairs(values)
 
 
 def kms_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,7 @@ from datamove.cli.options import (
     call,
     close_ops,
     emit,
+    key_value_pairs,
     progress_of,
     write_html_report,
 )
@@ -42,19 +43,14 @@ def _options(ctx: click.Context, param: click.Parameter,
     as a YAML scalar (``true``, ``8``, text), as it would be in a manifest."""
     import yaml
 
-    pairs: dict[str, Any] = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}")
-        if key in pairs:
-            raise click.BadParameter(f"key {key!r} given twice")
+    def scalar(text: str) -> Any:
         try:
             parsed = yaml.safe_load(text) if text else ""
         except yaml.YAMLError:
-            parsed = text
-        pairs[key] = parsed if isinstance(parsed, str | int | float | bool) else text
-    return pairs
+            return text
+        return parsed if isinstance(parsed, str | int | float | bool) else text
+
+    return key_value_pairs(values, scalar)
 
 
 def _shared(*, writes: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -2,7 +2,7 @@
 
 rclone users expect ``copy SRC DST`` without writing a file first. These commands
 build the one-dataset :class:`Manifest` a user would have written, through the
-same parser and checks as a manifest file (``parse_manifest``: unknown fields,
+same checks as a manifest file (``manifest_from_dict``: unknown fields,
 secrets in URLs, a destination inside its source, ...), and then run it through
 the same API as ``datamove run`` and ``verify``: there is no second copy engine.
 
@@ -18,7 +18,6 @@ same pair finds its rows and skips what it copied.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 from datamove.errors import BadInput, ManifestError
 from datamove.manifest.checks import comparable_url
-from datamove.manifest.model import Manifest, parse_manifest
+from datamove.manifest.model import Manifest, manifest_from_dict
 from datamove.pipeline.march import Action, PlanItem
 
 QUICK_NAME = "quick"
@@ -116,7 +115,7 @@ class QuickSpec:
         local paths start at the current directory."""
         doc = self.document()
         try:
-            manifest = parse_manifest(json.dumps(doc), SHOWN, base_dir=Path.cwd())
+            manifest = manifest_from_dict(doc, base_dir=Path.cwd(), shown=SHOWN)
         except ManifestError as exc:
             raise BadInput("invalid arguments:\n" + "\n".join(
                 f"  {_flag_words(problem)}" for problem in exc.problems)) from None
@@ -146,7 +145,7 @@ _FLAGS = {
 def _flag_words(problem: str) -> str:
     """A manifest problem (``command line:1: datasets[0].source.url: ...``) in the
     words of the command line (``SRC: ...``)."""
-    text = problem.removeprefix(f"{SHOWN}:1: ").removeprefix(f"{SHOWN}:0: ")
+    text = problem.removeprefix(f"{SHOWN}: ").removeprefix(f"{SHOWN}:1: ")
     for path, flag in sorted(_FLAGS.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(path, flag)
     for name in ("min_size", "max_size", "min_age", "max_age"):  # "smaller than min_size"
