@@ -10,6 +10,7 @@ component that cannot start fails the test run; it is never skipped.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import pwd
@@ -469,6 +470,19 @@ def wait_for_no_echo(master: int, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             pytest.fail("age never disabled terminal echo for the passphrase prompt")
         time.sleep(0.005)
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    """The JSON summary a ``--json`` command prints as its last line."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (key -> bytes) under ``root``, making directories as needed."""
+    for key, data in files.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,

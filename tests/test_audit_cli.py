@@ -16,11 +16,7 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.conftest import cli, write_manifest
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
+from tests.conftest import cli, last_json, write_manifest
 
 
 def root_from_path(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:

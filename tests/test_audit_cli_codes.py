@@ -23,15 +23,11 @@ from datamove.audit.events import AUDIT_SCHEMA, canonical, row_of
 from datamove.audit.tables import AUDIT
 from datamove.cli.audit import audit
 from datamove.ledger.tables import Ledger
-from tests.conftest import cli, write_manifest
+from tests.conftest import cli, last_json, write_manifest
 
 
 def invoke(*args: str):
     return CliRunner().invoke(audit, list(args), catch_exceptions=False)
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

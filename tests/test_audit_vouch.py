@@ -40,7 +40,7 @@ from datamove.audit.tables import (
 )
 from datamove.ledger.tables import Ledger, now
 from tests.conftest import cli as datamove_cli
-from tests.conftest import write_manifest
+from tests.conftest import last_json, write_manifest
 from tests.test_audit_log import events_of, independent_root, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,10 +106,6 @@ def cli(*args: str) -> SimpleNamespace:
     stderr, then stdout (so that the JSON line of --json stays last)."""
     result = datamove_cli(*args)
     return SimpleNamespace(exit_code=result.returncode, output=result.stderr + result.stdout)
-
-
-def last_json(output: str) -> dict:
-    return json.loads(output.strip().splitlines()[-1])
 
 
 def test_a_forged_well_chained_event_is_refused_not_signed(keyed):

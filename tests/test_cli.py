@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,18 +10,16 @@ import pytest
 from deltalake import DeltaTable
 
 from datamove import __version__
-from tests.conftest import REPO, cli, require_tool, run_cli, s3_location, write_manifest
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def make_tree(root, files: dict[str, bytes]) -> None:
-    for key, data in files.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+from tests.conftest import (
+    REPO,
+    cli,
+    last_json,
+    make_tree,
+    require_tool,
+    run_cli,
+    s3_location,
+    write_manifest,
+)
 
 
 def test_version():

@@ -6,7 +6,6 @@ plan (every expected figure computed here from the table, by hand), and ``plan
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -26,12 +25,7 @@ from datamove.cost.estimate import Side, Tier, estimate
 from datamove.cost.table import PriceFileError, load_prices
 from datamove.manifest.checks import S3_STORAGE_CLASSES
 from datamove.tiers import GCS_TIERS
-from tests.conftest import cli, s3_location, write_manifest
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
+from tests.conftest import cli, last_json, s3_location, write_manifest
 
 # --- the shipped table ---------------------------------------------------------------
 

@@ -7,7 +7,6 @@ and KMS), gcp-storage-emulator, Azurite.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import zlib
 from pathlib import Path
@@ -15,11 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import cli, s3_location, write_manifest
-
-
-def last_json(text: str) -> dict:
-    return json.loads(text.strip().splitlines()[-1])
+from tests.conftest import cli, last_json, s3_location, write_manifest
 
 
 def ran(result) -> dict:  # type: ignore[no-untyped-def]

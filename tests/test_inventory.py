@@ -18,17 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import cli, write_manifest
+from tests.conftest import cli, last_json, write_manifest
 
 SCHEMA = "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag"
 OBJECTS = {  # hostile keys: byte order differs from naive orders, spaces, '+', non-ASCII
     "data/a.txt": b"a", "data/a/b": b"ab", "data/a-b": b"a-b", "data/a b+c.txt": b"space",
     "data/é/1": b"e1", "data/日本/語": b"jp", "data/z": b"z" * 1000, "data/deep/x/y/z": b"deep",
 }
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _fill_source(moto_server, objects: dict[str, bytes]) -> tuple[str, dict[str, dict]]:

@@ -19,7 +19,6 @@ boundary is the point (a namespace, a resource limit).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import resource
@@ -35,7 +34,7 @@ from deltalake import DeltaTable
 
 from datamove import cli as commands
 from datamove.cli.lifecycle import archive, restore
-from tests.conftest import AWS_ENV, require_tool, write_manifest
+from tests.conftest import AWS_ENV, last_json, require_tool, write_manifest
 from tests.lifecycle_helpers import make_source
 
 DATASET = {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"},
@@ -52,10 +51,6 @@ def cli(command, *args: str, code: int | None = 0) -> Result:  # type: ignore[no
     if code is not None:
         assert result.exit_code == code, (result.stdout, result.stderr)
     return result
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def files_of(root: Path) -> dict[str, tuple[int, int]]:

@@ -9,7 +9,6 @@ rerun never has to copy or verify it again.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from .conftest import (
     AWS_ENV,
     MotoServer,
     cli,
+    last_json,
     running_moto,
     s3_location,
     write_manifest,
@@ -107,10 +107,6 @@ def fill_s3(server: MotoServer, bucket: str, count: int) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: client.put_object(Bucket=bucket, Key=f"data/f{i:04d}.bin",
                                                   Body=os.urandom(SIZE)), range(count)))
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 # --- an endpoint killed mid-run ------------------------------------------------------------

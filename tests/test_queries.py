@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -15,19 +14,8 @@ from click.testing import CliRunner, Result
 from datamove import cli as commands
 from datamove.cli.lifecycle import archive
 from datamove.ledger.tables import Ledger, LedgerWriter
-from tests.conftest import cli, write_manifest
+from tests.conftest import cli, last_json, make_tree, write_manifest
 from tests.lifecycle_helpers import make_source
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> None:
-    for key, data in files.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def one_dataset(tmp_path: Path, files: dict[str, bytes], **extra: object) -> Path:

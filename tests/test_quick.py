@@ -10,18 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, write_manifest
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def make_tree(root: Path, files: dict[str, bytes]) -> None:
-    for key, data in files.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+from tests.conftest import cli, last_json, make_tree, write_manifest
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -3,7 +3,6 @@ locations; idempotence, concurrency and crashes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import AWS_ENV, cli, write_manifest
+from tests.conftest import AWS_ENV, cli, last_json, write_manifest
 from tests.lifecycle_helpers import audit_events, make_source, object_rows, per_key
 
 
@@ -34,10 +33,6 @@ def s3_manifest(tmp_path: Path, moto_server, bucket: str, **dataset) -> Path:
           "lifecycle": [{"after": "30d", "tier": "STANDARD_IA"},
                         {"after": "90d", "tier": "GLACIER"}], **dataset}
     return write_manifest(tmp_path / "m.yaml", [ds], ledger=str(tmp_path / "ledger"))
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_glacier_flow_archive_is_idempotent_and_restore_reads_back(tmp_path, moto_server):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -44,7 +43,7 @@ from datamove.stores.core import (
     list_entries,
 )
 from datamove.stores.writers import atomic_writer
-from tests.conftest import AWS_ENV, REPO, cli, file_sha, s3_location, write_manifest
+from tests.conftest import AWS_ENV, REPO, cli, file_sha, last_json, s3_location, write_manifest
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -113,10 +112,6 @@ def composite(data: bytes, part_size: int) -> str:
 
 def base(checksum: str) -> str:
     return checksum.strip('"').split("-")[0]
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 class Boom(Exception):
