@@ -161,6 +161,34 @@ def test_max_delete_refuses_and_deletes_nothing(tmp_path):
     assert tree(tmp_path / "dst") == {"a": b"1"}
 
 
+def test_a_source_that_lists_nothing_deletes_nothing_without_max_delete(tmp_path):
+    """An object store answers a mistyped prefix with an empty listing: sync --delete
+    from a source with no object (within the filters) would empty the destination,
+    so it is refused (exit 3) unless --max-delete allows it."""
+    (tmp_path / "empty").mkdir()
+    make_tree(tmp_path / "dst", {"x": b"x", "y": b"y"})
+    make_tree(tmp_path / "src", {"keep.bin": b"1"})
+    ledger = tmp_path / "ledger"
+    result = cli("sync", "empty", "dst", "--delete", "--ledger", str(ledger), "--json",
+                 cwd=tmp_path, env=state(tmp_path))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "the source listed no object, so 2 objects would be deleted" in \
+        last_json(result.stdout)["refused"][0]
+    assert tree(tmp_path / "dst") == {"x": b"x", "y": b"y"}
+    [refusal] = audit_events(ledger, "delete.refused")
+    assert refusal["details"]["reason"] == "empty source"
+
+    # Filters that leave nothing at the source count as nothing listed, too.
+    filtered = cli("sync", "src", "dst", "--include", "x*", "--delete", "--ledger",
+                   str(ledger), cwd=tmp_path, env=state(tmp_path))
+    assert filtered.returncode == 3 and tree(tmp_path / "dst") == {"x": b"x", "y": b"y"}
+
+    allowed = cli("sync", "empty", "dst", "--delete", "--max-delete", "2", "--ledger",
+                  str(ledger), cwd=tmp_path, env=state(tmp_path))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert tree(tmp_path / "dst") == {}
+
+
 def test_dry_run_lists_each_object_and_changes_nothing(tmp_path):
     make_tree(tmp_path / "src", {"a": b"1", "sub/b": b"22"})
     make_tree(tmp_path / "dst", {"old": b"333"})

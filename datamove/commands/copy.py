@@ -235,6 +235,19 @@ def _delete_extras(session: RunSession, mirror: Mirror, extras: dict[str, Extras
             report.warn(f"nothing deleted: {why}; the {_objects(waiting)} only at the "
                         "destination stay until a run copies everything")
             return
+        empty = sorted(name for name, kept in extras.items()
+                       if kept.count and not kept.source_objects)
+        if empty and mirror.max_delete is None:
+            would = sum(extras[name].count for name in empty)
+            report.refuse(f"dataset {', '.join(empty)}: the source listed no object, so "
+                          f"{_objects(would)} would be deleted, everything at the "
+                          "destination; nothing was deleted (a mistyped source empties "
+                          "the destination). Check SRC, or give --max-delete N to allow it")
+            if audit is not None:
+                audit.append("delete.refused", would_delete=would, max_delete=None,
+                             reason="empty source",
+                             datasets={name: extras[name].count for name in empty})
+            return
         if mirror.max_delete is not None and waiting > mirror.max_delete:
             report.refuse(f"--max-delete {mirror.max_delete}: {_objects(waiting)} would be "
                           "deleted; nothing was deleted (raise the limit to allow it)")
@@ -287,6 +300,8 @@ def _settle_driver_side(items: Iterator[PlanItem], job: DatasetJob, ds: DatasetR
                         report: Report, progress: Progress,
                         extras: Extras | None = None) -> Iterator[PlanItem]:
     for item in items:
+        if extras is not None and item.action != Action.extra:
+            extras.source_objects += 1
         if item.action == Action.skip:
             ds.add("skipped", item.size)
             progress.skipped_item(job.name, item)

@@ -10,6 +10,10 @@ copies are done and then deletes them, under three rules:
   bring the destination up to date must not make it smaller;
 * never more than ``max_delete`` (``--max-delete N``): more, and the run deletes
   nothing, is refused (exit 3) and says how many would have gone;
+* never everything because the source listed nothing: an object store answers a
+  mistyped prefix with an empty listing, not an error, so a dataset whose source
+  listed no object within its filters deletes only with an explicit
+  ``--max-delete`` (rclone refuses such a source as "directory not found");
 * never outside the destination root (safepath.key_problem), never a file of
   datamove's own (temporary names are not listed at all, and keys under the
   ledger's URL, which holds the audit log and the lock, are left alone) and
@@ -62,6 +66,7 @@ class Extras:
         self.count = 0
         self.bytes = 0
         self.protected = 0  # under the ledger's or the source's URL: never deleted
+        self.source_objects = 0  # what the source listed within the filters
         self._kept_out = _prefixes_within(job.destination.url,
                                           (ledger_url, job.source.url))
         # Open for the whole run, closed by close() (commands/copy.py, in a finally).
