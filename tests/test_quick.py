@@ -169,6 +169,10 @@ def test_a_source_that_lists_nothing_deletes_nothing_without_max_delete(tmp_path
     make_tree(tmp_path / "dst", {"x": b"x", "y": b"y"})
     make_tree(tmp_path / "src", {"keep.bin": b"1"})
     ledger = tmp_path / "ledger"
+    dry = cli("sync", "empty", "dst", "--delete", "--dry-run", "--ledger", str(ledger),
+              cwd=tmp_path, env=state(tmp_path))
+    assert dry.returncode == 0 and "without --max-delete a real sync deletes nothing" in \
+        dry.stdout, dry.stdout
     result = cli("sync", "empty", "dst", "--delete", "--ledger", str(ledger), "--json",
                  cwd=tmp_path, env=state(tmp_path))
     assert result.returncode == 3, result.stdout + result.stderr

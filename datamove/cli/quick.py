@@ -160,8 +160,15 @@ def _dry_run_tail(report: Any, delete: bool, max_delete: int | None) -> Any:
     if not delete:
         return report
     extra = sum(ds.counts["extra"] for ds in report.datasets.values())
+    listed_nothing = any(ds.counts["extra"] and not (ds.counts["copy"] + ds.counts["skip"]
+                                                     + ds.counts["verify"]
+                                                     + ds.counts["archived"])
+                         for ds in report.datasets.values())
     refused = (f"; --max-delete {max_delete} would refuse it (nothing would be deleted)"
-               if max_delete is not None and extra > max_delete else "")
+               if max_delete is not None and extra > max_delete else
+               "; but the source listed no object: without --max-delete a real sync "
+               "deletes nothing and exits 3"
+               if listed_nothing and max_delete is None else "")
     return report.with_warning(f"--dry-run: {extra:,} object{'' if extra == 1 else 's'} "
                                f"would be deleted after the copies verified{refused}")
 
