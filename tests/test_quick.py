@@ -193,6 +193,19 @@ def test_a_source_that_lists_nothing_deletes_nothing_without_max_delete(tmp_path
     assert tree(tmp_path / "dst") == {}
 
 
+def test_a_destination_linked_into_the_source_is_refused(tmp_path):
+    """DST a symbolic link to a directory inside SRC: the overlap checks resolve links,
+    so sync --delete cannot delete source files through it (it did: ``sub/a`` of the
+    source was an "extra" of the destination)."""
+    make_tree(tmp_path / "src", {"sub/a": b"1", "b": b"2"})
+    (tmp_path / "dstlink").symlink_to(tmp_path / "src" / "sub")
+    result = cli("sync", "src", "dstlink", "--delete", "--ledger", "ledger", cwd=tmp_path,
+                 env=state(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "DST: lies inside the source" in result.stderr
+    assert tree(tmp_path / "src") == {"sub/a": b"1", "b": b"2"}
+
+
 def test_dry_run_lists_each_object_and_changes_nothing(tmp_path):
     make_tree(tmp_path / "src", {"a": b"1", "sub/b": b"22"})
     make_tree(tmp_path / "dst", {"old": b"333"})

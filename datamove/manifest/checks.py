@@ -327,8 +327,10 @@ def local_path(url: str) -> str | None:
 
 
 def comparable_url(url: str) -> str:
-    """A URL normalised for prefix tests: absolute local paths, one trailing slash."""
+    """A URL normalised for prefix tests: local paths absolute with their symbolic links
+    resolved (a destination reached through a link into its source is inside it, and
+    ``sync --delete`` would delete source files through it), one trailing slash."""
     local = local_path(url)
     if local is None:
         return url.rstrip("/") + "/"
-    return os.path.abspath(os.path.expanduser(local)).rstrip("/") + "/"
+    return os.path.realpath(os.path.expanduser(local)).rstrip("/") + "/"
