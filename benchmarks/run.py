@@ -379,7 +379,8 @@ def run_cases(scenario: str, cases: list[Case], files: int, nbytes: int, repeat:
 
 
 def local_cases(scenario: str, src: Path, expected: dict[str, int]) -> list[Case]:
-    """local -> local: cp + sha256sum, rclone copy, datamove."""
+    """local -> local: cp + sha256sum, rclone copy, datamove (threads, the default; and
+    ``engine.processes`` = the cores, where small copies use every core)."""
     out = WORK / "out" / scenario
 
     def fresh(tool: str) -> Callable[[], None]:
@@ -400,10 +401,14 @@ def local_cases(scenario: str, src: Path, expected: dict[str, int]) -> list[Case
     # of every file on both sides), plain rclone copy for local-small.
     rclone_flags = ["--checksum"] if scenario in ("local-large", "local-tiny") else []
     manifest = datamove_manifest(scenario, src, out / "datamove", None)
+    procs = datamove_manifest(scenario, src, out / "datamove-processes", None,
+                              tag="-processes", processes=os.cpu_count() or 2)
 
-    def dm_check(log: Path) -> None:
-        check_datamove_json(log, copied=len(expected))
-        same("datamove")(log)
+    def dm_check(tool: str) -> Callable[[Path], None]:
+        def check(log: Path) -> None:
+            check_datamove_json(log, copied=len(expected))
+            same(tool)(log)
+        return check
 
     return [
         Case("cp+sha256sum", lambda: cp_sha256(src, out / "cp+sha256sum"),
@@ -411,7 +416,10 @@ def local_cases(scenario: str, src: Path, expected: dict[str, int]) -> list[Case
         Case("rclone", lambda: ["rclone", "copy", *rclone_flags, *RCLONE_PAR,
                                 str(src), str(out / "rclone")],
              fresh("rclone"), same("rclone")),
-        Case("datamove", lambda: datamove_cmd(manifest), fresh("datamove"), dm_check),
+        Case("datamove", lambda: datamove_cmd(manifest), fresh("datamove"),
+             dm_check("datamove")),
+        Case("datamove-processes", lambda: datamove_cmd(procs), fresh("datamove-processes"),
+             dm_check("datamove-processes")),
     ]
 
 
@@ -732,7 +740,7 @@ def versions() -> dict[str, str]:
 SCENARIOS = ["local-large", "local-small", "local-tiny", "s3-large", "s3-small", "rerun-small",
              "local-large-enc", "local-small-enc"]
 TOOLS = {  # per scenario family, in run order; --only filters on "scenario/tool"
-    "local": ["cp+sha256sum", "rclone", "datamove"],
+    "local": ["cp+sha256sum", "rclone", "datamove", "datamove-processes"],
     "s3": ["s5cmd", "aws-s3-cp", "rclone", "datamove", "datamove-1-part"],
     "rerun": ["rclone-check", "rclone-check-size-only", "rclone-copy-noop", "datamove"],
     "enc": ["rclone-crypt", "rclone-crypt+cryptcheck", "datamove", "datamove-verify-full",
