@@ -3,9 +3,9 @@
 Copying a 4 KiB file between two local disks is about 100 µs of system calls
 and twice that of Python, and only one thread runs Python at a time. With eight
 worker threads on such batches every system call hands the interpreter lock to
-another thread and back: on a 2-core machine 20,000 × 4 KiB took 12–15 s with 8
-threads against 6.4–8.6 s with one, with three times the system time (futex
-wake-ups; benchmarks/README.md "Small local objects: one batch at a time").
+another thread and back: on a 2-core machine 20,000 × 4 KiB took 12–16 s with 8
+free threads against 7.2–9.3 s taking turns, with three times the system time
+(futex wake-ups; benchmarks/README.md "Small local objects: one batch at a time").
 So a batch whose objects are all small and whose source and destination are
 both on this machine's disks (stores/mounts.py) waits for the process's gate;
 everything else (large objects, object stores, network mounts, where threads
