@@ -6,7 +6,7 @@ worker threads on such batches every system call hands the interpreter lock to
 another thread and back: on a 2-core machine 20,000 × 4 KiB took 12–16 s with 8
 free threads against 7.2–9.3 s taking turns, with three times the system time
 (futex wake-ups; benchmarks/README.md "Small local objects: one batch at a time").
-So a batch whose objects are all small and whose source and destination are
+So a batch whose objects are all small (≤ 64 KiB) and whose source and destination are
 both on this machine's disks (stores/mounts.py) waits for the process's gate;
 everything else (large objects, object stores, network mounts, where threads
 overlap waits) runs freely beside it. Worker processes (``engine.processes``)
@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from datamove.pipeline import cancel
 from datamove.stores.mounts import on_local_disk
 
-SMALL_OBJECT = 1024 * 1024
-"""Objects up to this size are per-object work (system calls, Python), not bytes."""
+SMALL_OBJECT = 64 * 1024
+"""Objects up to this size are per-object work (about 300 µs of system calls and
+Python), not bytes: hashing 64 KiB twice (source, read-back) takes ~80 µs. Larger ones
+hash in C without the interpreter lock, which threads do in parallel on as many cores."""
 
 WAIT_TICK = 0.05
 """Seconds between two looks at the cancel flags while waiting for the gate."""
