@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 
 from datamove.pipeline import cancel
+from datamove.stores.core import Location
 from datamove.stores.mounts import on_local_disk
 
 SMALL_OBJECT = 64 * 1024
@@ -34,13 +35,10 @@ WAIT_TICK = 0.05
 _gate = threading.Lock()
 
 
-def applies(source_root: str | None, destination_root: str | None, sizes: Iterator[int]) -> bool:
+def applies(source: Location, destination: Location, sizes: Iterator[int]) -> bool:
     """Is this a batch of small objects between two local disks?"""
-    if source_root is None or destination_root is None:
-        return False
-    if not (_local_disk(source_root) and _local_disk(destination_root)):
-        return False
-    return all(size <= SMALL_OBJECT for size in sizes)
+    return source.is_local and destination.is_local and _local_disk(source.root) and \
+        _local_disk(destination.root) and all(size <= SMALL_OBJECT for size in sizes)
 
 
 @contextlib.contextmanager

@@ -156,16 +156,12 @@ def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[Obj
     """
     token, dataset = batch.settings.run_token, batch.job.name
     results: list[ObjectResult] = []
-    source, destination = batch.job.source, batch.job.destination
-    gated = local_gate.applies(source.root if source.is_local else None,
-                               destination.root if destination.is_local else None,
+    gated = local_gate.applies(batch.job.source, batch.job.destination,
                                (item.size for item in batch.items))
     with local_gate.held(token, dataset) if gated else contextlib.nullcontext(True) as go, \
             reused_dirs():  # local stores: each directory is walked once per task
         started = time.monotonic()  # after the gate: waiting is not working
-        for item in batch.items:
-            if not go:
-                break
+        for item in batch.items if go else ():
             if results and time.monotonic() - started >= batch.settings.task_seconds:
                 break
             if cancel.is_set(token, dataset):
