@@ -15,7 +15,7 @@ from datamove.pipeline.progress import Progress
 from datamove.pipeline.transfer import ObjectResult
 from datamove.stores.base import Entry
 from tests.conftest import cli
-from tests.test_ops_logging import make_source, manifest_for
+from tests.test_ops_logging import make_source, make_source_with_a_blocked_object, manifest_for
 
 
 def samples(path) -> dict[tuple[str, frozenset], float]:
@@ -60,11 +60,7 @@ def test_a_run_writes_counts_bytes_and_its_end(tmp_path):
 
 
 def test_failures_and_errors_reach_the_file(tmp_path):
-    make_source(tmp_path / "src", 3)
-    (tmp_path / "src" / "sub").mkdir()
-    (tmp_path / "src" / "sub" / "x").write_bytes(b"payload")
-    (tmp_path / "dst").mkdir()
-    (tmp_path / "dst" / "sub").write_bytes(b"a file where a directory must be")
+    make_source_with_a_blocked_object(tmp_path)
     manifest = manifest_for(tmp_path)
     prom = tmp_path / "m.prom"
     assert cli("run", manifest, "--metrics-file", str(prom)).returncode == 1

@@ -98,12 +98,18 @@ def test_verbose_text_lines_name_each_object_and_the_root_v_counts_too(tmp_path)
                     r"\(100 B, [\d.]+ s\)$", sorted(copied)[0]), copied
 
 
-def test_a_failed_object_is_logged_without_v(tmp_path):
+def make_source_with_a_blocked_object(tmp_path) -> None:
+    """Three objects that copy and one, ``sub/x``, that fails: a file stands at the
+    destination where its directory must be."""
     make_source(tmp_path / "src", 3)
     (tmp_path / "src" / "sub").mkdir()
     (tmp_path / "src" / "sub" / "x").write_bytes(b"payload")
     (tmp_path / "dst").mkdir()
     (tmp_path / "dst" / "sub").write_bytes(b"a file where a directory must be")
+
+
+def test_a_failed_object_is_logged_without_v(tmp_path):
+    make_source_with_a_blocked_object(tmp_path)
     result = cli("run", manifest_for(tmp_path))
     assert result.returncode == 1, result.stderr
     [line] = [x for x in result.stderr.splitlines() if "datamove.objects" in x]
