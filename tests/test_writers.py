@@ -202,6 +202,32 @@ def test_local_readback_reports_the_hash_of_the_stored_bytes(tmp_path):
     assert (tmp_path / "obj.bin").read_bytes() == data
 
 
+def test_local_readback_catches_bytes_appended_before_commit(tmp_path):
+    """The read-back stops at the file's end, not at the size that was written."""
+    data = data_of(4096, seed=43)
+    with pytest.raises(VerifyMismatch, match="read back"), \
+            atomic_writer(Location.of(str(tmp_path)), "obj.bin", part_size=PART,
+                          readback=True) as writer:
+        writer.write(data)
+        (partial,) = partials(tmp_path)
+        with open(partial, "ab") as f:
+            f.write(b"x")
+        writer.commit(sha(data), None)
+    assert not (tmp_path / "obj.bin").exists()
+    assert partials(tmp_path) == []
+
+
+def test_local_copy_carries_no_extended_attribute(tmp_path):
+    """docs/FORMAT.md: local copies carry no datamove metadata (the sha256 xattr cost
+    a second 4 KiB block per small file on ext4)."""
+    with atomic_writer(Location.of(str(tmp_path)), "a.bin", part_size=PART,
+                       readback=True) as writer:
+        writer.write(b"abc")
+        writer.commit(sha(b"abc"), None)
+    assert os.listxattr(tmp_path / "a.bin") == []
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
+
+
 # --- 2. exception half-way, S3 -------------------------------------------------------
 
 SIZES = {"single-put": 3 * MiB + 5, "multipart": 4 * PART + 123_457}  # 5 parts

@@ -20,8 +20,8 @@ import errno
 import importlib
 import importlib.util
 import os
+import random
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -152,7 +152,9 @@ class WriteOptions:
 def partial_name(final_path: str, run_token: str = "") -> str:
     """``<final>.datamove-partial-<run token>-<random>``: the token lets the next run
     tell its own in-flight files from orphans of a killed run (cleanup.py)."""
-    return f"{final_path}{PARTIAL_MARKER}{run_token or 'norun'}-{uuid.uuid4().hex[:8]}"
+    # random's generator, not the OS's: no system call per name, and reseeded in a
+    # forked child. A name someone guessed only fails the create (O_EXCL, O_NOFOLLOW).
+    return f"{final_path}{PARTIAL_MARKER}{run_token or 'norun'}-{random.getrandbits(32):08x}"
 
 
 def sort_key(name: str, is_dir: bool) -> bytes:

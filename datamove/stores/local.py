@@ -25,7 +25,6 @@ from datamove.errors import LocationUnreachable, VerifyMismatch
 from datamove.stores.base import (
     LINK_SUFFIX,
     LOCAL_TRANSIENT_ERRNOS,
-    META_SHA256,
     PARTIAL_MARKER,
     RESUME_TOKEN,
     AtomicWriter,
@@ -47,8 +46,6 @@ from datamove.stores.safepath import (
     open_parent,
     unlink_beneath,
 )
-
-LOCAL_XATTR_SHA256 = "user.datamove.sha256"
 
 
 class LocalBackend(Backend):
@@ -73,11 +70,7 @@ class LocalBackend(Backend):
         st = os.stat(path) if location.links == "follow" else lstat_beneath(location.root, key)
         if st is None or not stat_mod.S_ISREG(st.st_mode):
             return None  # a link (not followed) or a directory is not this object
-        metadata = {}
-        with contextlib.suppress(OSError):
-            metadata[META_SHA256] = os.getxattr(path, LOCAL_XATTR_SHA256,
-                                                follow_symlinks=False).decode()
-        return ObjectInfo(size=st.st_size, mtime=st.st_mtime, metadata=metadata)
+        return ObjectInfo(size=st.st_size, mtime=st.st_mtime)
 
     def open_read(self, location: Location, key: str) -> BinaryIO:
         """Local files bypass fsspec for speed. Below the root no symbolic link is
@@ -216,7 +209,39 @@ def _hash_fd(fd: int) -> str:
     while n := os.preadv(fd, [buffer], offset):
         sha.update(buffer[:n])
         offset += n
+        if n < len(buffer):  # a regular file's short read is its end: no read of b""
+            break
     return sha.hexdigest()
+
+
+class _RawFile:
+    """A file descriptor with the few file methods the writers use, without the
+    ``io.FileIO`` that ``open()`` builds around it (which costs an ``fstat`` and
+    an ``ioctl`` per file: a tenth of the system calls of a small local copy)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def seek(self, offset: int) -> None:
+        os.lseek(self.fd, offset, os.SEEK_SET)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 class LocalWriter:
@@ -248,13 +273,17 @@ class LocalWriter:
             raise
 
     def _open(self, name: str, mode: str) -> Any:
-        """``open`` of a name in the writer's directory, never through a link."""
+        """``open`` of a name in the writer's directory, never through a link: a
+        :class:`_RawFile` for the binary modes, a text file for the journal."""
+        flags = _OPEN_FLAGS.get(mode)
+        if flags is not None:
+            return _RawFile(os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                    PRIVATE_FILE_MODE, dir_fd=self._dir))
+
         def opener(path: str, flags: int) -> int:
             return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE,
                            dir_fd=self._dir)
-        binary = "b" in mode
-        return open(name, mode, buffering=0 if binary else -1, opener=opener,
-                    **({} if binary else {"encoding": "ascii"}))
+        return open(name, mode, opener=opener, encoding="ascii")
 
     def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
@@ -264,8 +293,6 @@ class LocalWriter:
         fd = self._file.fileno()
         if self.fsync:
             os.fsync(fd)
-        with contextlib.suppress(OSError):  # xattrs are an optimisation, not a requirement
-            os.setxattr(fd, LOCAL_XATTR_SHA256, sha256.encode())
         os.fchmod(fd, self.mode)
         if mtime is not None:
             # Preserve the source's mtime: the planner compares it on the next run.
@@ -295,6 +322,10 @@ class LocalWriter:
             os.close(self._dir)
             self._dir = -1
 
+
+_OPEN_FLAGS = {"xb+": os.O_RDWR | os.O_CREAT | os.O_EXCL, "wb+": os.O_RDWR | os.O_CREAT |
+               os.O_TRUNC, "r+b": os.O_RDWR}
+"""``open()`` modes of the writers' binary files, as ``os.open`` flags."""
 
 _JOURNAL_HEADER = "datamove-journal 2 part_size="
 _COMPARE_BLOCK = 1024 * 1024
