@@ -8,6 +8,11 @@ be reached (refused, reset, timed out, name not resolved: see
 connection.connection_endpoint), with no success in between, stop that dataset.
 Other failures (a missing object, a checksum that differs) neither count nor
 reset the streak; any success resets it. Other datasets go on.
+
+A disk that is full (ENOSPC, EDQUOT: ``error_kind == "space"``) stops its
+dataset at the first such failure: every later write to it would fail the same
+way, each with its own warning, and a million of them tell an operator nothing
+the first did not.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class CircuitBreaker:
         if result.status != "failed":
             self._streak[name] = 0
             return None
+        if result.error_kind == "space":
+            self.tripped.add(name)
+            return f"stopped: {result.error}; free space there and run again"
         if result.error_kind != "connection":
             return None
         self._streak[name] += 1

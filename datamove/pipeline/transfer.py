@@ -14,6 +14,7 @@ commit → verify per mode. Nothing is held whole in memory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -120,7 +121,8 @@ class ObjectResult:
     key_fingerprints: tuple[str, ...] = ()
     previous_key_fingerprints: tuple[str, ...] = ()
     error_kind: str | None = None  # "key": the wrong or a missing key (exit 2);
-    #                                "connection": the endpoint could not be reached
+    #                                "connection": the endpoint could not be reached;
+    #                                "space": a disk full or over quota
     endpoint: str | None = None  # with "connection": the endpoint (scheme://host:port)
 
     def to_dict(self) -> dict[str, object]:
@@ -175,6 +177,10 @@ def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[Obj
 
 Attempt = Callable[[DatasetJob, PlanItem, TransferSettings], "ObjectResult"]
 
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A full disk or quota: the object fails with ``error_kind="space"``, which stops
+its dataset (breaker.py)."""
+
 
 
 def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
@@ -219,13 +225,14 @@ def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
             if isinstance(exc, VerifyMismatch) and item.action in (Action.copy, Action.verify):
                 _remove_bad_copy(job.destination, job.stored_key(item.key))
             ours = key_trouble or isinstance(exc, UnsafePath | SourceChanged)
+            full = isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE
             return ObjectResult(
                 dataset=job.name, key=item.key, action=item.action.value, status="failed",
                 size=item.size, destination_url=job.destination.url_of(job.stored_key(item.key)),
                 attempts=attempt, error=str(exc) if ours else describe(exc),
                 seconds=time.monotonic() - started,
                 error_kind="key" if key_trouble else "connection" if endpoint is not None
-                else None, endpoint=endpoint or None)
+                else "space" if full else None, endpoint=endpoint or None)
 
 
 def _attempt(job: DatasetJob, item: PlanItem, settings: TransferSettings) -> ObjectResult:
