@@ -1,0 +1,152 @@
+"""The floor under small local copies: the system calls alone, with no datamove around them.
+
+For a tree of small files, time in one run:
+
+* ``rclone``: ``rclone copy --transfers 8 --checkers 8 SRC DST`` (the local-small peer);
+* ``protocol``: a bare Python loop making exactly the system calls datamove's local
+  publish makes per file (open the source, fstat, read; create a private temporary
+  with O_EXCL beside the final name, write, fchmod, futimens to the source's mtime,
+  read it back and compare its sha256, close; stat the source again; rename into
+  place), in ``--processes`` processes over disjoint directories;
+* ``protocol+xattr``: the same plus the ``user.datamove.sha256`` extended attribute
+  datamove wrote until 2026-12 (docs/FORMAT.md says why it no longer does);
+* ``direct``: what rclone 1.60's local backend does instead (create the final name
+  and write it, futimens, close, read it back for md5): no temporary, no rename;
+* ``imports``: ``python -c "import datamove.api"`` and the embedded Dask cluster
+  started and closed, the fixed cost of any ``datamove run``.
+
+The protocol's time plus the imports is what no datamove run can beat however
+little Python it runs per object; ``direct`` shows what the atomic publish costs.
+Every tool writes a fresh destination, never deleted during the run (ext4 makes
+creates slow for ~30 s after mass deletes; README "Caveats").
+
+Usage:
+    /work/main/.venv/bin/python benchmarks/floor.py SRC [--processes 2] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work" / "floor"
+XATTR = "user.datamove.sha256"
+READ = 1 << 20
+
+
+def files_by_directory(src: Path) -> dict[str, list[str]]:
+    tree: dict[str, list[str]] = {}
+    for directory, _, names in os.walk(src):
+        tree[os.path.relpath(directory, src)] = sorted(names)
+    return tree
+
+
+def publish(args: tuple[str, str, str, dict[str, list[str]]]) -> int:
+    """One process's share: every file of its directories, by the named protocol."""
+    kind, src, dst, tree = args
+    count = 0
+    for directory, names in tree.items():
+        os.makedirs(os.path.join(dst, directory), exist_ok=True)
+        dir_fd = os.open(os.path.join(dst, directory), os.O_RDONLY | os.O_DIRECTORY)
+        for name in names:
+            source = os.path.join(src, directory, name)
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+            mtime = os.fstat(fd).st_mtime_ns
+            data = os.read(fd, READ)
+            os.close(fd)
+            if kind == "direct":
+                digest = hashlib.md5(data).digest()
+                out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+                os.write(out, data)
+                os.utime(out, ns=(mtime, mtime))
+                os.close(out)
+                back = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                assert hashlib.md5(os.read(back, READ)).digest() == digest
+                os.close(back)
+            else:
+                digest = hashlib.sha256(data).digest()
+                temp = f"{name}.partial"
+                out = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                              dir_fd=dir_fd)
+                os.write(out, data)
+                if kind == "protocol+xattr":
+                    os.setxattr(out, XATTR, digest.hex().encode())
+                os.fchmod(out, 0o644)
+                os.utime(out, ns=(mtime, mtime))
+                assert hashlib.sha256(os.pread(out, READ, 0)).digest() == digest
+                os.close(out)
+                os.stat(source, follow_symlinks=False)
+                os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            count += 1
+        os.close(dir_fd)
+    return count
+
+
+def timed_protocol(kind: str, src: Path, processes: int) -> float:
+    tree = files_by_directory(src)
+    shares: list[dict[str, list[str]]] = [{} for _ in range(processes)]
+    for i, directory in enumerate(sorted(tree)):
+        shares[i % processes][directory] = tree[directory]
+    dst = WORK / f"{kind}-{time.time_ns()}"
+    started = time.perf_counter()
+    with Pool(processes) as pool:
+        pool.map(publish, [(kind, str(src), str(dst), share) for share in shares])
+    return time.perf_counter() - started
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - started
+
+
+IMPORTS = ("import datamove.api\n"
+           "from distributed import Client, LocalCluster\n"
+           "with LocalCluster(processes=False, n_workers=1, threads_per_worker=8,"
+           " dashboard_address=None) as c, Client(c): pass\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    rclone_env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
+    cases = {
+        "rclone": lambda: timed(["rclone", "copy", "--transfers", "8", "--checkers", "8",
+                                 str(args.src), str(WORK / f"rclone-{time.time_ns()}")],
+                                rclone_env),
+        "protocol": lambda: timed_protocol("protocol", args.src, args.processes),
+        "protocol+xattr": lambda: timed_protocol("protocol+xattr", args.src, args.processes),
+        "direct": lambda: timed_protocol("direct", args.src, args.processes),
+        "imports": lambda: timed([sys.executable, "-c", IMPORTS]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeat):  # the tools take turns, so drift hits them all
+        for name, case in cases.items():
+            times[name].append(case())
+    rclone = statistics.median(times["rclone"])
+    files = sum(len(names) for names in files_by_directory(args.src).values())
+    print(f"{files} files from {args.src}, {args.processes} processes, "
+          f"{args.repeat} runs each (median; all runs)")
+    for name, runs in times.items():
+        median = statistics.median(runs)
+        print(f"{name:16} {median:7.2f} s  {median / rclone:5.2f}× rclone   "
+              + " ".join(f"{t:.2f}" for t in runs))
+    floor = statistics.median(times["protocol"]) + statistics.median(times["imports"])
+    print(f"{'floor':16} {floor:7.2f} s  {floor / rclone:5.2f}× rclone   "
+          "(protocol + imports: no datamove run can be faster)")
+
+
+if __name__ == "__main__":
+    main()
