@@ -131,9 +131,13 @@ def main() -> None:
         "direct": lambda: timed_protocol("direct", args.src, args.processes),
         "imports": lambda: timed([sys.executable, "-c", IMPORTS]),
     }
+    order = os.environ.get("FLOOR_ORDER")
+    if order:
+        cases = {name: cases[name] for name in order.split(",")}
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeat):  # the tools take turns, so drift hits them all
         for name, case in cases.items():
+            os.sync()  # the last case's dirty pages are not written back during this one
             times[name].append(case())
     rclone = statistics.median(times["rclone"])
     files = sum(len(names) for names in files_by_directory(args.src).values())
