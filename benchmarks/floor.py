@@ -36,6 +36,8 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
+from run import warm  # benchmarks/run.py: rclone drops the pages it copied
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "floor"
 XATTR = "user.datamove.sha256"
@@ -131,13 +133,11 @@ def main() -> None:
         "direct": lambda: timed_protocol("direct", args.src, args.processes),
         "imports": lambda: timed([sys.executable, "-c", IMPORTS]),
     }
-    order = os.environ.get("FLOOR_ORDER")
-    if order:
-        cases = {name: cases[name] for name in order.split(",")}
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeat):  # the tools take turns, so drift hits them all
         for name, case in cases.items():
             os.sync()  # the last case's dirty pages are not written back during this one
+            warm(args.src)
             times[name].append(case())
     rclone = statistics.median(times["rclone"])
     files = sum(len(names) for names in files_by_directory(args.src).values())
