@@ -24,7 +24,8 @@ def failed(kind: str | None, error: str = "boom") -> ObjectResult:
 def test_a_full_disk_stops_the_dataset_at_the_first_object(tmp_path):
     breaker = CircuitBreaker(threshold=5)
     reason = breaker.observe(job(tmp_path), failed("space", "[Errno 28] No space left on device"))
-    assert reason == "stopped: [Errno 28] No space left on device; free space there and run again"
+    assert reason == (f"stopped: no space left to write to {tmp_path / 'dst'} ([Errno 28] No "
+                      "space left on device); free space there and run again")
     assert breaker.tripped == {"d"}
     assert breaker.observe(job(tmp_path), failed("space")) is None  # said once
 

@@ -46,7 +46,8 @@ class CircuitBreaker:
             return None
         if result.error_kind == "space":
             self.tripped.add(name)
-            return f"stopped: {result.error}; free space there and run again"
+            return (f"stopped: no space left to write to {job.destination.url} "
+                    f"({result.error}); free space there and run again")
         if result.error_kind != "connection":
             return None
         self._streak[name] += 1

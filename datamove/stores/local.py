@@ -228,9 +228,14 @@ class _RawFile:
         return self.fd
 
     def write(self, data: bytes | memoryview) -> None:
+        """All of ``data``: a short write (a disk filling up) is continued, so the
+        disk's own error (ENOSPC) surfaces instead of bytes quietly left out."""
         view = memoryview(data)
         while view:
-            view = view[os.write(self.fd, view):]
+            written = os.write(self.fd, view)
+            if written == 0:  # never for a regular file; never loop on it either
+                raise OSError(errno.EIO, "the file system accepted no bytes")
+            view = view[written:]
 
     def seek(self, offset: int) -> None:
         os.lseek(self.fd, offset, os.SEEK_SET)
