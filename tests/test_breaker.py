@@ -7,7 +7,13 @@ import errno
 from datamove.manifest.model import VerifyMode
 from datamove.pipeline.breaker import CircuitBreaker
 from datamove.pipeline.march import Action, DatasetJob, PlanItem
-from datamove.pipeline.transfer import ObjectResult, TransferSettings, process_item
+from datamove.pipeline.transfer import (
+    Batch,
+    ObjectResult,
+    TransferSettings,
+    process_item,
+    run_items,
+)
 from datamove.stores.core import Entry, KeyFilter, Location
 
 
@@ -24,7 +30,8 @@ def failed(kind: str | None, error: str = "boom") -> ObjectResult:
 def test_a_full_disk_stops_the_dataset_at_the_first_object(tmp_path):
     breaker = CircuitBreaker(threshold=5)
     reason = breaker.observe(job(tmp_path), failed("space", "[Errno 28] No space left on device"))
-    assert reason == (f"stopped: no space left to write to {tmp_path / 'dst'} ([Errno 28] No "
+    assert reason == (f"stopped at a full disk: no space left to write to {tmp_path / 'dst'} "
+                      "([Errno 28] No "
                       "space left on device); free space there and run again")
     assert breaker.tripped == {"d"}
     assert breaker.observe(job(tmp_path), failed("space")) is None  # said once
@@ -49,3 +56,18 @@ def test_an_out_of_space_error_is_classified_and_not_retried(tmp_path):
     result = process_item(job(tmp_path), item, TransferSettings(backoff_base=0), full_disk)
     assert (result.status, result.error_kind, len(attempts)) == ("failed", "space", 1)
     assert "No space left on device" in (result.error or "")
+
+
+def test_a_task_stops_at_the_first_object_refused_for_lack_of_space(tmp_path):
+    """The rest of the batch goes back to the driver, which finds the dataset stopped
+    and counts it as not attempted, instead of failing every object one by one."""
+    items = tuple(PlanItem(Action.copy, f"k{i}", Entry(f"k{i}", 1, 0.0), None, "new")
+                  for i in range(5))
+    tried = []
+
+    def one(item: PlanItem) -> ObjectResult:
+        tried.append(item.key)
+        return failed("space" if item.key == "k1" else None, "no space")
+
+    results = run_items(Batch(job(tmp_path), items, TransferSettings(task_seconds=60)), one)
+    assert tried == ["k0", "k1"] and len(results) == 2

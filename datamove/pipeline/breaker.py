@@ -46,7 +46,7 @@ class CircuitBreaker:
             return None
         if result.error_kind == "space":
             self.tripped.add(name)
-            return (f"stopped: no space left to write to {job.destination.url} "
+            return (f"stopped at a full disk: no space left to write to {job.destination.url} "
                     f"({result.error}); free space there and run again")
         if result.error_kind != "connection":
             return None

@@ -152,9 +152,10 @@ def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[Obj
     object per task), so results reach the driver, its report and its ledger
     about once a second rather than once per batch of hundreds; the driver
     submits the rest of the batch again at once. It also stops when the driver
-    has stopped the run or the dataset (cancel.py): what was finished is
-    returned, an object cut short published nothing. A batch of small local
-    objects first waits for its process's gate (local_gate.py).
+    has stopped the run or the dataset (cancel.py), and after an object that
+    failed for lack of space: what was finished is returned, an object cut
+    short published nothing. A batch of small local objects first waits for its
+    process's gate (local_gate.py).
     """
     token, dataset = batch.settings.run_token, batch.job.name
     results: list[ObjectResult] = []
@@ -172,6 +173,8 @@ def run_items(batch: Batch, one: Callable[[PlanItem], ObjectResult]) -> list[Obj
                 results.append(one(item))
             except cancel.Cancelled:
                 break
+            if results[-1].error_kind == "space":
+                break  # the disk is full: the driver stops the dataset (breaker.py)
     return results
 
 
