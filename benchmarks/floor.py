@@ -12,11 +12,14 @@ For a tree of small files, time in one run:
   datamove wrote until 2026-12 (docs/FORMAT.md says why it no longer does);
 * ``direct``: what rclone 1.60's local backend does instead (create the final name
   and write it, futimens, close, read it back for md5): no temporary, no rename;
-* ``imports``: ``python -c "import datamove.api"`` and the embedded Dask cluster
-  started and closed, the fixed cost of any ``datamove run``.
+* ``ledger stack``: pyarrow and deltalake alone, five small appends to a Delta table
+  and a read: the memory any run that keeps a Delta Lake ledger starts from;
+* ``start``: ``import datamove.api``, the embedded Dask cluster started and closed,
+  and the ledger stack's appends: the fixed cost of any ``datamove run``.
 
-The protocol's time plus the imports is what no datamove run can beat however
+The protocol's time plus the start is what no datamove run can beat however
 little Python it runs per object; ``direct`` shows what the atomic publish costs.
+Peak RSS is printed for the cases that run as one child process.
 Every tool writes a fresh destination, never deleted during the run (ext4 makes
 creates slow for ~30 s after mass deletes; README "Caveats").
 
@@ -104,16 +107,40 @@ def timed_protocol(kind: str, src: Path, processes: int) -> float:
     return time.perf_counter() - started
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+PEAKS: dict[str, float] = {}
+"""Peak RSS (MiB) of each case that ran as a child process, the largest seen."""
+
+
+def timed(name: str, argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Run a child to completion: its wall time; its peak RSS goes into PEAKS."""
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - started
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{name}: exit {child.returncode}: {' '.join(argv)}")
+    PEAKS[name] = max(PEAKS.get(name, 0.0), usage.ru_maxrss / 1024)
+    return seconds
 
 
-IMPORTS = ("import datamove.api\n"
-           "from distributed import Client, LocalCluster\n"
-           "with LocalCluster(processes=False, n_workers=1, threads_per_worker=8,"
-           " dashboard_address=None) as c, Client(c): pass\n")
+LEDGER_STACK = ("import sys, pyarrow as pa\n"
+                "from deltalake import DeltaTable, write_deltalake\n"
+                "rows = pa.table({'key': [str(i) for i in range(1000)],"
+                " 'size': list(range(1000))})\n"
+                "for _ in range(5): write_deltalake(sys.argv[1], rows, mode='append')\n"
+                "assert DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows == 5000\n"
+                "import os; os._exit(0)\n")
+"""The Delta Lake ledger's libraries alone: five small appends and a read, no datamove.
+(``os._exit``: a bare script like this one aborts in its teardown, "terminate called
+without an active exception", from the libraries' native threads.)"""
+
+START = ("import datamove.api\n"
+         "from distributed import Client, LocalCluster\n"
+         "with LocalCluster(processes=False, n_workers=1, threads_per_worker=8,"
+         " dashboard_address=None) as c, Client(c): pass\n" + LEDGER_STACK)
+"""What every run does besides copying: import datamove, start and stop the embedded
+cluster, write and read a Delta table."""
 
 
 def main() -> None:
@@ -125,13 +152,16 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     rclone_env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
     cases = {
-        "rclone": lambda: timed(["rclone", "copy", "--transfers", "8", "--checkers", "8",
-                                 str(args.src), str(WORK / f"rclone-{time.time_ns()}")],
-                                rclone_env),
+        "rclone": lambda: timed("rclone", ["rclone", "copy", "--transfers", "8",
+                                           "--checkers", "8", str(args.src),
+                                           str(WORK / f"rclone-{time.time_ns()}")], rclone_env),
         "protocol": lambda: timed_protocol("protocol", args.src, args.processes),
         "protocol+xattr": lambda: timed_protocol("protocol+xattr", args.src, args.processes),
         "direct": lambda: timed_protocol("direct", args.src, args.processes),
-        "imports": lambda: timed([sys.executable, "-c", IMPORTS]),
+        "start": lambda: timed("start", [sys.executable, "-c", START,
+                                         str(WORK / f"delta-{time.time_ns()}")]),
+        "ledger stack": lambda: timed("ledger stack", [sys.executable, "-c", LEDGER_STACK,
+                                                       str(WORK / f"delta-{time.time_ns()}")]),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeat):  # the tools take turns, so drift hits them all
@@ -147,9 +177,11 @@ def main() -> None:
         median = statistics.median(runs)
         print(f"{name:16} {median:7.2f} s  {median / rclone:5.2f}× rclone   "
               + " ".join(f"{t:.2f}" for t in runs))
-    floor = statistics.median(times["protocol"]) + statistics.median(times["imports"])
+    floor = statistics.median(times["protocol"]) + statistics.median(times["start"])
     print(f"{'floor':16} {floor:7.2f} s  {floor / rclone:5.2f}× rclone   "
-          "(protocol + imports: no datamove run can be faster)")
+          "(protocol + start: no datamove run can be faster)")
+    print("peak RSS: " + ", ".join(f"{name} {mib:.0f} MiB ({mib / PEAKS['rclone']:.2f}× rclone)"
+                                   for name, mib in PEAKS.items()))
 
 
 if __name__ == "__main__":
