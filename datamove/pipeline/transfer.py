@@ -185,7 +185,6 @@ OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 its dataset (breaker.py)."""
 
 
-
 def process_item(job: DatasetJob, item: PlanItem, settings: TransferSettings,
                  attempt_once: Attempt | None = None) -> ObjectResult:
     """One object, with retries; a failure becomes a result, never an exception.
