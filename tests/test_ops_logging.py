@@ -206,17 +206,19 @@ with Engine(threads=1) as engine:  # served while the engine is open, on loopbac
 
 def test_restore_logs_each_object_and_counts_its_totals(tmp_path):
     """The writing commands share the options; restore counts what it reads back as
-    planned, so its stats lines have a total (not ``5/0 objects``)."""
-    files = make_source(tmp_path / "src", 150)
+    planned, so its stats lines have a total (not ``5/0 objects``). A run shorter than
+    one stats interval prints none, and restore is not throttled by ``bwlimit``: enough
+    objects and a short interval that a fast host still ticks (150 at 0.05 s did not)."""
+    files = make_source(tmp_path / "src", 600)
     manifest = manifest_for(tmp_path, threads=2)
     assert cli("run", manifest).returncode == 0
     result = cli("restore", manifest, "--dataset", "raw", "--to", str(tmp_path / "back"),
-                 "-v", "--log-format", "json", "--stats", "0.05s")
+                 "-v", "--log-format", "json", "--stats", "0.01s")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     restored = [r for r in records if r.get("event") == "object"]
     assert sorted(r["key"] for r in restored) == sorted(files)
     assert {r["status"] for r in restored} == {"restored"}
     stats = [r for r in records if r.get("event") == "stats"]
-    assert stats and stats[-1]["objects_done"] == stats[-1]["objects_total"] == 150
+    assert stats and stats[-1]["objects_done"] == stats[-1]["objects_total"] == 600
     assert not stats[-1]["listing"]
