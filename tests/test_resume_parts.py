@@ -174,3 +174,18 @@ def test_local_journal_stops_reuse_where_the_source_differs(tmp_path):
     assert committed.sent == 2 * part + 4  # part 2 differs: it and everything after it
     assert (tmp_path / "obj").read_bytes() == b"".join(new)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["obj"]
+
+
+def test_a_journal_that_cannot_be_written_leaves_no_descriptor_open(tmp_path, monkeypatch):
+    """The temporary file is a plain descriptor (local._RawFile): a failure after it
+    was opened must close it, as the garbage collector would have closed a file."""
+    from datamove.stores.local import ResumableLocalWriter
+
+    def full_disk(self, parts: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ResumableLocalWriter, "_rewrite_journal", full_disk)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="No space"):
+        ResumableLocalWriter(str(tmp_path), "obj", "id1", MIB)
+    assert sorted(os.listdir("/proc/self/fd")) == before

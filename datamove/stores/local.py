@@ -362,14 +362,17 @@ class ResumableLocalWriter(LocalWriter):
         self._dir, self.name = open_parent(root, key, create=True)
         self.temp_name = f"{self.name}{PARTIAL_MARKER}{RESUME_TOKEN}-{identity}"
         self.journal_name = f"{self.temp_name}.journal"
+        opened = None
         try:
             self._journaled = self._load_journal()  # parts on disk from an earlier attempt
             if self._journaled:
-                self._file = self._open(self.temp_name, "r+b")
+                self._file = opened = self._open(self.temp_name, "r+b")
             else:
-                self._file = self._open(self.temp_name, "wb+")
+                self._file = opened = self._open(self.temp_name, "wb+")
                 self._rewrite_journal(0)
         except BaseException:
+            if opened is not None:  # a plain descriptor: nothing else would close it
+                opened.close()
             self._close_dir()
             raise
         self._held = bytearray()  # a part's bytes while they may already be on disk
