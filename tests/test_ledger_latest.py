@@ -254,7 +254,7 @@ def test_latest_rows_of_300k_ledger_rows_in_bounded_memory(big_ledger):
     assert whole["arrow_peak"] - scan["arrow_peak"] > 80 * mib
     # the streamed sort adds a few chunks of 20,000 rows (about 5 MiB each) to the scan's
     # one row group (ROW_GROUP_ROWS) at a time. How many are alive at the peak depends on
-    # when Python drops the earlier ones: 8-21 MiB over five runs (2026-12-03; one CI run
+    # when Python drops the earlier ones: 8-21 MiB over four runs (2026-12-03; one CI run
     # hit 20.7 against the 20 MiB bound this had), against ~110 MiB for the in-memory sort.
     assert stream["arrow_peak"] - scan["arrow_peak"] < 30 * mib
     assert stream["arrow_peak"] < whole["arrow_peak"] / 2
