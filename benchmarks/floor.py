@@ -33,13 +33,12 @@ import argparse
 import hashlib
 import os
 import statistics
-import subprocess
 import sys
 import time
 from multiprocessing import Pool
 from pathlib import Path
 
-from run import warm  # benchmarks/run.py: rclone drops the pages it copied
+from run import measure, warm  # benchmarks/run.py (warm: rclone drops the pages it copied)
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "floor"
@@ -112,16 +111,13 @@ PEAKS: dict[str, float] = {}
 
 
 def timed(name: str, argv: list[str], env: dict[str, str] | None = None) -> float:
-    """Run a child to completion: its wall time; its peak RSS goes into PEAKS."""
-    started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise RuntimeError(f"{name}: exit {child.returncode}: {' '.join(argv)}")
-    PEAKS[name] = max(PEAKS.get(name, 0.0), usage.ru_maxrss / 1024)
-    return seconds
+    """Run a child to completion (run.measure): its wall time; its peak RSS goes into
+    PEAKS. Its output is in .work/floor/logs/<name>.out|.err."""
+    wall, _cpu, rss, code = measure(argv, WORK / "logs" / name, env or dict(os.environ))
+    if code != 0:
+        raise RuntimeError(f"{name}: exit {code}: {' '.join(argv)}")
+    PEAKS[name] = max(PEAKS.get(name, 0.0), rss)
+    return wall
 
 
 LEDGER_STACK = ("import sys, pyarrow as pa\n"
