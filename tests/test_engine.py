@@ -3,6 +3,7 @@ an existing multi-process Dask cluster, nothing secret shipped to workers."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import threading
@@ -209,6 +210,36 @@ def test_finished_tasks_leave_no_arguments_behind():
         alive = sum(1 for o in gc.get_objects() if isinstance(o, Payload))
     assert done == 300
     assert alive <= 40, f"{alive} task arguments still alive after their tasks finished"
+
+
+def _drop_failed_futures() -> None:
+    """On the engine's loop: two futures fail and are collected unretrieved."""
+    import asyncio
+    import gc
+
+    loop = asyncio.get_running_loop()
+    for exc in (TimeoutError("Timeout"), ValueError("a real bug")):
+        future = loop.create_future()
+        future.set_exception(exc)
+        del future
+    gc.collect()
+
+
+def test_dask_close_timeouts_are_not_logged_but_other_lost_errors_are(caplog):
+    """Closing the embedded cluster under load can leave one of Dask's internal
+    timeouts unretrieved; asyncio then printed a traceback below the run's real
+    error (seen in CI after a full disk stopped a run)."""
+    import asyncio
+
+    with Engine(threads=1) as engine, caplog.at_level(logging.ERROR, logger="asyncio"):
+        async def on_loop() -> None:
+            _drop_failed_futures()
+
+        asyncio.run_coroutine_threadsafe(on_loop(), engine.client.loop.asyncio_loop).result(10)
+    logged = [r.getMessage() + repr(r.exc_info) for r in caplog.records if r.name == "asyncio"]
+    assert len(logged) == 1, logged
+    assert "a real bug" in logged[0]
+    assert "Timeout" not in logged[0]
 
 
 def test_embedded_worker_processes_copy_encrypted_objects(tmp_path):

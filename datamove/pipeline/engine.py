@@ -114,6 +114,7 @@ class Engine:
                     "address (engine.scheduler or --scheduler) and that the scheduler runs"
                 ) from exc
             self.dashboard = _remote_dashboard(self._client)
+        _quiet_shutdown_timeouts(self._client.loop.asyncio_loop)
         if self.dashboard:
             run_log.info("Dask dashboard: %s", self.dashboard)
         return self
@@ -263,6 +264,26 @@ def _require_tls_settings(address: str) -> None:
             ".client.key (e.g. DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT, "
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY; docs/SCALE-OUT.md)")
+
+
+def _quiet_shutdown_timeouts(loop: Any) -> None:
+    """Keep Dask's own close timeouts off the operator's terminal.
+
+    Closing a worker or a comm under load can let one of Dask's internal
+    tornado timeouts (``TimeoutError('Timeout')``) expire after its waiter gave
+    up; asyncio then logs "Future exception was never retrieved" with a
+    traceback when the future is collected, often right below the error that
+    ended the run. Dask handles those timeouts itself; every other unretrieved
+    exception on the client's loop is still logged.
+    """
+    def handle(loop: Any, context: dict[str, Any]) -> None:
+        if (context.get("message", "").startswith("Future exception was never retrieved")
+                and isinstance(context.get("exception"), TimeoutError)):
+            log.debug("ignored a Dask timeout no one waited for: %r", context.get("future"))
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 def _embedded_dashboard(cluster: Any) -> str | None:
