@@ -240,7 +240,9 @@ def test_a_worker_killed_mid_run_on_a_cli_started_cluster_loses_nothing(tmp_path
         killer.join()
         assert killed, f"the victim was not killed mid-run ({_published(dst)} published)"
         assert cluster.workers["w0"].wait(10) == -signal.SIGKILL
-        assert killed["at"] - began < ended - began - 0.5  # the run outlived the victim
+        # The run outlived the victim; that it had to finish the victim's tasks is
+        # checked below. (Not by a margin: 600 objects can finish 0.4 s after the kill.)
+        assert began < killed["at"] < ended
         stream = cluster.client.get_task_stream()
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
