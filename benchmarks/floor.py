@@ -38,7 +38,8 @@ import time
 from multiprocessing import Pool
 from pathlib import Path
 
-from run import measure, warm  # benchmarks/run.py (warm: rclone drops the pages it copied)
+# benchmarks/run.py (warm: rclone drops the pages it copied; compile_bytecode: as installed)
+from run import compile_bytecode, measure, warm
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "floor"
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     rclone_env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
     cases = {
         "rclone": lambda: timed("rclone", ["rclone", "copy", "--transfers", "8",

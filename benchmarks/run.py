@@ -304,6 +304,18 @@ TRASH = WORK / "trash"
 EXT4_RECENTLY_DELETED_S = 35
 
 
+def compile_bytecode() -> None:
+    """Compile datamove's modules once, as ``pip install`` does for an installed wheel.
+
+    The benchmarks run this checkout's editable install, and this machine sets
+    ``PYTHONDONTWRITEBYTECODE=1``: every ``datamove`` process compiled its ~100
+    modules from source again, about 0.13 s of each run's start here (0.47 s
+    against 0.34 s for ``import datamove.api``), which no installed datamove pays.
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "datamove")],
+                   check=True)
+
+
 def warm(src: Path) -> None:
     """Read every source file once (not timed), so each tool starts from a warm cache.
 
@@ -801,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5:
         print(f"warning: load average {load:.1f} before starting; other work on this "
               f"{os.cpu_count()}-core machine will distort the numbers", file=sys.stderr)
+    compile_bytecode()
     settle_filesystem()
     moto: Moto | None = None
     keys: Keys | None = None
