@@ -199,6 +199,7 @@ SERVED = """
 import urllib.parse, urllib.request
 from datamove.pipeline.engine import Engine
 with Engine(threads=1) as engine:  # served while the engine is open, on loopback only
+    engine.start()  # the embedded cluster starts with the first task, or when asked
     with urllib.request.urlopen(engine.dashboard, timeout=60) as answer:
         print(urllib.parse.urlsplit(engine.dashboard).hostname, answer.status)
 """

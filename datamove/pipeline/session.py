@@ -177,12 +177,16 @@ class RunSession:
     @contextlib.contextmanager
     def working(self, *, engine: bool = True) -> Iterator[Engine]:
         """The engine (unless ``engine`` is False: nothing for workers) and the progress
-        display, open while work runs; closed before the run records its end."""
+        display, open while work runs; closed before the run records its end. The
+        embedded cluster starts with the first task (Engine.start): a rerun with
+        nothing to copy never starts one."""
         with self.engine if engine else contextlib.nullcontext():
-            if engine and self.engine.dashboard:
-                self.report.dashboard = self.engine.dashboard
-            with self.progress:
-                yield self.engine
+            try:
+                with self.progress:
+                    yield self.engine
+            finally:  # the embedded cluster starts with the first task, if any
+                if engine and self.engine.dashboard:
+                    self.report.dashboard = self.engine.dashboard
 
     def settle(self, task: Callable[[Batch], list[ObjectResult]], work: Iterator[Batch]
                ) -> Iterator[tuple[Batch, PlanItem, ObjectResult]]:
@@ -253,13 +257,17 @@ def settle(engine: Engine, task: Callable[[Batch], list[ObjectResult]], work: It
     interrupt.defer()
     breaker = CircuitBreaker(threshold)
     flushed = time.monotonic()
-    with cancel.Switch(run_token(report.run_id), engine.client) as switch:
+    with cancel.Switch(run_token(report.run_id)) as switch:
+
+        def stop(dataset: str | None = None) -> None:
+            switch.client = engine.started  # workers, if any started, see the flags too
+            switch.stop(dataset)
 
         def halted() -> bool:
             signal_name = interrupt.requested()
             if signal_name is not None and report.interrupted is None:
                 report.interrupted = signal_name
-                switch.stop()
+                stop()
             return signal_name is not None
 
         def wanted() -> Iterator[Batch]:
@@ -295,7 +303,7 @@ def settle(engine: Engine, task: Callable[[Batch], list[ObjectResult]], work: It
                 reason = breaker.observe(batch.job, result)
                 if reason is not None:
                     report.stop(batch.job.name, reason)
-                    switch.stop(batch.job.name)
+                    stop(batch.job.name)
             idle()
         halted()  # a signal during the last results still marks the report
 
