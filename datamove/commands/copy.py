@@ -17,10 +17,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from datamove.cost.dataset import DatasetCosting
-from datamove.cost.report import PlanReport
-from datamove.cost.table import load_prices
 from datamove.ledger.tables import OBJECTS
 from datamove.manifest.model import Manifest
 from datamove.pipeline.auditing import record_result
@@ -44,7 +42,10 @@ from datamove.pipeline.report import DatasetReport, Report
 from datamove.pipeline.session import RunSession
 from datamove.pipeline.transfer import Batch, ObjectResult, run_batch
 from datamove.stores.core import describe, list_entries
-from datamove.tabular.dataset import execute_table, preflight_tables, table_jobs
+
+if TYPE_CHECKING:  # imported where used: a run without tables or costs loads neither
+    from datamove.cost.report import PlanReport
+    from datamove.tabular.dataset import TableJob
 
 
 def plan(manifest: Manifest, *, reverify: bool = False,
@@ -56,6 +57,10 @@ def plan(manifest: Manifest, *, reverify: bool = False,
     with its dataset's name (``--dry-run``); ``prices``: price files merged onto
     the shipped table after the manifest's ``prices:``; ``progress`` (the live
     display while long listings merge) counts each object planned."""
+    from datamove.cost.dataset import DatasetCosting
+    from datamove.cost.report import PlanReport
+    from datamove.cost.table import load_prices
+
     table = load_prices([*([manifest.prices] if manifest.prices else []), *(prices or [])])
     jobs = jobs_of(manifest, datasets)
     preflight(jobs)
@@ -97,19 +102,32 @@ def execute(command: str, manifest: Manifest, *, scheduler: str | None, reverify
                         policies=policies, mirror=mirror if writes else None)
 
 
+def _table_jobs(manifest: Manifest, datasets: list[str] | None) -> list[TableJob]:
+    """The ``format: delta`` datasets to run; tabular/ (and pyarrow.dataset) is only
+    imported for a manifest that has one."""
+    if not any(spec.is_table for spec in manifest.datasets):
+        return []
+    from datamove.tabular.dataset import table_jobs
+
+    return table_jobs(manifest, datasets)
+
+
 def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
              identity: str | None, policies: list[str] | None,
              mirror: Mirror | None = None) -> Report:
     manifest, report, ledger = session.manifest, session.report, session.ledger
     # format: delta datasets are loaded and verified by tabular/dataset.py, not planned as objects.
-    tables = table_jobs(manifest, datasets)
+    tables = _table_jobs(manifest, datasets)
     jobs = [job for job in jobs_of(manifest, datasets, identity)
             if job.name not in {table.name for table in tables}]
     writes = report.command == "run"
     if writes:
         session.check_policies(policies, datasets)
     preflight(jobs)
-    preflight_tables(tables)
+    if tables:
+        from datamove.tabular.dataset import preflight_tables
+
+        preflight_tables(tables)
     preflight_identities(jobs)
     spec, progress, settings = session.spec, session.progress, session.settings
     for job in jobs:
@@ -151,6 +169,8 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
         if last:
             progress.listing_done()
 
+    if tables:
+        from datamove.tabular.dataset import execute_table
     for sequence, table in enumerate(tables, start=1):
         progress.dataset_started(table.name, table.source.url, table.table.location.url)
         execute_table(table, report.command, report, run_id=report.run_id,

@@ -250,6 +250,11 @@ class DatasetSpec(_Strict):
     max_age: timedelta | None = None
     files_from: Annotated[str | None, Field(min_length=1)] = None
 
+    @property
+    def is_table(self) -> bool:
+        """A ``format: delta`` dataset: its rows load into a table (tabular/)."""
+        return self.destination.format == "delta"
+
     @field_validator("min_size", "max_size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:

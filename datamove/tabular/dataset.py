@@ -89,10 +89,6 @@ TABLE_SCHEMA = pa.schema([
 ])
 
 
-def is_table(spec: DatasetSpec) -> bool:
-    return spec.destination.format == "delta"
-
-
 def table_uri(location: Location) -> str:
     """The URI delta-rs opens: a local path, or the URL without a trailing slash."""
     return location.root if location.is_local else location.url.rstrip("/")
@@ -498,7 +494,7 @@ def stored_digests(job: TableJob) -> tuple[PartitionDigests, int | None]:
 def table_jobs(manifest: Manifest, datasets: list[str] | None = None) -> list[TableJob]:
     """The manifest's ``format: delta`` datasets (optionally only the named ones)."""
     specs = [manifest.dataset(name) for name in datasets] if datasets else manifest.datasets
-    return [TableJob.from_spec(spec) for spec in specs if is_table(spec)]
+    return [TableJob.from_spec(spec) for spec in specs if spec.is_table]
 
 
 def preflight_tables(jobs: list[TableJob]) -> None:
