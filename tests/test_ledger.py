@@ -73,6 +73,23 @@ def new_ledger(tmp_path: Path) -> Ledger:
     return ledger
 
 
+def test_a_table_is_opened_once_and_sees_every_later_commit(tmp_path):
+    """Ledger.table opens a table once and brings it up to date on later calls (a
+    run's start asked for the same tables 16 times, each replaying the log); what
+    another writer (another Ledger, as another process would be) commits since is
+    seen all the same, and forget() opens the table afresh."""
+    ledger = new_ledger(tmp_path)
+    first = ledger.table(OBJECTS)
+    other = Ledger(str(tmp_path / "ledger"))
+    assert LedgerWriter(other, "run-b").commit(OBJECTS, batch_of("run-b", ["k1", "k2"]), 1)
+    again = ledger.table(OBJECTS)
+    assert again is first
+    assert again.version() == other.table(OBJECTS).version()
+    assert rows_of(ledger) == [("run-b", "k1", "copied"), ("run-b", "k2", "copied")]
+    ledger.forget(OBJECTS)
+    assert ledger.table(OBJECTS) is not first
+
+
 # --- 4. retried commits never duplicate rows ----------------------------------------
 
 def test_commit_repeated_with_the_same_version_appends_nothing(tmp_path):

@@ -147,7 +147,7 @@ class AuditWriter:
         self.origin = head.origin
         self.committed = head.size  # events in the table; the rest are in _pending
         self._pending: list[tuple[Any, ...]] = []  # rows in AUDIT_SCHEMA's column order
-        self._opened: dict[str, Any] = {}  # its tables, kept between commits (append_once)
+        self._ensured: set[str] = set()  # tables known to exist (ensure_table)
         self._last_flush = time.monotonic()
         self.batch = _transaction_version(self.ledger, AUDIT, self.app_id)
         self.checkpoint_batch = _transaction_version(self.ledger, CHECKPOINTS,
@@ -270,12 +270,13 @@ class AuditWriter:
                     f"continues from {expect_size}; another datamove wrote to the same "
                     "ledger. Run one datamove per ledger at a time.")
 
-        if name not in self._opened:
+        if name not in self._ensured:
             ensure_table(self.ledger, name)  # created with delta.appendOnly
+            self._ensured.add(name)
         return append_once(self.ledger, name, data, app_id, version, retries=self.retries,
                            metadata={"datamove.run_id": self.run_id,
                                      "datamove.audit.batch": str(version), **metadata},
-                           before=continues_the_chain, opened=self._opened)
+                           before=continues_the_chain)
 
 
 def _transaction_version(ledger: Ledger, name: str, app_id: str) -> int:
