@@ -125,7 +125,7 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
         session.check_policies(policies, datasets)
     preflight(jobs)
     if tables:
-        from datamove.tabular.dataset import preflight_tables
+        from datamove.tabular.dataset import execute_table, preflight_tables
 
         preflight_tables(tables)
     preflight_identities(jobs)
@@ -169,8 +169,6 @@ def _execute(session: RunSession, *, reverify: bool, datasets: list[str] | None,
         if last:
             progress.listing_done()
 
-    if tables:
-        from datamove.tabular.dataset import execute_table
     for sequence, table in enumerate(tables, start=1):
         progress.dataset_started(table.name, table.source.url, table.table.location.url)
         execute_table(table, report.command, report, run_id=report.run_id,
