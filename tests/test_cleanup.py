@@ -38,6 +38,39 @@ def test_run_cleans_local_orphans_and_counts_them(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["a.bin"]
 
 
+def test_a_run_whose_copies_all_ended_lists_its_destination_once(tmp_path, monkeypatch):
+    """The end-of-run sweep for a dead worker's temporary files is a second listing of
+    the whole destination: only a lost worker or a failed copy can leave one, so a run
+    where every copy ended (the embedded threads, nothing failed) does not list again.
+    A failed copy does (its clean-up may have failed too)."""
+    import datamove.commands.copy as copy_command
+
+    listed: list[str] = []
+    real = copy_command.list_entries
+
+    def counting(location, **kwargs):
+        listed.append(location.url)
+        return real(location, **kwargs)
+
+    monkeypatch.setattr(copy_command, "list_entries", counting)
+    (tmp_path / "src").mkdir()
+    for i in range(5):
+        (tmp_path / f"src/f{i}.bin").write_bytes(bytes([i]) * 100)
+    manifest = write_manifest(tmp_path / "m.yaml", [
+        {"name": "d", "source": {"url": "src/"}, "destination": {"url": "dst/"}}])
+    result = cli("run", str(manifest), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["datasets"]["d"]["copied"] == 5
+    assert listed == []
+
+    (tmp_path / "src/new.bin").write_bytes(b"n" * 100)
+    (tmp_path / "dst/new.bin").mkdir()  # the copy cannot publish over a directory
+    result = cli("run", str(manifest), "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["datasets"]["d"]["failed"] == 1
+    assert len(listed) == 1 and listed[0].endswith("/dst/")
+
+
 def test_orphan_uploads_aborted_only_under_the_prefix_and_before_the_run(moto_server):
     client = moto_server.client()
     bucket = moto_server.new_bucket()

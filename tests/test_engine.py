@@ -186,6 +186,49 @@ def test_window_bounds_in_flight_tasks():
     assert 1 <= _IN_FLIGHT["peak"] <= 3
 
 
+def _slow_task(x: int) -> int:
+    import time
+
+    time.sleep(0.5)
+    return x + 1
+
+
+def test_a_worker_process_killed_mid_task_is_counted_and_its_tasks_finish():
+    """An embedded worker process SIGKILLed while it runs tasks: the engine counts it
+    (the run then sweeps for the temporary files its copies left, commands/copy.tidy_up)
+    and every task still returns once. Without a loss the count stays 0."""
+    import signal
+    import time
+
+    with Engine(threads=2, window=4, processes=2) as engine:
+        results = dict(engine.map_unordered(_slow_task, range(4)))
+        assert engine.workers_lost_mid_task == 0
+        assert not engine.may_have_left_temporary_files
+        pids = engine.client.run(os.getpid)
+
+        killed: list[str] = []
+
+        def kill_a_busy_worker() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                busy = [address for address, keys in engine.client.processing().items()
+                        if keys]
+                if busy:
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    killed.append(busy[0])
+                    return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_a_busy_worker)
+        killer.start()
+        results.update(engine.map_unordered(_slow_task, range(4, 12)))
+        killer.join()
+        assert killed, "no worker was busy to kill"
+        assert engine.workers_lost_mid_task >= 1
+        assert engine.may_have_left_temporary_files
+    assert results == {i: i + 1 for i in range(12)}
+
+
 class Payload:
     """A task's argument, counted while alive (a batch of plan items in a real run)."""
 

@@ -64,6 +64,7 @@ class Engine:
         self._client: Any = None
         self._cluster: Any = None
         self._abandoned = False  # tasks were let go: do not wait for their threads
+        self.workers_lost_mid_task = 0  # workers the scheduler removed while they ran tasks
         self._config: Any = None  # dask settings of the embedded cluster, undone on exit
         self.dashboard: str | None = None  # the Dask dashboard's address, once open
         self._entered = False  # within ``with``: the embedded cluster may start
@@ -130,6 +131,8 @@ class Engine:
                 ) from exc
             self.dashboard = _remote_dashboard(self._client)
         _quiet_shutdown_timeouts(self._client.loop.asyncio_loop)
+        if self.processes or self.scheduler is not None:
+            self._client.subscribe_topic("all", self._on_cluster_event)
         if self.dashboard:
             run_log.info("Dask dashboard: %s", self.dashboard)
 
@@ -149,6 +152,30 @@ class Engine:
             self._config.__exit__(None, None, None)
             self._config = None
         self._client = self._cluster = None
+
+    def _on_cluster_event(self, event: tuple[float, Any]) -> None:
+        """Count the workers removed while they ran tasks (a killed worker process).
+
+        A task that dies with its process leaves its temporary files behind; the
+        scheduler runs it again elsewhere, and the run sweeps its destinations at the
+        end only when this count says it must (commands/copy.tidy_up): the sweep is a
+        second listing of every destination. The scheduler logs the removal before it
+        reschedules the tasks, on the same comm as their results, so the count is
+        up to date once the last result is in. Threads of the embedded cluster share
+        the driver's process: they cannot die alone, so it is not watched.
+        """
+        message = event[1]
+        if isinstance(message, dict) and message.get("action") == "remove-worker" and \
+                message.get("processing-tasks"):
+            log.warning("worker %s left with %d tasks running; they run again elsewhere",
+                        message.get("worker"), len(message["processing-tasks"]))
+            self.workers_lost_mid_task += 1
+
+    @property
+    def may_have_left_temporary_files(self) -> bool:
+        """Whether a task of this run may have ended without removing its temporary
+        files: its worker was lost mid-task, or it was let go still running."""
+        return bool(self.workers_lost_mid_task) or self._abandoned
 
     @property
     def client(self) -> Any:
