@@ -152,45 +152,38 @@ def decide(source: Entry | None, destination: Entry | None, *, destination_is_lo
     recorded) rather than copied again: that is how a copy finished by a run
     killed before its ledger commit gets its row. An encrypted object without a
     row is encrypted again instead: its stored size and bytes say nothing
-    about the source without the row's checksums.
+    about the source without the row's checksums. The item carries ``recorded``
+    (built once: this runs for every listed object).
     """
-    item = _decide(source, destination, destination_is_local=destination_is_local,
-                   reverify=reverify, check_only=check_only, recorded=recorded,
-                   with_ledger=with_ledger, encrypted=encrypted)
-    return item if recorded is None else replace(item, recorded=recorded)
-
-
-def _decide(source: Entry | None, destination: Entry | None, *, destination_is_local: bool,
-            reverify: bool, check_only: bool, recorded: LedgerRow | None,
-            with_ledger: bool, encrypted: bool) -> PlanItem:
     if source is None:
         assert destination is not None or recorded is not None
         entry = destination or Entry(recorded.key, recorded.stored_size)  # type: ignore[union-attr]
         reason = "deleted at the source since it was copied" if recorded else \
             "only at the destination"
-        return PlanItem(Action.extra, entry.key, None, destination, reason)
+        return PlanItem(Action.extra, entry.key, None, destination, reason, recorded)
     key = source.key
     if recorded is not None and _archived(recorded, destination) and \
             _same_version(source, recorded):
         where = recorded.archive_url or f"{recorded.storage_class} in place"
         return PlanItem(Action.archived, key, source, destination,
-                        f"archived ({where}); read back with datamove restore or drill")
+                        f"archived ({where}); read back with datamove restore or drill",
+                        recorded)
     if check_only:
         reason = "missing at the destination" if destination is None else "compare"
-        return PlanItem(Action.check, key, source, destination, reason)
+        return PlanItem(Action.check, key, source, destination, reason, recorded)
     if destination is None:
         reason = "the recorded copy is missing" if recorded else "new"
-        return PlanItem(Action.copy, key, source, None, reason)
+        return PlanItem(Action.copy, key, source, None, reason, recorded)
     if recorded is not None:
         if not _same_version(source, recorded):
             return PlanItem(Action.copy, key, source, destination,
-                            "source changed since it was recorded")
+                            "source changed since it was recorded", recorded)
         if destination.size != recorded.stored_size:
             return PlanItem(Action.copy, key, source, destination,
-                            "destination differs from the recorded copy")
+                            "destination differs from the recorded copy", recorded)
         action = Action.verify if reverify else Action.skip
         return PlanItem(action, key, source, destination,
-                        "re-verify" if reverify else "recorded and unchanged")
+                        "re-verify" if reverify else "recorded and unchanged", recorded)
     if encrypted:
         return PlanItem(Action.copy, key, source, destination,
                         "encrypted copy without a ledger row: encrypt again")
