@@ -229,6 +229,16 @@ def test_a_worker_process_killed_mid_task_is_counted_and_its_tasks_finish():
     assert results == {i: i + 1 for i in range(12)}
 
 
+def test_an_engine_that_watches_its_workers_closes_without_an_error_logged(caplog):
+    """The engine subscribes to the scheduler's events (worker processes); closing the
+    client while subscribed made the scheduler log a CRITICAL traceback for sending
+    the client its own remove-client event."""
+    with caplog.at_level(logging.ERROR), Engine(threads=1, window=2, processes=1) as engine:
+        assert dict(engine.map_unordered(_slow_task, range(2))) == {0: 1, 1: 2}
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+
+
 class Payload:
     """A task's argument, counted while alive (a batch of plan items in a real run)."""
 

@@ -145,6 +145,11 @@ class Engine:
                 with contextlib.suppress(Exception):
                     self._cluster.sync(worker.close, executor_wait=False)
         if self._client is not None:
+            if self.processes or self.scheduler is not None:
+                # Otherwise the scheduler sends this client's own remove-client event
+                # to it while it closes, and logs a CRITICAL traceback for the comm.
+                with contextlib.suppress(Exception):
+                    self._client.unsubscribe_topic("all")
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
