@@ -51,8 +51,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
-
 from datamove.age import (
     AgeError,
     HeaderMacError,
@@ -136,6 +134,8 @@ def read_key_file(path: str, what: str) -> bytes:
     """A key or recipients file's bytes (local path or fsspec URL), at most 1 MiB."""
     try:
         if "://" in path:
+            import fsspec  # only for a key file at a URL: a local run's start never pays it
+
             with fsspec.open(path, "rb") as f:
                 data = f.read(MAX_KEY_FILE_SIZE + 1)
         else:
