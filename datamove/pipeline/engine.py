@@ -65,6 +65,7 @@ class Engine:
         self._cluster: Any = None
         self._abandoned = False  # tasks were let go: do not wait for their threads
         self.workers_lost_mid_task = 0  # workers the scheduler removed while they ran tasks
+        self._watching = False  # subscribed to the scheduler's events (_on_cluster_event)
         self._config: Any = None  # dask settings of the embedded cluster, undone on exit
         self.dashboard: str | None = None  # the Dask dashboard's address, once open
         self._entered = False  # within ``with``: the embedded cluster may start
@@ -133,6 +134,7 @@ class Engine:
         _quiet_shutdown_timeouts(self._client.loop.asyncio_loop)
         if self.processes or self.scheduler is not None:
             self._client.subscribe_topic("all", self._on_cluster_event)
+            self._watching = True
         if self.dashboard:
             run_log.info("Dask dashboard: %s", self.dashboard)
 
@@ -145,11 +147,12 @@ class Engine:
                 with contextlib.suppress(Exception):
                     self._cluster.sync(worker.close, executor_wait=False)
         if self._client is not None:
-            if self.processes or self.scheduler is not None:
+            if self._watching:
                 # Otherwise the scheduler sends this client's own remove-client event
                 # to it while it closes, and logs a CRITICAL traceback for the comm.
                 with contextlib.suppress(Exception):
                     self._client.unsubscribe_topic("all")
+                self._watching = False
             self._client.close()
         if self._cluster is not None:
             self._cluster.close()
