@@ -2,7 +2,8 @@
 
 For a tree of small files, time in one run:
 
-* ``rclone``: ``rclone copy --transfers 8 --checkers 8 SRC DST`` (the local-small peer);
+* ``rclone``: ``rclone copy --transfers 8 --checkers 8 SRC DST`` (the local-small peer;
+  ``--checksum`` adds the flag, as for the local-tiny peer);
 * ``protocol``: a bare Python loop making exactly the system calls datamove's local
   publish makes per file (open the source, fstat, read; create a private temporary
   with O_EXCL beside the final name, write, fchmod, futimens to the source's mtime,
@@ -12,19 +13,28 @@ For a tree of small files, time in one run:
   datamove wrote until 2026-12 (docs/FORMAT.md says why it no longer does);
 * ``direct``: what rclone 1.60's local backend does instead (create the final name
   and write it, futimens, close, read it back for md5): no temporary, no rename;
+* ``protocol+records``: the protocol plus what datamove must keep of every object,
+  by datamove's own code: the source listed as its walk lists a directory, a
+  ledger row given to its ``LedgerWriter`` and an ``object.copied`` event to its
+  ``AuditWriter``, both committed to Delta tables every 2,000 rows or every
+  second, as in a run. Each process keeps its own ledger and audit chain and
+  nothing crosses a process: no driver, no Dask, no waiting, so it is a floor
+  for any design that records each object, however its work is spread;
 * ``ledger stack``: pyarrow and deltalake alone, five small appends to a Delta table
   and a read: the memory any run that keeps a Delta Lake ledger starts from;
 * ``start``: ``import datamove.api``, the embedded Dask cluster started and closed,
   and the ledger stack's appends: the fixed cost of any ``datamove run``.
 
 The protocol's time plus the start is what no datamove run can beat however
-little Python it runs per object; ``direct`` shows what the atomic publish costs.
+little Python it runs per object; ``protocol+records`` plus the start is what no
+run can beat that keeps datamove's ledger and audit log per object; ``direct`` shows
+what the atomic publish costs.
 Peak RSS is printed for the cases that run as one child process.
 Every tool writes a fresh destination, never deleted during the run (ext4 makes
 creates slow for ~30 s after mass deletes; README "Caveats").
 
 Usage:
-    /work/main/.venv/bin/python benchmarks/floor.py SRC [--processes 2] [--repeat 3]
+    /work/main/.venv/bin/python benchmarks/floor.py SRC [--processes 2] [--repeat 3] [--checksum]
 """
 
 from __future__ import annotations
@@ -35,11 +45,17 @@ import os
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from multiprocessing import Pool
 from pathlib import Path
 
 # benchmarks/run.py (warm: rclone drops the pages it copied; compile_bytecode: as installed)
 from run import compile_bytecode, measure, warm
+
+# Imported before the pool forks: their import is in "start", not in each timed process.
+from datamove.audit import AuditLog
+from datamove.ledger.tables import Ledger, LedgerWriter
+from datamove.stores.local import _local_child
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "floor"
@@ -57,8 +73,13 @@ def files_by_directory(src: Path) -> dict[str, list[str]]:
 def publish(args: tuple[str, str, str, dict[str, list[str]]]) -> int:
     """One process's share: every file of its directories, by the named protocol."""
     kind, src, dst, tree = args
+    records = None
+    if kind == "protocol+records":
+        records = Records(f"{dst}.ledger-{os.getpid()}", src, dst)
     count = 0
     for directory, names in tree.items():
+        if records is not None:
+            names = records.listed(directory)
         os.makedirs(os.path.join(dst, directory), exist_ok=True)
         dir_fd = os.open(os.path.join(dst, directory), os.O_RDONLY | os.O_DIRECTORY)
         for name in names:
@@ -90,9 +111,55 @@ def publish(args: tuple[str, str, str, dict[str, list[str]]]) -> int:
                 os.close(out)
                 os.stat(source, follow_symlinks=False)
                 os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                if records is not None:
+                    key = name if directory == "." else f"{directory}/{name}"
+                    records.copied(key, len(data), digest.hex(), mtime)
             count += 1
         os.close(dir_fd)
+    if records is not None:
+        records.close()
     return count
+
+
+class Records:
+    """datamove's per-object records in one process: its listing, ledger rows and
+    audit events, with its own writers (``protocol+records``)."""
+
+    def __init__(self, ledger_url: str, src: str, dst: str):
+        self.child, self.src, self.dst = _local_child, src, dst
+        run_id = f"floor-{os.getpid()}"
+        self.ledger = LedgerWriter(Ledger(ledger_url), run_id)
+        self.audit = AuditLog(ledger_url, origin_name="floor").writer(run_id)
+        self.run_id = run_id
+
+    def listed(self, directory: str) -> list[str]:
+        """The directory's files as datamove's walk lists each directory
+        (``stores/local.py``: a scandir, one stat per entry, sorted by key)."""
+        with os.scandir(os.path.join(self.src, directory)) as it:
+            children = [self.child(e, "skip", None, "") for e in it]
+        files = [c for c in children if c is not None and c[1] is None]
+        return sorted(entry.key for _, _, entry in files)
+
+    def copied(self, key: str, size: int, sha256: str, mtime_ns: int) -> None:
+        moment = datetime.now(UTC)
+        destination = f"{self.dst}/{key}"
+        self.ledger.add({
+            "dataset": "data", "key": key, "run_id": self.run_id, "status": "copied",
+            "source_url": f"{self.src}/{key}", "size": size,
+            "source_mtime": datetime.fromtimestamp(mtime_ns / 1e9, UTC), "source_etag": None,
+            "source_version": None, "sha256": sha256, "destination_url": destination,
+            "stored_size": size, "stored_sha256": sha256, "native_checksum": None,
+            "encrypted": False, "key_fingerprints": [], "payload_sha256": None,
+            "previous_key_fingerprints": [], "storage_class": None, "region": None,
+            "verify_mode": "checksum", "verify_result": "ok", "verified_at": moment,
+            "attempts": 1, "error": None, "recorded_at": moment})
+        self.audit.append("object.copied", dataset="data", key=key,
+                          destination_url=destination, size=size, sha256=sha256, attempts=1,
+                          region=None)
+
+    def close(self) -> None:
+        self.ledger.flush()
+        self.audit.flush()
 
 
 def timed_protocol(kind: str, src: Path, processes: int) -> float:
@@ -145,17 +212,22 @@ def main() -> None:
     parser.add_argument("src", type=Path)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--checksum", action="store_true",
+                        help="rclone copy --checksum: the peer of local-tiny and local-large")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     compile_bytecode()
     rclone_env = {**os.environ, "RCLONE_CONFIG": "/dev/null"}
+    rclone_flags = ["--checksum"] if args.checksum else []
     cases = {
-        "rclone": lambda: timed("rclone", ["rclone", "copy", "--transfers", "8",
+        "rclone": lambda: timed("rclone", ["rclone", "copy", *rclone_flags, "--transfers", "8",
                                            "--checkers", "8", str(args.src),
                                            str(WORK / f"rclone-{time.time_ns()}")], rclone_env),
         "protocol": lambda: timed_protocol("protocol", args.src, args.processes),
         "protocol+xattr": lambda: timed_protocol("protocol+xattr", args.src, args.processes),
         "direct": lambda: timed_protocol("direct", args.src, args.processes),
+        "protocol+records": lambda: timed_protocol("protocol+records", args.src,
+                                                   args.processes),
         "start": lambda: timed("start", [sys.executable, "-c", START,
                                          str(WORK / f"delta-{time.time_ns()}")]),
         "ledger stack": lambda: timed("ledger stack", [sys.executable, "-c", LEDGER_STACK,
@@ -169,7 +241,8 @@ def main() -> None:
             times[name].append(case())
     rclone = statistics.median(times["rclone"])
     files = sum(len(names) for names in files_by_directory(args.src).values())
-    print(f"{files} files from {args.src}, {args.processes} processes, "
+    print(f"{files} files from {args.src}, {args.processes} processes, rclone copy "
+          f"{' '.join(rclone_flags) or '(no flags)'}, "
           f"{args.repeat} runs each (median; all runs)")
     for name, runs in times.items():
         median = statistics.median(runs)
@@ -178,6 +251,9 @@ def main() -> None:
     floor = statistics.median(times["protocol"]) + statistics.median(times["start"])
     print(f"{'floor':16} {floor:7.2f} s  {floor / rclone:5.2f}× rclone   "
           "(protocol + start: no datamove run can be faster)")
+    kept = statistics.median(times["protocol+records"]) + statistics.median(times["start"])
+    print(f"{'floor+records':16} {kept:7.2f} s  {kept / rclone:5.2f}× rclone   "
+          "(protocol+records + start: nor a run that records each object)")
     print("peak RSS: " + ", ".join(f"{name} {mib:.0f} MiB ({mib / PEAKS['rclone']:.2f}× rclone)"
                                    for name, mib in PEAKS.items()))
 
