@@ -45,7 +45,6 @@ import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -55,6 +54,12 @@ from run import compile_bytecode, measure, warm
 # Imported before the pool forks: their import is in "start", not in each timed process.
 from datamove.audit import AuditLog
 from datamove.ledger.tables import Ledger, LedgerWriter
+from datamove.manifest.model import VerifyMode
+from datamove.pipeline.auditing import record_result
+from datamove.pipeline.jobs import ledger_row
+from datamove.pipeline.march import Action, DatasetJob, PlanItem
+from datamove.pipeline.transfer import ObjectResult
+from datamove.stores.core import Entry, KeyFilter, Location
 from datamove.stores.local import _local_child
 
 HERE = Path(__file__).resolve().parent
@@ -64,9 +69,12 @@ READ = 1 << 20
 
 
 def files_by_directory(src: Path) -> dict[str, list[str]]:
+    """Regular files by directory; symbolic links left out, as datamove's and rclone's
+    defaults leave them (the protocol opens with O_NOFOLLOW and would fail on one)."""
     tree: dict[str, list[str]] = {}
     for directory, _, names in os.walk(src):
-        tree[os.path.relpath(directory, src)] = sorted(names)
+        tree[os.path.relpath(directory, src)] = sorted(
+            n for n in names if not os.path.islink(os.path.join(directory, n)))
     return tree
 
 
@@ -112,8 +120,7 @@ def publish(args: tuple[str, str, str, dict[str, list[str]]]) -> int:
                 os.stat(source, follow_symlinks=False)
                 os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 if records is not None:
-                    key = name if directory == "." else f"{directory}/{name}"
-                    records.copied(key, len(data), digest.hex(), mtime)
+                    records.copied(name, digest.hex())
             count += 1
         os.close(dir_fd)
     if records is not None:
@@ -123,39 +130,38 @@ def publish(args: tuple[str, str, str, dict[str, list[str]]]) -> int:
 
 class Records:
     """datamove's per-object records in one process: its listing, ledger rows and
-    audit events, with its own writers (``protocol+records``)."""
+    audit events, by its own code (``protocol+records``): the walk's ``_local_child``,
+    the driver's ``ledger_row`` and ``record_result``, a ``LedgerWriter`` and an
+    ``AuditWriter``."""
 
     def __init__(self, ledger_url: str, src: str, dst: str):
-        self.child, self.src, self.dst = _local_child, src, dst
-        run_id = f"floor-{os.getpid()}"
-        self.ledger = LedgerWriter(Ledger(ledger_url), run_id)
-        self.audit = AuditLog(ledger_url, origin_name="floor").writer(run_id)
-        self.run_id = run_id
+        self.src, self.run_id = src, f"floor-{os.getpid()}"
+        self.job = DatasetJob("data", Location.of(src), Location.of(dst), KeyFilter(),
+                              VerifyMode.checksum)
+        self.ledger = LedgerWriter(Ledger(ledger_url), self.run_id)
+        self.audit = AuditLog(ledger_url, origin_name="floor").writer(self.run_id)
+        self.listing: dict[str, Entry] = {}
 
     def listed(self, directory: str) -> list[str]:
-        """The directory's files as datamove's walk lists each directory
+        """The directory's file names, listed as datamove's walk lists a directory
         (``stores/local.py``: a scandir, one stat per entry, sorted by key)."""
+        prefix = "" if directory == "." else f"{directory}/"
         with os.scandir(os.path.join(self.src, directory)) as it:
-            children = [self.child(e, "skip", None, "") for e in it]
-        files = [c for c in children if c is not None and c[1] is None]
-        return sorted(entry.key for _, _, entry in files)
+            children = [_local_child(e, "skip", None, prefix) for e in it]
+        self.listing = {name: entry for name, _, entry in filter(None, children)
+                        if entry is not None}
+        return sorted(self.listing, key=lambda name: self.listing[name].key)
 
-    def copied(self, key: str, size: int, sha256: str, mtime_ns: int) -> None:
-        moment = datetime.now(UTC)
-        destination = f"{self.dst}/{key}"
-        self.ledger.add({
-            "dataset": "data", "key": key, "run_id": self.run_id, "status": "copied",
-            "source_url": f"{self.src}/{key}", "size": size,
-            "source_mtime": datetime.fromtimestamp(mtime_ns / 1e9, UTC), "source_etag": None,
-            "source_version": None, "sha256": sha256, "destination_url": destination,
-            "stored_size": size, "stored_sha256": sha256, "native_checksum": None,
-            "encrypted": False, "key_fingerprints": [], "payload_sha256": None,
-            "previous_key_fingerprints": [], "storage_class": None, "region": None,
-            "verify_mode": "checksum", "verify_result": "ok", "verified_at": moment,
-            "attempts": 1, "error": None, "recorded_at": moment})
-        self.audit.append("object.copied", dataset="data", key=key,
-                          destination_url=destination, size=size, sha256=sha256, attempts=1,
-                          region=None)
+    def copied(self, name: str, sha256: str) -> None:
+        """The ledger row and audit event of one copy, as the driver makes them."""
+        entry = self.listing[name]
+        item = PlanItem(Action.copy, entry.key, entry, None, "new")
+        result = ObjectResult(
+            dataset="data", key=entry.key, action="copy", status="copied", size=entry.size,
+            sha256=sha256, destination_url=self.job.destination.url_of(entry.key),
+            bytes_written=entry.size, stored_size=entry.size, stored_sha256=sha256)
+        self.ledger.add(ledger_row(self.job, item, result, self.run_id))
+        record_result(self.audit, self.job, result)
 
     def close(self) -> None:
         self.ledger.flush()
