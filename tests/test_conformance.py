@@ -5,7 +5,8 @@ Azure Blob (Azurite) and SFTP (OpenSSH's sshd). Each test runs the Python API th
 CLI wraps (api.run and api.verify) with the backend as destination, and reads the
 results back through the store's own client:
 
-* copy, verify, rerun skips; the copy read back from the backend as a source;
+* copy, verify, rerun skips; the copy read back from the backend as a source
+  (awkward names, and bytes that upload framing could misread, among them);
 * a flipped destination byte is caught by verify (checksum, full) and repaired
   by ``run --reverify``; what ``size`` mode does and does not see;
 * native checksums recorded in the ledger as ``<algo>:<base64>``, per backend;
@@ -37,6 +38,10 @@ from .backends import KINDS, Backend, backend_of
 PART = 5 * 1024 * 1024  # S3's minimum part; GCS chunks and Azure blocks use it too
 SIZES = {"empty": 0, "one": 1, "small": 300 * 1024 + 5, "multi/part.bin": PART + 7}
 AWKWARD = {"a-c": b"dash", "a/b": b"slash", "unicode/日本語.bin": b"u", "sp ace.txt": b"s"}
+# Bytes a one-request upload's MIME framing could misread: a final CR (taken for
+# the start of a CRLF delimiter) and lines that look like gcsfs's own boundary.
+FRAMING = {"framing/ends-in-cr.bin": b"the last byte is a CR\r",
+           "framing/boundary.bin": b"\n--==0==\r\n\r\n--==0==--\r\n--\r"}
 
 
 @pytest.fixture(params=KINDS)
@@ -46,7 +51,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 def source_files(root: Path, seed: int = 5) -> dict[str, bytes]:
     rng = random.Random(seed)
-    files = {key: rng.randbytes(size) for key, size in SIZES.items()} | AWKWARD
+    files = {key: rng.randbytes(size) for key, size in SIZES.items()} | AWKWARD | FRAMING
     for key, data in files.items():
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_bytes(data)
